@@ -1,0 +1,58 @@
+"""labelflow: programmatic labeling from raw text to probabilistic labels.
+
+The public API, in data-flow order: load a :class:`Dataset`, write labeling
+functions, apply them into a :class:`LabelMatrix`, fit a label model, analyse.
+"""
+
+from labelflow.analysis import classification_metrics, lf_summary
+from labelflow.apply import VoteCache, apply_lfs
+from labelflow.dataset import Dataset, load_dataset, read_wrench
+from labelflow.errors import DataError, LabelflowError, LabelModelError, LFError, ProjectError
+from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model
+from labelflow.lf import (
+    ExpressionLF,
+    LabelingFunction,
+    PythonLF,
+    keyword_lf,
+    labeling_function,
+    length_lf,
+    load_lf_suite,
+    regex_lf,
+    threshold_lf,
+)
+from labelflow.matrix import LabelMatrix
+from labelflow.schema import ClassSchema
+from labelflow.typing import ABSTAIN
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABSTAIN",
+    "ClassSchema",
+    "DataError",
+    "Dataset",
+    "ExpressionLF",
+    "LFError",
+    "LabelMatrix",
+    "LabelModel",
+    "LabelModelError",
+    "LabelingFunction",
+    "LabelflowError",
+    "ProjectError",
+    "PythonLF",
+    "VoteCache",
+    "apply_lfs",
+    "classification_metrics",
+    "get_label_model",
+    "keyword_lf",
+    "label_model_names",
+    "labeling_function",
+    "length_lf",
+    "lf_summary",
+    "load_dataset",
+    "load_label_model",
+    "load_lf_suite",
+    "read_wrench",
+    "regex_lf",
+    "threshold_lf",
+]

@@ -1,0 +1,235 @@
+"""The ``labelflow`` command line: a thin shell over :mod:`labelflow.project`.
+
+Every command that prints figures takes ``--json`` and then prints exactly one
+JSON document on stdout; progress bars go to stderr. Errors print one line,
+``labelflow: error: ...``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from labelflow.errors import LabelflowError
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labelflow", description="Programmatic labeling: LFs → label model → labels.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, *, project: bool = True, json_out: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        if project:
+            p.add_argument("-p", "--project", default=".", help="project folder (default: current directory)")
+        if json_out:
+            p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+        return p
+
+    p = command("init", "Create a project folder from data files, a column mapping and a class list.",
+                project=False, json_out=False)
+    p.add_argument("folder", help="project folder to create (re-initialises an existing one, keeping its caches)")
+    p.add_argument("--data", action="append", required=True, metavar="[SPLIT=]PATH",
+                   help="data file (CSV, TSV, Parquet, JSONL); prefix SPLIT= to set its split; repeatable")
+    p.add_argument("--classes", required=True, help="comma-separated class names, in index order")
+    p.add_argument("--text", action="append", default=None, metavar="[FIELD=]COLUMN",
+                   help="text column (default 'text'); FIELD=COLUMN for more text fields; repeatable")
+    p.add_argument("--id", help="id column (default: <file>:<row>)")
+    p.add_argument("--label", help="gold label column (class index or name)")
+    p.add_argument("--split-column", help="column holding each row's split")
+    p.add_argument("--dev-sample", type=int, default=0, metavar="N", help="move N seeded-random train rows to dev")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dev sample")
+    p.add_argument("--hide-labels", action="append", default=[], metavar="SPLIT",
+                   help="drop the gold labels of this split (for example train); repeatable")
+    p.add_argument("--drop-identical", action="store_true", help="drop rows that exactly repeat an earlier row")
+    p.add_argument("--lfs", help="the project's LF suite (a Python file)")
+    p.add_argument("--label-model", default="snorkel", help="default label model")
+    p.add_argument("--name", help="task name (default: the folder name)")
+
+    p = command("apply", "Apply the LF suite: the label matrix (cached per LF).")
+    p.add_argument("--lfs", help="LF suite file instead of the configured one")
+    p.add_argument("--on-error", choices=("raise", "abstain"), default="raise",
+                   help="an LF raising on a row stops the run (raise) or abstains there (abstain)")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes for Python LFs (default: all CPUs)")
+
+    p = command("fit", "Fit a label model on the train rows and report dev/test metrics.")
+    p.add_argument("--model", help="registered label model (default: the project's)")
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--dev-gold", action="store_true", help="also pass the dev rows' gold labels to the model")
+
+    p = command("summary", "LF statistics (coverage, overlaps, conflicts, accuracy on gold).")
+    p.add_argument("--split", default="dev", help="split to summarise (default dev)")
+
+    p = command("export", "Write probabilistic labels with the argmax.", json_out=False)
+    p.add_argument("out", help="output file: .parquet, .csv or .jsonl")
+    p.add_argument("--model", help="fitted label model (default: the project's)")
+    p.add_argument("--split", action="append", default=None, help="only this split; repeatable")
+    p.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="format (default: from the extension)")
+
+    p = command("demo", "The whole pipeline on the shipped YouTube spam data.", project=False)
+    p.add_argument("--workdir", default="labelflow-demo", help="project folder the demo creates (default ./labelflow-demo)")
+
+    p = command("bench", "Benchmarks.", project=False, json_out=False)
+    bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    b = bench.add_parser("label-models", help="every registered label model on WRENCH folders")
+    b.add_argument("folders", nargs="+", help="WRENCH dataset folders (label.json, train/valid/test.json)")
+    b.add_argument("--models", help="comma-separated model names (default: all registered)")
+    b.add_argument("--json", action="store_true", help="print one JSON document")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        result = COMMANDS[args.command](args)
+    except LabelflowError as exc:
+        print(f"labelflow: error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2, default=_json_default))
+    return 0
+
+
+# --- commands (each returns the JSON document; prints tables unless --json) -------------------------
+
+
+def _init(args: argparse.Namespace) -> dict[str, Any]:
+    from labelflow.project import Project
+
+    sources: dict[str, list[str]] = {}
+    for item in args.data:
+        split, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        sources.setdefault(split, []).append(path)
+    text = _pairs(args.text or ["text"], "text")
+    project = Project.init(
+        args.folder, sources=sources, classes=[c.strip() for c in args.classes.split(",")],
+        text=text, id=args.id, label=args.label, split=args.split_column, dev_sample=args.dev_sample,
+        seed=args.seed, hide_labels=args.hide_labels, duplicates="drop_identical" if args.drop_identical else "error",
+        lfs=args.lfs, label_model=args.label_model, name=args.name,
+    )
+    counts = project.dataset().frame["split"].value_counts(sort=True)
+    print(f"created project {project.config.name!r} in {project.root}: "
+          + ", ".join(f"{s} {n}" for s, n in counts.iter_rows()))
+    return {}
+
+
+def _apply(args: argparse.Namespace) -> dict[str, Any]:
+    project = _open(args)
+    matrix, cache = project.apply(lfs=args.lfs, on_error=args.on_error, n_jobs=args.jobs, progress=True)
+    result = {
+        "rows": matrix.shape[0], "lfs": list(matrix.lf_names),
+        "applied": cache.misses, "cached": cache.hits,
+        "failures": [f.__dict__ for f in matrix.failures],
+    }
+    if not args.json:
+        print(f"label matrix {matrix.shape[0]} rows × {matrix.shape[1]} LFs "
+              f"({len(cache.misses)} applied, {len(cache.hits)} from cache)")
+        for f in matrix.failures[:20]:
+            print(f"  LF {f.lf!r} failed on row id {f.row_id!r}: {f.error}")
+        if len(matrix.failures) > 20:
+            print(f"  ... {len(matrix.failures) - 20} more failures (see --json)")
+    return result
+
+
+def _fit(args: argparse.Namespace) -> dict[str, Any]:
+    project = _open(args)
+    model = project.fit(args.model, seed=args.seed, use_dev=args.dev_gold, progress=not args.json)
+    metrics = project.evaluate(model)
+    if not args.json:
+        print(f"fitted label model {model.name!r}")
+        _print_metrics({model.name: metrics})
+    return {"model": model.name, "metrics": metrics}
+
+
+def _summary(args: argparse.Namespace) -> dict[str, Any]:
+    table = _open(args).summary(args.split)
+    if not args.json:
+        _print_frame(table)
+    return {"split": args.split, "lfs": table.to_dicts()}
+
+
+def _export(args: argparse.Namespace) -> dict[str, Any]:
+    frame = _open(args).export(args.out, model=args.model, splits=args.split, fmt=args.format)
+    print(f"wrote {frame.height} rows to {args.out}")
+    return {}
+
+
+def _demo(args: argparse.Namespace) -> dict[str, Any]:
+    from labelflow.demo import run_demo
+
+    report = run_demo(args.workdir, progress=not args.json)
+    if not args.json:
+        print(f"labelflow demo: YouTube spam, {report['rows']['total']} rows × {report['rows']['lfs']} LFs "
+              f"(project in {report['project']}, {report['cached_lfs']} LFs from cache)\n")
+        print("LF summary on dev:")
+        _print_frame(pl.DataFrame(report["lf_summary"]))
+        print()
+        _print_metrics({stage: {s: report[s][stage] for s in ("dev", "test")} for stage in report["test"]})
+        print(f"\nlabel_model = {report['label_model']!r}; finished in {report['seconds']:.1f} s")
+    return report
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    from labelflow.bench import bench_label_models
+
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    results = bench_label_models(args.folders, models=models)
+    if args.json:
+        print(json.dumps({"results": results}, indent=2))
+    else:
+        _print_frame(pl.DataFrame(results))
+    return {}
+
+
+COMMANDS = {"init": _init, "apply": _apply, "fit": _fit, "summary": _summary, "export": _export,
+            "demo": _demo, "bench": _bench}
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _open(args: argparse.Namespace):
+    from labelflow.project import Project
+
+    return Project.open(args.project)
+
+
+def _pairs(items: list[str], first_key: str) -> str | dict[str, str]:
+    """``["CONTENT"]`` → ``"CONTENT"``; ``["CONTENT", "title=TITLE"]`` → ``{"text": "CONTENT", "title": "TITLE"}``."""
+    if len(items) == 1 and "=" not in items[0]:
+        return items[0]
+    out = {}
+    for i, item in enumerate(items):
+        key, _, value = item.partition("=") if "=" in item else (first_key if i == 0 else item, "", item)
+        out[key] = value
+    return out
+
+
+def _print_metrics(per_stage: dict[str, dict[str, dict[str, Any]]]) -> None:
+    rows = [{"stage": stage, "split": split, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+             "coverage": m["coverage"], "n": m["n"]}
+            for stage, splits in per_stage.items() for split, m in splits.items()]
+    _print_frame(pl.DataFrame(rows))
+
+
+def _print_frame(frame: pl.DataFrame) -> None:
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True, float_precision=3, tbl_width_chars=200):
+        print(frame)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

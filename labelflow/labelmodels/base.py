@@ -1,0 +1,218 @@
+"""The label-model interface, its registry, and save/load without pickles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from labelflow.errors import LabelModelError
+from labelflow.io import atomic_path
+from labelflow.matrix import check_label_matrix
+from labelflow.typing import ABSTAIN, GoldArray, LabelArray, PredArray, ProbArray
+
+TiePolicy = Literal["random", "abstain", "first"]
+FORMAT_VERSION = 1
+_REGISTRY: dict[str, type["LabelModel"]] = {}
+
+
+class LabelModel(ABC):
+    """Combines the votes of ``m`` LFs into ``[n, k]`` class probabilities.
+
+    Subclasses implement :meth:`_fit`, :meth:`_predict_proba`, and the pair
+    :meth:`_state` / :meth:`_from_state` that save and restore them as JSON plus
+    NumPy arrays.
+
+    Parameters
+    ----------
+    cardinality
+        Number of classes ``k``.
+    seed
+        Seed for anything random in fitting; equal seeds give equal models.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, cardinality: int, *, seed: int = 123) -> None:
+        if isinstance(cardinality, bool) or not isinstance(cardinality, int) or cardinality < 2:
+            raise LabelModelError(f"cardinality must be an integer ≥ 2; got {cardinality!r}")
+        self.cardinality = cardinality
+        self.seed = seed
+        self.n_lfs: int | None = None
+        self.lf_names: tuple[str, ...] | None = None
+
+    # --- public interface ---------------------------------------------------------------------------
+
+    def fit(
+        self,
+        L: LabelArray,
+        *,
+        L_dev: LabelArray | None = None,
+        y_dev: GoldArray | None = None,
+        class_balance: np.ndarray | None = None,
+        progress: bool = False,
+    ) -> "LabelModel":
+        """Fit on an ``[n, m]`` label matrix; returns ``self``.
+
+        Parameters
+        ----------
+        L
+            ``[n, m]`` votes in ``-1 .. k-1``.
+        L_dev, y_dev
+            Optional ``[n_dev, m]`` votes and ``[n_dev]`` gold classes of a dev set.
+        class_balance
+            Optional ``[k]`` prior over classes, summing to 1.
+        progress
+            Show a progress bar where fitting iterates.
+        """
+        L = check_label_matrix(L, self.cardinality)
+        if L_dev is not None or y_dev is not None:
+            L_dev, y_dev = self._check_dev(L, L_dev, y_dev)
+        if class_balance is not None:
+            class_balance = np.asarray(class_balance, dtype=np.float64)
+            if class_balance.shape != (self.cardinality,) or np.any(class_balance < 0) or not np.isclose(class_balance.sum(), 1):
+                raise LabelModelError(f"class_balance must be {self.cardinality} non-negative numbers summing to 1; got {class_balance}")
+        self._fit(L, L_dev=L_dev, y_dev=y_dev, class_balance=class_balance, progress=progress)
+        self.n_lfs = L.shape[1]
+        return self
+
+    def predict_proba(self, L: LabelArray) -> ProbArray:
+        """``[n, k]`` class probabilities for an ``[n, m]`` label matrix."""
+        if self.n_lfs is None:
+            raise LabelModelError(f"label model {self.name!r} is not fitted; call fit() first")
+        L = check_label_matrix(L, self.cardinality)
+        if L.shape[1] != self.n_lfs:
+            raise LabelModelError(
+                f"label model {self.name!r} was fit on {self.n_lfs} LFs but this matrix has {L.shape[1]}; "
+                "refit it after adding or removing LFs"
+            )
+        return self._predict_proba(L)
+
+    def predict(self, L: LabelArray, *, tie_policy: TiePolicy = "random") -> PredArray:
+        """``[n]`` predicted classes; see :func:`probs_to_preds` for ``tie_policy``."""
+        return probs_to_preds(self.predict_proba(L), tie_policy=tie_policy)
+
+    def save(self, path: str | Path, *, lf_names: Sequence[str] | None = None) -> None:
+        """Write the fitted model to one ``.npz`` file (JSON config + arrays; no pickles), atomically.
+
+        ``lf_names``, the ``m`` LFs it was fit on, are stored so a later load can
+        check them; :func:`load_label_model` sets them as :attr:`lf_names`.
+        """
+        if self.n_lfs is None:
+            raise LabelModelError(f"label model {self.name!r} is not fitted; nothing to save")
+        if lf_names is not None and len(lf_names) != self.n_lfs:
+            raise LabelModelError(f"lf_names has {len(lf_names)} names; the model was fit on {self.n_lfs} LFs")
+        config, arrays = self._state()
+        meta = {"format": FORMAT_VERSION, "name": self.name, "cardinality": self.cardinality, "seed": self.seed,
+                "n_lfs": self.n_lfs, "lf_names": None if lf_names is None else list(lf_names), "config": config}
+        if "__meta__" in arrays:
+            raise LabelModelError("'__meta__' is reserved in a label model's saved arrays")
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
+
+    # --- for subclasses -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def _fit(self, L: LabelArray, *, L_dev: LabelArray | None, y_dev: GoldArray | None,
+             class_balance: np.ndarray | None, progress: bool) -> None: ...
+
+    @abstractmethod
+    def _predict_proba(self, L: LabelArray) -> ProbArray: ...
+
+    @abstractmethod
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted state as a JSON-ready config and named arrays."""
+
+    @classmethod
+    @abstractmethod
+    def _from_state(cls, cardinality: int, seed: int, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "LabelModel":
+        """Inverse of :meth:`_state` (``n_lfs`` is set by :func:`load_label_model`)."""
+
+    def _check_dev(self, L: LabelArray, L_dev: Any, y_dev: Any) -> tuple[LabelArray, GoldArray]:
+        if L_dev is None or y_dev is None:
+            raise LabelModelError("give both L_dev and y_dev, or neither")
+        L_dev = check_label_matrix(L_dev, self.cardinality)
+        y_dev = np.asarray(y_dev)
+        if L_dev.shape[1] != L.shape[1]:
+            raise LabelModelError(f"L_dev has {L_dev.shape[1]} LFs but L has {L.shape[1]}")
+        if y_dev.shape != (L_dev.shape[0],):
+            raise LabelModelError(f"y_dev must have shape ({L_dev.shape[0]},) to match L_dev; got {y_dev.shape}")
+        bad = (y_dev < 0) | (y_dev >= self.cardinality)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise LabelModelError(
+                f"dev gold label {y_dev[i]!r} at dev row {i} is outside the schema's classes 0..{self.cardinality - 1}"
+            )
+        return L_dev, y_dev.astype(np.int64)
+
+
+def register_label_model(cls: type[LabelModel]) -> type[LabelModel]:
+    """Class decorator: make a label model available by its ``name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise LabelModelError(f"a label model named {cls.name!r} is already registered ({_REGISTRY[cls.name].__qualname__})")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def label_model_names() -> list[str]:
+    """Names of the registered label models."""
+    return list(_REGISTRY)
+
+
+def get_label_model(name: str, cardinality: int, *, seed: int = 123) -> LabelModel:
+    """A new, unfitted label model by registry name."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise LabelModelError(f"unknown label model {name!r}; known models are {label_model_names()}") from None
+    return cls(cardinality, seed=seed)
+
+
+def load_label_model(path: str | Path) -> LabelModel:
+    """Read a model written by :meth:`LabelModel.save`."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabelModelError(f"no saved label model at {path}")
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(str(npz["__meta__"]))
+        arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
+    if meta.get("format") != FORMAT_VERSION:
+        raise LabelModelError(f"{path}: saved with format {meta.get('format')}; this labelflow reads format {FORMAT_VERSION}")
+    if meta["name"] not in _REGISTRY:
+        raise LabelModelError(f"{path}: unknown label model {meta['name']!r}; known models are {label_model_names()}")
+    model = _REGISTRY[meta["name"]]._from_state(meta["cardinality"], meta["seed"], meta["config"], arrays)
+    model.n_lfs = meta["n_lfs"]
+    model.lf_names = None if meta["lf_names"] is None else tuple(meta["lf_names"])
+    return model
+
+
+def probs_to_preds(probs: ProbArray, *, tie_policy: TiePolicy = "random", tol: float = 1e-5) -> PredArray:
+    """``[n]`` argmax classes of ``[n, k]`` probabilities, with a policy for ties.
+
+    ``"random"`` picks among tied classes by a deterministic hash of the row index,
+    exactly as Snorkel's ``probs_to_preds`` does; ``"abstain"`` returns ``ABSTAIN``;
+    ``"first"`` takes the lowest tied class.
+
+    Examples
+    --------
+    >>> probs_to_preds(np.array([[0.2, 0.8], [0.5, 0.5]]), tie_policy="abstain")
+    array([ 1, -1])
+    """
+    if tie_policy not in ("random", "abstain", "first"):
+        raise LabelModelError(f"tie_policy must be 'random', 'abstain' or 'first'; got {tie_policy!r}")
+    probs = np.asarray(probs)
+    is_max = np.abs(probs - probs.max(axis=1, keepdims=True)) < tol
+    preds = is_max.argmax(axis=1).astype(np.int64)
+    tied = np.flatnonzero(is_max.sum(axis=1) > 1)
+    if tie_policy == "abstain":
+        preds[tied] = ABSTAIN
+    elif tie_policy == "random":
+        for i in tied:
+            options = np.flatnonzero(is_max[i])
+            preds[i] = options[int(hashlib.sha1(str(i).encode()).hexdigest(), 16) % len(options)]
+    return preds

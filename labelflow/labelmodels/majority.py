@@ -1,0 +1,68 @@
+"""Majority vote: each row's class is the one most of its LFs vote for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from labelflow.labelmodels.base import LabelModel, register_label_model
+from labelflow.typing import GoldArray, LabelArray, ProbArray
+
+CHUNK_ROWS = 1 << 20
+
+
+def vote_counts(L: LabelArray, cardinality: int) -> np.ndarray:
+    """``[n, k]`` number of LFs voting for each class, from an ``[n, m]`` label matrix.
+
+    Examples
+    --------
+    >>> vote_counts(np.array([[0, 1, 1], [-1, -1, 0]], dtype=np.int8), 2)
+    array([[1, 2],
+           [1, 0]], dtype=int32)
+    """
+    n = L.shape[0]
+    counts = np.zeros((n, cardinality), dtype=np.int32)
+    for start in range(0, n, CHUNK_ROWS):  # bounded temporaries for large n
+        block = L[start:start + CHUNK_ROWS]
+        rows, cols = np.nonzero(block >= 0)
+        flat = rows * cardinality + block[rows, cols]
+        counts[start:start + len(block)] = np.bincount(flat, minlength=len(block) * cardinality).reshape(-1, cardinality)
+    return counts
+
+
+@register_label_model
+class MajorityVote(LabelModel):
+    """Probabilities are each row's vote shares; rows no LF covers get a uniform distribution.
+
+    Ties between classes are left to the tie policy of :meth:`predict`; with
+    ``"random"`` they break exactly as Snorkel's ``MajorityLabelVoter``.
+
+    Examples
+    --------
+    >>> mv = MajorityVote(2).fit(np.array([[0, 1, 1], [0, -1, -1], [-1, -1, -1]]))
+    >>> mv.predict_proba(np.array([[0, 1, 1], [-1, -1, -1]])).round(2)
+    array([[0.33, 0.67],
+           [0.5 , 0.5 ]])
+    """
+
+    name = "majority_vote"
+
+    def _fit(self, L: LabelArray, *, L_dev: LabelArray | None, y_dev: GoldArray | None,
+             class_balance: np.ndarray | None, progress: bool) -> None:
+        """Nothing to learn."""
+
+    def _predict_proba(self, L: LabelArray) -> ProbArray:
+        counts = vote_counts(L, self.cardinality).astype(np.float64)
+        total = counts.sum(axis=1, keepdims=True)
+        uncovered = total[:, 0] == 0
+        counts[uncovered] = 1.0
+        total[uncovered] = self.cardinality
+        return counts / total
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {}, {}
+
+    @classmethod
+    def _from_state(cls, cardinality: int, seed: int, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "MajorityVote":
+        return cls(cardinality, seed=seed)

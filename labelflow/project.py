@@ -1,0 +1,323 @@
+"""A labelflow project on disk: a config file and the store beside it.
+
+Layout of a project folder::
+
+    labelflow.json          config: task name, classes, column mapping, sources, LF suite, label model
+    store/dataset.parquet   the dataset, imported once by ``init``
+    store/votes/            per-LF vote cache (one .npz per LF fingerprint and data hash)
+    store/matrix.parquet    the label matrix of the last ``apply``
+    store/models/NAME.npz   fitted label models
+
+The CLI and (later) the app open the same folder. Every file is written to a
+temporary name and renamed, so a failed command leaves what was saved intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from labelflow.analysis import classification_metrics, lf_summary
+from labelflow.apply import OnError, VoteCache, apply_lfs
+from labelflow.dataset import Dataset, load_dataset
+from labelflow.errors import DataError, ProjectError
+from labelflow.io import atomic_path, write_json
+from labelflow.labelmodels import LabelModel, get_label_model, load_label_model
+from labelflow.lf import LabelingFunction, load_lf_suite
+from labelflow.matrix import LabelMatrix
+from labelflow.schema import ClassSchema
+from labelflow.typing import ABSTAIN
+
+CONFIG_FILE = "labelflow.json"
+FORMAT_VERSION = 1
+EXPORT_FORMATS = ("parquet", "csv", "jsonl")
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """The contents of ``labelflow.json``.
+
+    Paths (``sources``, ``lfs``) are relative to the project folder, or absolute.
+    """
+
+    name: str
+    classes: list[dict[str, str]]
+    text: dict[str, str]
+    sources: dict[str, list[str]]
+    id: str | None = None
+    label: str | None = None
+    split: str | None = None
+    dev_sample: int = 0
+    seed: int = 0
+    hide_labels: list[str] = field(default_factory=list)
+    duplicates: Literal["error", "drop_identical"] = "error"
+    lfs: str | None = None
+    label_model: str = "snorkel"
+    format: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        ClassSchema.from_dict(self.classes)
+        if self.dev_sample < 0:
+            raise ProjectError(f"dev_sample must be ≥ 0; got {self.dev_sample}")
+        get_label_model(self.label_model, 2)  # raises for an unknown name, listing the known ones
+
+    @property
+    def schema(self) -> ClassSchema:
+        return ClassSchema.from_dict(self.classes)
+
+
+class Project:
+    """An opened project folder; every method is one pipeline step over its store."""
+
+    def __init__(self, root: str | Path, config: ProjectConfig) -> None:
+        self.root = Path(root)
+        self.config = config
+
+    # --- create and open ----------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        root: str | Path,
+        *,
+        sources: Mapping[str, Sequence[str | Path]],
+        classes: Sequence[str] | Mapping[str, str],
+        text: str | Mapping[str, str] = "text",
+        id: str | None = None,
+        label: str | None = None,
+        split: str | None = None,
+        dev_sample: int = 0,
+        seed: int = 0,
+        hide_labels: Sequence[str] = (),
+        duplicates: Literal["error", "drop_identical"] = "error",
+        lfs: str | Path | None = None,
+        label_model: str = "snorkel",
+        name: str | None = None,
+    ) -> "Project":
+        """Create (or re-create) a project: write its config and import its dataset.
+
+        Parameters
+        ----------
+        sources
+            ``{split: [paths]}``; the key ``""`` means "split from the ``split``
+            column, or ``train``".
+        dev_sample
+            Move this many seeded-random ``train`` rows to split ``dev``.
+        hide_labels
+            Splits whose gold labels are dropped (for example ``["train"]``).
+        Other parameters are as in :func:`labelflow.load_dataset` and :class:`ProjectConfig`.
+        """
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        rel = lambda p: _relative(Path(p), root)  # noqa: E731
+        config = ProjectConfig(
+            name=name or root.resolve().name,
+            classes=ClassSchema.from_spec(classes).to_dict(),
+            text={"text": text} if isinstance(text, str) else dict(text),
+            sources={k: [rel(p) for p in v] for k, v in sources.items()},
+            id=id, label=label, split=split, dev_sample=dev_sample, seed=seed,
+            hide_labels=list(hide_labels), duplicates=duplicates,
+            lfs=None if lfs is None else rel(lfs), label_model=label_model,
+        )
+        project = cls(root, config)
+        dataset = project._import_dataset()
+        dataset.frame.write_parquet(_staged(project.store / "dataset.parquet"))
+        write_json(root / CONFIG_FILE, asdict(config))
+        os.replace(_staged(project.store / "dataset.parquet"), project.store / "dataset.parquet")
+        (project.store / "matrix.parquet").unlink(missing_ok=True)
+        return project
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Project":
+        """Open an existing project folder."""
+        root = Path(root)
+        path = root / CONFIG_FILE
+        if not path.is_file():
+            raise ProjectError(f"{root} is not a labelflow project: {CONFIG_FILE} is missing (create one with `labelflow init`)")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ProjectError(f"{path} is not valid JSON: {exc}") from None
+        if raw.get("format") != FORMAT_VERSION:
+            raise ProjectError(f"{path} has format {raw.get('format')!r}; this labelflow reads format {FORMAT_VERSION}")
+        known = set(ProjectConfig.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ProjectError(f"{path}: unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(root, ProjectConfig(**raw))
+
+    # --- pipeline steps -----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def schema(self) -> ClassSchema:
+        return self.config.schema
+
+    def dataset(self) -> Dataset:
+        """The imported dataset."""
+        path = self.store / "dataset.parquet"
+        if not path.is_file():
+            raise ProjectError(f"{path} is missing; re-create the project with `labelflow init`")
+        return Dataset(pl.read_parquet(path), self.schema, tuple(self.config.text))
+
+    def lfs(self, path: str | Path | None = None) -> list[LabelingFunction]:
+        """The LF suite: ``path`` (relative to the working directory) or the configured one."""
+        if path is None:
+            if self.config.lfs is None:
+                raise ProjectError("the project has no LF suite configured; pass --lfs PATH")
+            path = self._resolve(self.config.lfs)
+        return load_lf_suite(path)
+
+    def apply(self, *, lfs: str | Path | None = None, on_error: OnError = "raise", n_jobs: int | None = None,
+              progress: bool = False) -> tuple[LabelMatrix, VoteCache]:
+        """Apply the LF suite to every row, reusing cached votes; saves ``store/matrix.parquet``."""
+        cache = VoteCache(self.store / "votes")
+        matrix = apply_lfs(self.dataset(), self.lfs(lfs), cardinality=self.schema.k, cache=cache,
+                           on_error=on_error, n_jobs=n_jobs, progress=progress)
+        matrix.save(self.store / "matrix.parquet")
+        return matrix, cache
+
+    def matrix(self) -> LabelMatrix:
+        """The label matrix of the last :meth:`apply`."""
+        path = self.store / "matrix.parquet"
+        if not path.is_file():
+            raise ProjectError(f"{self.root} has no label matrix yet; run `labelflow apply` first")
+        return LabelMatrix.load(path)
+
+    def fit(self, model: str | None = None, *, seed: int = 123, use_dev: bool = False,
+            progress: bool = False) -> LabelModel:
+        """Fit a label model on the ``train`` rows' votes and save it to ``store/models``.
+
+        With ``use_dev``, the dev rows' votes and gold labels are passed too.
+        """
+        name = model or self.config.label_model
+        matrix, dataset = self.matrix(), self.dataset()
+        split = dataset.frame["split"].to_numpy()
+        train = split == "train"
+        if not train.any():
+            raise ProjectError(f"{self.root}: no rows in split 'train' to fit on")
+        lm = get_label_model(name, self.schema.k, seed=seed)
+        dev = (split == "dev") & (dataset.gold() != ABSTAIN)
+        dev_args = {"L_dev": matrix.values[dev], "y_dev": dataset.gold()[dev]} if use_dev and dev.any() else {}
+        lm.fit(matrix.values[train], progress=progress, **dev_args)
+        lm.save(self.store / "models" / f"{name}.npz", lf_names=matrix.lf_names)
+        return lm
+
+    def label_model(self, name: str | None = None) -> LabelModel:
+        """A fitted, saved label model; checks it was fit on the current LF set."""
+        name = name or self.config.label_model
+        path = self.store / "models" / f"{name}.npz"
+        if not path.is_file():
+            raise ProjectError(f"label model {name!r} has not been fit in {self.root}; run `labelflow fit --model {name}`")
+        model = load_label_model(path)
+        current = self.matrix().lf_names
+        if model.lf_names != current:
+            added = sorted(set(current) - set(model.lf_names or ()))
+            removed = sorted(set(model.lf_names or ()) - set(current))
+            raise ProjectError(
+                f"label model {name!r} was fit on a different LF set (added since: {added}, removed: {removed}, "
+                f"or reordered); run `labelflow fit --model {name}` again"
+            )
+        return model
+
+    def evaluate(self, model: LabelModel) -> dict[str, dict[str, Any]]:
+        """Metrics of ``model`` on every split that has gold labels: ``{split: metrics}``."""
+        matrix, dataset = self.matrix(), self.dataset()
+        preds = model.predict(matrix.values)
+        covered = (matrix.values != ABSTAIN).any(axis=1)
+        gold, split = dataset.gold(), dataset.frame["split"].to_numpy()
+        out = {}
+        for name in dataset.splits():
+            rows = (split == name) & (gold != ABSTAIN)
+            if rows.any():
+                out[name] = classification_metrics(gold[rows], preds[rows], class_names=self.schema.names,
+                                                   covered=covered[rows])
+        return out
+
+    def summary(self, split: str = "dev") -> pl.DataFrame:
+        """LF statistics on one split (accuracy from its gold labels, where it has them)."""
+        matrix, dataset = self.matrix(), self.dataset()
+        rows = dataset.frame["split"].to_numpy() == split
+        if not rows.any():
+            raise ProjectError(f"{self.root}: no rows in split {split!r}; splits are {dataset.splits()}")
+        gold = dataset.gold()[rows]
+        return lf_summary(matrix.values[rows], lf_names=matrix.lf_names, cardinality=self.schema.k,
+                          y=gold if (gold != ABSTAIN).any() else None)
+
+    def export(self, out: str | Path, *, model: str | None = None, splits: Sequence[str] | None = None,
+               fmt: str | None = None) -> pl.DataFrame:
+        """Write probabilistic labels: one row per data row, atomically.
+
+        Columns: ``id``, text field(s), ``split``, ``label`` (gold, null when unknown),
+        ``prob_<class>`` for each class, ``pred`` (argmax; ``-1`` on ties and rows no
+        LF covers), ``pred_name`` and ``covered``.
+        """
+        out = Path(out)
+        fmt = fmt or out.suffix.lstrip(".").lower()
+        if fmt not in EXPORT_FORMATS:
+            raise ProjectError(f"export format must be one of {list(EXPORT_FORMATS)}; got {fmt!r} (from {out})")
+        lm, matrix, dataset = self.label_model(model), self.matrix(), self.dataset()
+        probs = lm.predict_proba(matrix.values)
+        preds = lm.predict(matrix.values, tie_policy="abstain")
+        covered = (matrix.values != ABSTAIN).any(axis=1)
+        preds[~covered] = ABSTAIN
+        names = np.array([*self.schema.names, None], dtype=object)
+        frame = dataset.frame.select("id", *self.config.text, "split", "label").with_columns(
+            *[pl.Series(f"prob_{c}", probs[:, i]) for i, c in enumerate(self.schema.names)],
+            pl.Series("pred", preds, dtype=pl.Int16),
+            pl.Series("pred_name", names[preds].tolist(), dtype=pl.String),
+            pl.Series("covered", covered),
+        )
+        if splits:
+            unknown = sorted(set(splits) - set(dataset.splits()))
+            if unknown:
+                raise ProjectError(f"unknown split(s) {unknown}; the dataset's splits are {dataset.splits()}")
+            frame = frame.filter(pl.col("split").is_in(list(splits)))
+        with atomic_path(out) as tmp:
+            getattr(frame, {"parquet": "write_parquet", "csv": "write_csv", "jsonl": "write_ndjson"}[fmt])(tmp)
+        return frame
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _resolve(self, path: str) -> Path:
+        return Path(path) if Path(path).is_absolute() else self.root / path
+
+    def _import_dataset(self) -> Dataset:
+        cfg = self.config
+        sources: dict[str, list[Path]] = {k: [self._resolve(p) for p in v] for k, v in cfg.sources.items()}
+        if set(sources) == {""}:
+            source: Any = sources[""]
+        elif "" in sources:
+            raise DataError("give every source a split, or none")
+        else:
+            source = sources
+        dataset = load_dataset(source, classes=cfg.schema, text=cfg.text, id=cfg.id, label=cfg.label,
+                               split=cfg.split, duplicates=cfg.duplicates)
+        if cfg.dev_sample:
+            dataset = dataset.with_dev_sample(cfg.dev_sample, seed=cfg.seed)
+        if cfg.hide_labels:
+            dataset = dataset.hide_labels(cfg.hide_labels)
+        return dataset
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when possible (so a project folder can move), else absolute."""
+    try:
+        return os.path.relpath(path.resolve(), root.resolve())
+    except ValueError:  # different drives on Windows
+        return str(path.resolve())
+
+
+def _staged(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.staged")
