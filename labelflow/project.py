@@ -29,7 +29,7 @@ from labelflow.apply import OnError, VoteCache, apply_lfs
 from labelflow.dataset import Dataset, load_dataset
 from labelflow.errors import DataError, ProjectError
 from labelflow.io import atomic_path, write_json
-from labelflow.labelmodels import LabelModel, get_label_model, load_label_model
+from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model
 from labelflow.lf import LabelingFunction, load_lf_suite
 from labelflow.matrix import LabelMatrix
 from labelflow.schema import ClassSchema
@@ -66,7 +66,8 @@ class ProjectConfig:
         ClassSchema.from_dict(self.classes)
         if self.dev_sample < 0:
             raise ProjectError(f"dev_sample must be ≥ 0; got {self.dev_sample}")
-        get_label_model(self.label_model, 2)  # raises for an unknown name, listing the known ones
+        if self.label_model not in label_model_names():
+            raise ProjectError(f"unknown label model {self.label_model!r}; known models are {label_model_names()}")
 
     @property
     def schema(self) -> ClassSchema:

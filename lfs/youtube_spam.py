@@ -38,7 +38,7 @@ ARTISTS = re.compile(
 )
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=65_536)
 def _sentiment(text: str):
     """TextBlob (polarity, subjectivity), cached because two LFs use it."""
     return TextBlob(text).sentiment

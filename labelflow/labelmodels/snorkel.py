@@ -28,14 +28,14 @@ class SnorkelLabelModel(LabelModel):
         if n_epochs < 1 or lr <= 0 or l2 < 0:
             raise LabelModelError(f"need n_epochs ≥ 1, lr > 0, l2 ≥ 0; got n_epochs={n_epochs}, lr={lr}, l2={l2}")
         self.n_epochs, self.lr, self.l2, self.device = n_epochs, lr, l2, device
+        self._snorkel = require("snorkel.labeling.model", "snorkel")
         self._model: Any = None
 
     def _fit(self, L: LabelArray, *, L_dev: LabelArray | None, y_dev: GoldArray | None,
              class_balance: np.ndarray | None, progress: bool) -> None:
         if L.shape[1] < 3:
             raise LabelModelError(f"Snorkel's LabelModel needs at least 3 LFs; the matrix has {L.shape[1]}")
-        snorkel_model = require("snorkel.labeling.model", "snorkel")
-        self._model = snorkel_model.LabelModel(cardinality=self.cardinality, verbose=False, device=self.device)
+        self._model = self._snorkel.LabelModel(cardinality=self.cardinality, verbose=False, device=self.device)
         self._model.fit(
             L.astype(np.int64),
             Y_dev=y_dev,
@@ -58,9 +58,8 @@ class SnorkelLabelModel(LabelModel):
     @classmethod
     def _from_state(cls, cardinality: int, seed: int, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "SnorkelLabelModel":
         torch = require("torch", "snorkel")
-        snorkel_model = require("snorkel.labeling.model", "snorkel")
         self = cls(cardinality, seed=seed, **config)
-        model = snorkel_model.LabelModel(cardinality=cardinality, verbose=False, device=self.device)
+        model = self._snorkel.LabelModel(cardinality=cardinality, verbose=False, device=self.device)
         model.m = arrays["mu"].shape[0] // cardinality
         model._create_tree()
         model.mu = torch.nn.Parameter(torch.from_numpy(arrays["mu"]))
