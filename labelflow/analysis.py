@@ -135,5 +135,5 @@ def _check_gold(y: GoldArray, n: int, k: int) -> GoldArray:
     bad = (y < ABSTAIN) | (y >= k)
     if bad.any():
         i = int(np.argmax(bad))
-        raise LabelModelError(f"gold label {y[i]!r} at row {i} is outside the schema's classes 0..{k - 1}")
+        raise LabelModelError(f"gold label {int(y[i])} at row {i} is outside the schema's classes 0..{k - 1}")
     return y.astype(np.int64)

@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +55,7 @@ class VoteCache:
             with np.load(path, allow_pickle=False) as npz:
                 votes = npz["votes"]
                 failures = [LFFailure(**f) for f in json.loads(str(npz["failures"]))]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing or corrupt: recompute
             self.misses.append(lf_name)
             return None
         if votes.shape != (n,):
@@ -257,7 +258,9 @@ def _run_chunk(bounds: tuple[int, int]) -> tuple[np.ndarray, list[LFFailure]]:
     columns = [col[start:end] for col in _WORK["columns"]]
     out: list[list[int]] = [[] for _ in lfs]
     failures: list[LFFailure] = []
-    calls = [(lf, lf.__call__, out[j]) for j, lf in enumerate(lfs)]
+    # a plain PythonLF without resources is called as its bare function: one call fewer per row
+    calls = [(lf, lf.func if type(lf) is PythonLF and not lf.resources else lf.__call__, out[j])
+             for j, lf in enumerate(lfs)]
     for i, values in enumerate(zip(*columns)):
         row = Row(**dict(zip(names, values)))
         for lf, call, sink in calls:

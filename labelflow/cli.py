@@ -103,7 +103,9 @@ def _init(args: argparse.Namespace) -> dict[str, Any]:
 
     sources: dict[str, list[str]] = {}
     for item in args.data:
-        split, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        split, sep, path = item.partition("=")
+        if not sep or "/" in split or "\\" in split:  # no SPLIT= prefix; an "=" inside the path
+            split, path = "", item
         sources.setdefault(split, []).append(path)
     text = _pairs(args.text or ["text"], "text")
     project = Project.init(

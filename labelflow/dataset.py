@@ -103,7 +103,7 @@ class Dataset:
         if n < 0 or n > len(pool):
             raise DataError(f"dev sample size must be within 0..{len(pool)} (rows in split {from_split!r}); got {n}")
         chosen = np.random.default_rng(seed).choice(np.sort(pool), size=n, replace=False)
-        is_dev = pl.col("id").is_in(pl.Series(chosen.tolist(), dtype=pl.String))
+        is_dev = pl.col("id").is_in(chosen.tolist())
         frame = self.frame.with_columns(split=pl.when(is_dev).then(pl.lit("dev")).otherwise(pl.col("split")))
         return self.replace(frame)
 

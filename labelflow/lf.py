@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import linecache
 import re
 import sys
 import textwrap
@@ -298,6 +299,8 @@ def check_suite(lfs: Iterable[Any]) -> list[LabelingFunction]:
         raise LFError("the LF suite is empty; define at least one labeling function")
     seen: dict[str, int] = {}
     for i, lf in enumerate(suite):
+        if lf.name == "id":
+            raise LFError("LF name 'id' is reserved (the label matrix's row-id column); rename the LF")
         if lf.name in seen:
             raise LFError(f"duplicate LF name {lf.name!r} (LFs #{seen[lf.name]} and #{i} of the suite); names must be unique")
         seen[lf.name] = i
@@ -339,11 +342,14 @@ def _import_file(path: Path) -> types.ModuleType:
     stem = re.sub(r"\W", "_", path.stem)
     mod_name = f"labelflow_suite_{stem}_{digest}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
-    assert spec is not None and spec.loader is not None  # a .py path always has a loader
-    module = importlib.util.module_from_spec(spec)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[mod_name] = module
     try:
-        spec.loader.exec_module(module)
+        # compile from the bytes on disk, never from __pycache__ or a stale linecache entry: an edit within
+        # the same second and of the same size must still change the code and its fingerprint
+        source = path.read_bytes()
+        linecache.cache[str(path)] = (len(source), None, source.decode("utf-8").splitlines(True), str(path))
+        exec(compile(source, str(path), "exec", dont_inherit=True), module.__dict__)
     except Exception as exc:
         sys.modules.pop(mod_name, None)
         line = _error_line(exc, path)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -146,12 +146,18 @@ class Project:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ProjectError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ProjectError(f"{path} must hold a JSON object; got {type(raw).__name__}")
         if raw.get("format") != FORMAT_VERSION:
             raise ProjectError(f"{path} has format {raw.get('format')!r}; this labelflow reads format {FORMAT_VERSION}")
         known = set(ProjectConfig.__dataclass_fields__)
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ProjectError(f"{path}: unknown keys {unknown}; known keys are {sorted(known)}")
+        fields = ProjectConfig.__dataclass_fields__.values()
+        missing = [f.name for f in fields if f.default is MISSING and f.default_factory is MISSING and f.name not in raw]
+        if missing:
+            raise ProjectError(f"{path}: missing keys {missing}")
         return cls(root, ProjectConfig(**raw))
 
     # --- pipeline steps -----------------------------------------------------------------------------

@@ -146,7 +146,7 @@ class LabelModel(ABC):
         if bad.any():
             i = int(np.argmax(bad))
             raise LabelModelError(
-                f"dev gold label {y_dev[i]!r} at dev row {i} is outside the schema's classes 0..{self.cardinality - 1}"
+                f"dev gold label {int(y_dev[i])} at dev row {i} is outside the schema's classes 0..{self.cardinality - 1}"
             )
         return L_dev, y_dev.astype(np.int64)
 

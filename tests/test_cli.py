@@ -1,0 +1,201 @@
+"""The labelflow command line, through main([...]) and once through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from labelflow import load_lf_suite
+from labelflow.cli import main
+from labelflow.project import CONFIG_FILE, Project
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def init_args(root, files):
+    return ["init", str(root), "--data", f"train={files['train']}", "--data", f"dev={files['dev']}",
+            "--data", f"test={files['test']}", "--classes", "HAM, SPAM", "--id", "id", "--label", "label",
+            "--hide-labels", "train", "--lfs", str(files["suite"]), "--label-model", "majority_vote"]
+
+
+def run_json(capsys, *argv):
+    """Run a command with --json; stdout must be exactly one JSON document."""
+    assert main([*argv, "--json"]) == 0
+    out = capsys.readouterr().out
+    return json.loads(out)
+
+
+@pytest.fixture
+def cli_project(tmp_path, project_files, capsys):
+    root = tmp_path / "proj"
+    assert main(init_args(root, project_files)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("created project 'proj' in ") and "train 8" in out and "dev 4" in out
+    return root
+
+
+def test_full_pipeline_with_json(cli_project, capsys, tmp_path, expected):
+    p = ["-p", str(cli_project)]
+    applied = run_json(capsys, "apply", *p, "--jobs", "1")
+    assert applied == {"rows": 16, "lfs": list(expected.lfs), "applied": list(expected.lfs), "cached": [],
+                       "failures": []}
+    assert run_json(capsys, "apply", *p)["cached"] == list(expected.lfs)
+
+    fitted = run_json(capsys, "fit", *p, "--model", "majority_vote")
+    assert fitted["model"] == "majority_vote"
+    assert set(fitted["metrics"]) == {"dev", "test"}
+    assert fitted["metrics"]["test"]["accuracy"] == 1.0 and fitted["metrics"]["test"]["n"] == 4
+
+    fitted = run_json(capsys, "fit", *p, "--model", "snorkel", "--seed", "1", "--dev-gold")
+    assert fitted["model"] == "snorkel"
+    assert {"accuracy", "macro_f1", "per_class_f1", "coverage", "n"} <= set(fitted["metrics"]["dev"])
+
+    summary = run_json(capsys, "summary", *p, "--split", "test")
+    assert summary["split"] == "test"
+    assert [row["lf"] for row in summary["lfs"]] == list(expected.lfs)
+    assert summary["lfs"][3]["coverage"] == 0.25 and summary["lfs"][3]["emp_acc"] == 1.0
+
+    out = tmp_path / "labels.jsonl"
+    assert main(["export", str(out), *p, "--model", "snorkel"]) == 0
+    assert capsys.readouterr().out == f"wrote 16 rows to {out}\n"
+    frame = pl.read_ndjson(out)
+    np.testing.assert_allclose(frame["prob_HAM"] + frame["prob_SPAM"], 1.0)
+    assert {"pred", "pred_name", "covered"} <= set(frame.columns)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_export_formats(cli_project, capsys, tmp_path, fmt):
+    p = ["-p", str(cli_project)]
+    assert main(["apply", *p, "--jobs", "1"]) == 0
+    assert main(["fit", *p, "--model", "majority_vote"]) == 0
+    out = tmp_path / "labels.dat"
+    assert main(["export", str(out), *p, "--format", fmt, "--split", "dev", "--split", "test"]) == 0
+    frame = {"parquet": pl.read_parquet, "csv": pl.read_csv, "jsonl": pl.read_ndjson}[fmt](out)
+    assert frame.columns == ["id", "text", "split", "label", "prob_HAM", "prob_SPAM", "pred", "pred_name", "covered"]
+    assert frame["id"].to_list() == ["d0", "d1", "d2", "d3", "s0", "s1", "s2", "s3"]
+    assert frame["pred_name"].to_list() == ["SPAM", "HAM"] * 4
+    assert frame["pred"].to_list() == frame["label"].to_list()
+    np.testing.assert_allclose(frame["prob_HAM"] + frame["prob_SPAM"], 1.0)
+
+
+def test_tables_without_json(cli_project, capsys):
+    p = ["-p", str(cli_project)]
+    assert main(["apply", *p, "--jobs", "1"]) == 0
+    assert "label matrix 16 rows × 5 LFs (5 applied, 0 from cache)" in capsys.readouterr().out
+    assert main(["fit", *p, "--model", "majority_vote"]) == 0
+    assert "fitted label model 'majority_vote'" in capsys.readouterr().out
+    assert main(["summary", *p]) == 0
+    assert "kw_song" in capsys.readouterr().out
+
+
+def test_unknown_argument(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["apply", "--bogus"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_unknown_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["frobnicate"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_errors_print_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["summary", "-p", str(tmp_path), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("labelflow: error: ") and "is not a labelflow project" in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_fit_unknown_model(cli_project, capsys):
+    assert main(["apply", "-p", str(cli_project), "--jobs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["fit", "-p", str(cli_project), "--model", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown label model 'nope'; known models are [" in err and "'majority_vote'" in err
+
+
+def test_failed_apply_leaves_the_matrix(cli_project, capsys, tmp_path, expected):
+    p = ["-p", str(cli_project)]
+    assert main(["apply", *p, "--jobs", "1"]) == 0
+    matrix = cli_project / "store" / "matrix.parquet"
+    before = matrix.read_bytes()
+    broken = tmp_path / "broken.py"
+    broken.write_text(expected.suite + "\n\n@labeling_function()\ndef broken(x):\n    return {}[x.id]\n")
+    capsys.readouterr()
+    assert main(["apply", *p, "--lfs", str(broken), "--on-error", "raise", "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "LF 'broken' raised KeyError" in err and "row id 't0'" in err
+    assert matrix.read_bytes() == before
+    result = run_json(capsys, "apply", *p, "--lfs", str(broken), "--on-error", "abstain", "--jobs", "1")
+    assert result["lfs"] == [*expected.lfs, "broken"]
+    assert result["applied"] == result["lfs"]  # on_error is part of the cache key
+    assert len(result["failures"]) == 16
+    assert result["failures"][0] == {"lf": "broken", "row_id": "t0", "error": "KeyError: 't0'"}
+
+
+def test_init_with_a_missing_file(tmp_path, project_files, capsys):
+    root = tmp_path / "never"
+    args = init_args(root, project_files)
+    args[args.index(f"dev={project_files['dev']}")] = f"dev={tmp_path / 'absent.csv'}"
+    assert main(args) == 2
+    assert "data file not found" in capsys.readouterr().err
+    assert not (root / CONFIG_FILE).exists()
+
+
+def test_init_several_text_fields_and_split_column(tmp_path, capsys):
+    data = tmp_path / "posts.jsonl"
+    pl.DataFrame({"body": ["a", "b"], "title": ["T", "U"], "part": ["train", "valid"]}).write_ndjson(data)
+    assert main(["init", str(tmp_path / "p"), "--data", str(data), "--classes", "x,y", "--text", "body",
+                 "--text", "title=title", "--split-column", "part", "--label-model", "majority_vote"]) == 0
+    ds = Project.open(tmp_path / "p").dataset()
+    assert ds.text_fields == ("text", "title")
+    assert ds.frame.select("id", "text", "title", "split").rows() == [("0", "a", "T", "train"), ("1", "b", "U", "dev")]
+
+
+def test_init_data_path_containing_equals(tmp_path, project_files, capsys):
+    folder = tmp_path / "year=2024"
+    folder.mkdir()
+    data = folder / "train.csv"
+    data.write_bytes(project_files["train"].read_bytes())
+    assert main(["init", str(tmp_path / "p"), "--data", f"train={data}", "--classes", "HAM,SPAM", "--id", "id",
+                 "--label", "label", "--label-model", "majority_vote"]) == 0
+    assert Project.open(tmp_path / "p").dataset().splits() == ["train"]
+
+
+def test_console_script_in_a_subprocess(cli_project):
+    script = Path(sys.executable).with_name("labelflow")
+    assert script.is_file()
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([str(script), "apply", "--json", "-p", str(cli_project), "--jobs", "1"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == 16
+    done = subprocess.run([str(script), "summary", "-p", str(cli_project / "nope")], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("labelflow: error: ") and done.stdout == ""
+
+
+@pytest.mark.slow
+def test_demo(tmp_path, capsys):
+    report = run_json(capsys, "demo", "--workdir", str(tmp_path / "demo"))
+    assert set(report["test"]) == {"majority_vote", "label_model"}
+    for stage in ("majority_vote", "label_model"):
+        assert {"accuracy", "macro_f1", "coverage"} <= set(report["test"][stage])
+        assert {"accuracy", "macro_f1", "coverage"} <= set(report["dev"][stage])
+    assert report["label_model"] == "snorkel"
+    assert report["test"]["label_model"]["accuracy"] >= 0.85
+    assert report["rows"] == {"total": 1953, "lfs": len(load_lf_suite(REPO / "lfs" / "youtube_spam.py"))}
+    assert (tmp_path / "demo" / CONFIG_FILE).is_file()

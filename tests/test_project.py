@@ -1,0 +1,229 @@
+"""Project: init, apply, fit, evaluate, summary, export, and what a failed step leaves behind."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from labelflow import DataError, LFError, ProjectError
+from labelflow.labelmodels import MajorityVote, SnorkelLabelModel
+from labelflow.project import CONFIG_FILE, Project, ProjectConfig
+
+
+def test_init_writes_config_and_dataset(project, project_files):
+    config = json.loads((project.root / CONFIG_FILE).read_text())
+    assert config["sources"] == {"train": ["../src/train.csv"], "dev": ["../src/dev.csv"], "test": ["../src/test.csv"]}
+    assert config["lfs"] == "../src/suite.py"
+    assert config["classes"] == [{"name": "HAM", "description": ""}, {"name": "SPAM", "description": ""}]
+    assert (config["name"], config["format"], config["label_model"]) == ("proj", 1, "majority_vote")
+    ds = Project.open(project.root).dataset()
+    assert ds.frame["split"].to_list() == ["train"] * 8 + ["dev"] * 4 + ["test"] * 4
+    assert ds.gold().tolist() == [-1] * 8 + [1, 0, 1, 0, 1, 0, 1, 0]  # train labels hidden
+    assert ds.metadata_columns == ["author", "source"]
+
+
+def test_apply_saves_the_matrix(project, expected):
+    matrix, cache = project.apply(n_jobs=1)
+    assert matrix.lf_names == expected.lfs
+    np.testing.assert_array_equal(matrix.values, np.array(expected.matrix, dtype=np.int8))
+    assert cache.misses == list(expected.lfs)
+    saved = Project.open(project.root).matrix()
+    np.testing.assert_array_equal(saved.values, matrix.values)
+    assert saved.ids.to_list()[:2] == ["t0", "t1"]
+    _, cache = Project.open(project.root).apply(n_jobs=1)
+    assert (cache.misses, cache.hits) == ([], list(expected.lfs))
+
+
+def test_reinit_keeps_the_vote_cache_and_drops_the_matrix(project, project_files, expected):
+    project.apply(n_jobs=1)
+    again = Project.init(project.root, sources={s: [project_files[s]] for s in ("train", "dev", "test")},
+                         classes=["HAM", "SPAM"], id="id", label="label", hide_labels=["train"],
+                         lfs=project_files["suite"], label_model="majority_vote")
+    with pytest.raises(ProjectError, match="has no label matrix yet; run `labelflow apply` first"):
+        again.matrix()
+    _, cache = again.apply(n_jobs=1)
+    assert cache.hits == list(expected.lfs)
+
+
+def test_fit_and_evaluate_majority_vote(project):
+    project.apply(n_jobs=1)
+    model = project.fit("majority_vote")
+    assert isinstance(model, MajorityVote) and (project.store / "models" / "majority_vote.npz").is_file()
+    metrics = project.evaluate(project.label_model())
+    assert sorted(metrics) == ["dev", "test"]  # train has no gold
+    assert metrics["dev"]["accuracy"] == metrics["test"]["accuracy"] == 1.0
+    assert metrics["test"]["coverage"] == 1.0 and metrics["test"]["n"] == 4
+
+
+def test_fit_snorkel_with_dev_gold(project, expected):
+    project.apply(n_jobs=1)
+    model = project.fit("snorkel", seed=3, use_dev=True)
+    assert isinstance(model, SnorkelLabelModel)
+    loaded = project.label_model("snorkel")
+    values = project.matrix().values
+    np.testing.assert_array_equal(loaded.predict_proba(values), model.predict_proba(values))
+    assert loaded.lf_names == expected.lfs
+
+
+def test_summary_on_dev(project, expected):
+    project.apply(n_jobs=1)
+    table = project.summary("dev")
+    assert table["lf"].to_list() == list(expected.lfs)
+    assert table["coverage"].to_list() == [0.25, 0.25, 0.25, 0.5, 0.0]
+    assert table["emp_acc"].to_list() == [1.0, 1.0, 1.0, 1.0, None]
+    assert "emp_acc" not in project.summary("train").columns  # no gold there
+    with pytest.raises(ProjectError, match=r"no rows in split 'valid'; splits are \['train', 'dev', 'test'\]"):
+        project.summary("valid")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_export(project, tmp_path, fmt):
+    project.apply(n_jobs=1)
+    project.fit("majority_vote")
+    out = tmp_path / "out" / f"labels.{fmt}"
+    project.export(out)
+    frame = {"parquet": pl.read_parquet, "csv": pl.read_csv, "jsonl": pl.read_ndjson}[fmt](out)
+    assert frame.columns == ["id", "text", "split", "label", "prob_HAM", "prob_SPAM", "pred", "pred_name", "covered"]
+    assert frame.height == 16
+    np.testing.assert_allclose(frame["prob_HAM"] + frame["prob_SPAM"], 1.0)
+    row = frame.filter(pl.col("id") == "d0").row(0, named=True)  # two SPAM votes
+    assert (row["prob_HAM"], row["prob_SPAM"], row["pred"], row["pred_name"], row["covered"]) == (0.0, 1.0, 1, "SPAM", True)
+    assert frame.filter(pl.col("id") == "t7").row(0, named=True)["pred_name"] == "HAM"
+    assert frame["label"].to_list()[:8] == [None] * 8
+
+
+def test_export_uncovered_and_tied_rows_get_no_pred(project, tmp_path, project_files, expected):
+    project_files["suite"].write_text(expected.suite + "\nLFS = [kw_sub, kw_song, kw_free, kw_link]\n")
+    project.apply(n_jobs=1)
+    project.fit("majority_vote")
+    frame = project.export(tmp_path / "labels.parquet", splits=["train"])
+    assert frame["split"].unique().to_list() == ["train"]
+    t7 = frame.filter(pl.col("id") == "t7").row(0, named=True)  # only py_short voted, now removed
+    assert (t7["prob_HAM"], t7["pred"], t7["pred_name"], t7["covered"]) == (0.5, -1, None, False)
+
+
+def test_export_bad_format_and_split(project, tmp_path):
+    project.apply(n_jobs=1)
+    project.fit("majority_vote")
+    with pytest.raises(ProjectError, match=r"export format must be one of \['parquet', 'csv', 'jsonl'\]; got 'xlsx'"):
+        project.export(tmp_path / "labels.xlsx")
+    with pytest.raises(ProjectError, match=r"unknown split\(s\) \['holdout'\]"):
+        project.export(tmp_path / "labels.csv", splits=["holdout"])
+    assert not (tmp_path / "labels.csv").exists()
+
+
+# --- steps out of order and failures -------------------------------------------------------------------
+
+
+def test_steps_out_of_order(project, project_files, tmp_path):
+    with pytest.raises(ProjectError, match="no label matrix yet"):
+        project.fit("majority_vote")
+    project.apply(n_jobs=1)
+    with pytest.raises(ProjectError, match=r"label model 'snorkel' has not been fit .* run `labelflow fit --model snorkel`"):
+        project.label_model("snorkel")
+    common = {"classes": ["A", "B"], "id": "id", "label": "label", "label_model": "majority_vote"}
+    bare = Project.init(tmp_path / "bare", sources={"": [project_files["dev"]]}, **common)
+    with pytest.raises(ProjectError, match="no LF suite configured; pass --lfs PATH"):
+        bare.apply()
+    dev_only = Project.init(tmp_path / "dev_only", sources={"dev": [project_files["dev"]]},
+                            lfs=project_files["suite"], **common)
+    dev_only.apply(n_jobs=1)
+    with pytest.raises(ProjectError, match="no rows in split 'train' to fit on"):
+        dev_only.fit()
+
+
+def test_model_fit_on_another_lf_set(project, project_files, expected):
+    project.apply(n_jobs=1)
+    project.fit("majority_vote")
+    project_files["suite"].write_text(expected.suite + "\nkw_cash = keyword_lf('kw_cash', ['cash'], label=1)\n")
+    project.apply(n_jobs=1)
+    with pytest.raises(ProjectError, match=r"was fit on a different LF set \(added since: \['kw_cash'\], removed: \[\]"):
+        project.label_model("majority_vote")
+
+
+def test_failed_apply_keeps_the_saved_matrix(project, project_files, expected):
+    project.apply(n_jobs=1)
+    before = (project.store / "matrix.parquet").read_bytes()
+    project_files["suite"].write_text(expected.suite + "\n\n@labeling_function()\ndef broken(x):\n    return 1 // 0\n")
+    with pytest.raises(LFError, match=r"LF 'broken' raised ZeroDivisionError: .* on row id 't0'"):
+        project.apply(on_error="raise", n_jobs=1)
+    assert (project.store / "matrix.parquet").read_bytes() == before
+    matrix, _ = project.apply(on_error="abstain", n_jobs=1)
+    assert len(matrix.failures) == 16 and (project.store / "matrix.parquet").read_bytes() != before
+
+
+def test_init_with_a_missing_file_writes_no_config(tmp_path, project_files):
+    root = tmp_path / "fresh"
+    with pytest.raises(DataError, match="data file not found") as err:
+        Project.init(root, sources={"train": [project_files["train"], tmp_path / "missing.csv"]}, classes=["A", "B"],
+                     id="id", label="label")
+    assert "missing.csv" in str(err.value)
+    assert not (root / CONFIG_FILE).exists()
+    assert not (root / "store" / "dataset.parquet").exists()
+
+
+def test_reinit_with_a_missing_file_keeps_the_project(project, tmp_path):
+    config = (project.root / CONFIG_FILE).read_bytes()
+    dataset = (project.store / "dataset.parquet").read_bytes()
+    with pytest.raises(DataError, match="missing.csv"):
+        Project.init(project.root, sources={"train": [tmp_path / "missing.csv"]}, classes=["A", "B"])
+    assert (project.root / CONFIG_FILE).read_bytes() == config
+    assert (project.store / "dataset.parquet").read_bytes() == dataset
+    assert sorted(p.name for p in project.root.iterdir()) == [CONFIG_FILE, "store"]
+    assert len(Project.open(project.root).dataset()) == 16
+
+
+# --- opening -------------------------------------------------------------------------------------------
+
+
+def test_open_a_folder_that_is_not_a_project(tmp_path):
+    with pytest.raises(ProjectError, match="is not a labelflow project: labelflow.json is missing") as err:
+        Project.open(tmp_path)
+    assert str(tmp_path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"format": 2, "name": "x"}', "has format 2; this labelflow reads format 1"),
+        ('{"name": "x"}', "has format None; this labelflow reads format 1"),
+        ("{not json", "is not valid JSON"),
+    ],
+    ids=["format-2", "no-format", "bad-json"],
+)
+def test_open_a_config_of_another_format(tmp_path, content, message):
+    (tmp_path / CONFIG_FILE).write_text(content)
+    with pytest.raises(ProjectError, match=message) as err:
+        Project.open(tmp_path)
+    assert str(tmp_path / CONFIG_FILE) in str(err.value)
+
+
+def test_open_a_config_with_unknown_keys(project):
+    raw = json.loads((project.root / CONFIG_FILE).read_text())
+    (project.root / CONFIG_FILE).write_text(json.dumps({**raw, "colour": "blue"}))
+    with pytest.raises(ProjectError, match=r"unknown keys \['colour'\]"):
+        Project.open(project.root)
+
+
+def test_open_a_config_missing_keys(tmp_path):
+    (tmp_path / CONFIG_FILE).write_text('{"format": 1, "name": "x"}')
+    with pytest.raises(ProjectError, match="classes"):
+        Project.open(tmp_path)
+
+
+def test_open_a_config_that_is_not_an_object(tmp_path):
+    (tmp_path / CONFIG_FILE).write_text("[]")
+    with pytest.raises(ProjectError, match="labelflow.json"):
+        Project.open(tmp_path)
+
+
+def test_config_checks():
+    with pytest.raises(ProjectError, match=r"unknown label model 'nope'; known models are \["):
+        ProjectConfig(name="x", classes=[{"name": "a"}, {"name": "b"}], text={"text": "text"}, sources={},
+                      label_model="nope")
+    with pytest.raises(ProjectError, match="dev_sample must be ≥ 0; got -1"):
+        ProjectConfig(name="x", classes=[{"name": "a"}, {"name": "b"}], text={"text": "text"}, sources={},
+                      dev_sample=-1)
