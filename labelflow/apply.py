@@ -25,6 +25,8 @@ import polars as pl
 
 from labelflow.dataset import Dataset
 from labelflow.errors import LFError
+from labelflow.fm.cache import FMCache
+from labelflow.fm.lfs import FMLF, budget_rows
 from labelflow.io import atomic_path
 from labelflow.lf import ExpressionLF, LabelingFunction, PythonLF, Row, check_suite
 from labelflow.matrix import LabelMatrix, LFFailure
@@ -79,6 +81,7 @@ def apply_lfs(
     on_error: OnError = "raise",
     n_jobs: int | None = None,
     progress: bool = False,
+    fm_cache: FMCache | None = None,
 ) -> LabelMatrix:
     """Apply every LF to every row.
 
@@ -101,6 +104,8 @@ def apply_lfs(
         Worker processes for Python LFs; ``None`` uses every CPU.
     progress
         Show progress bars on stderr.
+    fm_cache
+        Where FM-based LFs keep their model outputs; ``None`` recomputes them.
 
     Returns
     -------
@@ -115,16 +120,17 @@ def apply_lfs(
     suite = check_suite(lfs)
     n = frame.height
     col_hashes = _column_hashes(frame)
-    keys = {lf.name: _cache_key(lf, col_hashes, cardinality, on_error) for lf in suite}
+    budgeted = [lf for lf in suite if isinstance(lf, FMLF) and lf.budget is not None]
+    keys = {lf.name: _cache_key(lf, col_hashes, cardinality, on_error) for lf in suite if lf not in budgeted}
 
     votes: dict[str, np.ndarray] = {}
     failures: dict[str, list[LFFailure]] = {}
     if cache is not None:
         for lf in suite:
-            found = cache.get(keys[lf.name], lf.name, n)
+            found = cache.get(keys[lf.name], lf.name, n) if lf.name in keys else None
             if found is not None:
                 votes[lf.name], failures[lf.name] = found
-    todo = [lf for lf in suite if lf.name not in votes]
+    todo = [lf for lf in suite if lf.name not in votes and lf not in budgeted]
 
     exprs = [lf for lf in todo if isinstance(lf, ExpressionLF)]
     pys = [lf for lf in todo if isinstance(lf, PythonLF)]
@@ -134,9 +140,24 @@ def apply_lfs(
         py_votes, py_failures = _apply_python(frame, pys, cardinality, on_error, n_jobs, progress)
         votes.update(py_votes)
         failures.update(py_failures)
-    if cache is not None:
-        for lf in todo:
+    for lf in todo:
+        if isinstance(lf, FMLF):
+            votes[lf.name] = lf.votes(frame, cardinality=cardinality, cache=fm_cache, progress=progress)
+        if cache is not None:
             cache.put(keys[lf.name], votes[lf.name], failures.get(lf.name, []))
+
+    # budgeted FM LFs see the votes of every other LF, and only vote (and call their model) where allowed
+    others = [lf.name for lf in suite if lf not in budgeted]
+    L_others = np.stack([votes[name] for name in others], axis=1) if others else np.full((n, 1), ABSTAIN, LABEL_DTYPE)
+    for lf in budgeted:
+        rows = budget_rows(L_others, lf.budget)  # type: ignore[arg-type]
+        key = _cache_key(lf, col_hashes, cardinality, on_error, extra=hashlib.blake2b(rows.tobytes()).hexdigest())
+        found = cache.get(key, lf.name, n) if cache is not None else None
+        if found is None:
+            found = lf.votes(frame, cardinality=cardinality, cache=fm_cache, rows=rows, progress=progress), []
+            if cache is not None:
+                cache.put(key, *found)
+        votes[lf.name], failures[lf.name] = found
 
     L = np.empty((n, len(suite)), dtype=LABEL_DTYPE)
     for j, lf in enumerate(suite):
@@ -159,11 +180,11 @@ def _column_hashes(frame: pl.DataFrame) -> dict[str, str]:
     return out
 
 
-def _cache_key(lf: LabelingFunction, col_hashes: dict[str, str], cardinality: int, on_error: str) -> str:
+def _cache_key(lf: LabelingFunction, col_hashes: dict[str, str], cardinality: int, on_error: str, extra: str = "") -> str:
     cols = lf.columns()
     used = sorted(col_hashes) if cols is None else sorted(set(cols) | {"id"})
     digest = hashlib.blake2b(digest_size=20)
-    parts = [lf.fingerprint(), str(cardinality), on_error, pl.__version__]
+    parts = [lf.fingerprint(), str(cardinality), on_error, pl.__version__, extra]
     parts += [f"{c}={col_hashes.get(c, 'missing')}" for c in used]
     digest.update("\n".join(parts).encode())
     return digest.hexdigest()

@@ -7,6 +7,8 @@ Layout of a project folder::
     store/votes/            per-LF vote cache (one .npz per LF fingerprint and data hash)
     store/matrix.parquet    the label matrix of the last ``apply``
     store/models/NAME.npz   fitted label models
+    store/fm.sqlite         FM output cache (content-addressed)
+    store/fm/NAME.parquet   named FM outputs (``labelflow fm ...``), joined to the dataset as column NAME
 
 The CLI and (later) the app open the same folder. Every file is written to a
 temporary name and renamed, so a failed command leaves what was saved intact.
@@ -28,6 +30,7 @@ from labelflow.analysis import classification_metrics, lf_summary
 from labelflow.apply import OnError, VoteCache, apply_lfs
 from labelflow.dataset import Dataset, load_dataset
 from labelflow.errors import DataError, ProjectError
+from labelflow.fm.cache import FMCache
 from labelflow.io import atomic_path, write_json
 from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model
 from labelflow.lf import LabelingFunction, load_lf_suite
@@ -175,7 +178,26 @@ class Project:
         path = self.store / "dataset.parquet"
         if not path.is_file():
             raise ProjectError(f"{path} is missing; re-create the project with `labelflow init`")
-        return Dataset(pl.read_parquet(path), self.schema, tuple(self.config.text))
+        frame = pl.read_parquet(path)
+        for output in sorted((self.store / "fm").glob("*.parquet")):
+            frame = frame.join(pl.read_parquet(output), on="id", how="left", maintain_order="left")
+        return Dataset(frame, self.schema, tuple(self.config.text))
+
+    @property
+    def fm_cache(self) -> FMCache:
+        """The project's FM output cache."""
+        return FMCache(self.store / "fm.sqlite")
+
+    def save_fm_output(self, name: str, ids: pl.Series, values: np.ndarray) -> Path:
+        """Store ``[n, d]`` FM outputs as column ``name`` (rows not computed: NaN → null)."""
+        if not name.isidentifier() or name in pl.read_parquet_schema(self.store / "dataset.parquet"):
+            raise ProjectError(f"FM output name must be a Python identifier that is not a data column; got {name!r}")
+        frame = pl.DataFrame({"id": ids, name: values}).with_columns(
+            pl.when(pl.col(name).arr.first().is_nan()).then(None).otherwise(pl.col(name)).alias(name))
+        path = self.store / "fm" / f"{name}.parquet"
+        with atomic_path(path) as tmp:
+            frame.write_parquet(tmp)
+        return path
 
     def lfs(self, path: str | Path | None = None) -> list[LabelingFunction]:
         """The LF suite: ``path`` (relative to the working directory) or the configured one."""
@@ -190,7 +212,7 @@ class Project:
         """Apply the LF suite to every row, reusing cached votes; saves ``store/matrix.parquet``."""
         cache = VoteCache(self.store / "votes")
         matrix = apply_lfs(self.dataset(), self.lfs(lfs), cardinality=self.schema.k, cache=cache,
-                           on_error=on_error, n_jobs=n_jobs, progress=progress)
+                           on_error=on_error, n_jobs=n_jobs, progress=progress, fm_cache=self.fm_cache)
         matrix.save(self.store / "matrix.parquet")
         return matrix, cache
 

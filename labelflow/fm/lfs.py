@@ -1,0 +1,299 @@
+"""Labeling functions over foundation-model outputs: prompt, zero-shot and nearest-neighbour LFs.
+
+Each computes its model outputs through the FM cache, then votes vectorized. A
+threshold given as ``"auto"`` is fit on the dev split's gold labels: the value
+that maximises (correct − incorrect) votes there; if no value gains, the LF
+abstains everywhere.
+
+``budget`` limits an LF (meant for costly LLM prompts) to the rows the *other*
+LFs of the suite leave uncovered, or where they conflict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from labelflow.errors import LFError
+from labelflow.fm.base import Provider, RunStats, get_provider
+from labelflow.fm.cache import FMCache
+from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax, zero_shot_similarity
+from labelflow.lf import LabelingFunction
+from labelflow.typing import ABSTAIN, LABEL_DTYPE
+
+Budget = Literal["uncovered", "conflicts", "uncovered_or_conflicts"]
+Threshold = float | Literal["auto"]
+DEFAULT_EMBEDDER = {"model": "all-MiniLM-L6-v2"}
+KNN_CHUNK = 8192
+
+
+class FMLF(LabelingFunction):
+    """Base of LFs over FM outputs; subclasses implement :meth:`_predict`.
+
+    Parameters
+    ----------
+    name
+        LF name.
+    provider, provider_config
+        Registered provider kind and its settings (see :func:`labelflow.fm.get_provider`).
+    threshold
+        Minimum confidence to vote, or ``"auto"`` to fit it on dev gold.
+    budget
+        Only vote on rows the other LFs leave uncovered and/or conflict on.
+    field
+        Text column the LF reads.
+    """
+
+    kind = "fm"
+
+    def __init__(self, name: str, *, provider: str, provider_config: Mapping[str, Any], threshold: Threshold,
+                 budget: Budget | None = None, field: str = "text") -> None:
+        super().__init__(name)
+        if threshold != "auto" and not isinstance(threshold, (int, float)):
+            raise LFError(f"LF {name!r}: threshold must be a number or 'auto'; got {threshold!r}")
+        if budget not in (None, "uncovered", "conflicts", "uncovered_or_conflicts"):
+            raise LFError(f"LF {name!r}: budget must be None, 'uncovered', 'conflicts' or 'uncovered_or_conflicts'; "
+                          f"got {budget!r}")
+        self.provider_kind, self.provider_config = provider, dict(provider_config)
+        self.threshold, self.budget, self.field = threshold, budget, field
+        self.fitted_threshold: float | None = None
+        self.stats = RunStats()
+
+    def provider(self) -> Provider:
+        return get_provider(self.provider_kind, **self.provider_config)
+
+    def columns(self) -> tuple[str, ...]:
+        return ("id", "split", "label", self.field)
+
+    def _identity(self) -> Iterable[str]:
+        yield json.dumps(self._spec(), sort_keys=True, default=str)
+
+    def _spec(self) -> dict[str, Any]:
+        return {"provider": self.provider_kind, "config": self.provider_config, "threshold": self.threshold,
+                "budget": self.budget, "field": self.field}
+
+    def votes(self, frame: pl.DataFrame, *, cardinality: int, cache: FMCache | None, rows: np.ndarray | None = None,
+              progress: bool = False) -> np.ndarray:
+        """``[n]`` int8 votes; ``rows`` (bool ``[n]``) limits where it may vote (and call the model)."""
+        if self.field not in frame.columns:
+            raise LFError(f"LF {self.name!r} reads column {self.field!r}, which the data lacks; columns are {frame.columns}")
+        self._check(cardinality)
+        n = frame.height
+        dev = _dev_gold(frame)
+        scope = np.ones(n, dtype=bool) if rows is None else rows
+        needed = scope | dev if self.threshold == "auto" else scope
+        pred = np.full(n, ABSTAIN, dtype=np.int64)
+        conf = np.full(n, -np.inf)
+        idx = np.flatnonzero(needed)
+        if len(idx):
+            pred[idx], conf[idx] = self._predict(frame, idx, cache=cache, progress=progress)
+        if self.threshold == "auto":
+            gold = frame["label"].fill_null(ABSTAIN).to_numpy()
+            if not dev.any():
+                raise LFError(f"LF {self.name!r}: threshold='auto' needs gold-labeled rows in split 'dev'")
+            self.fitted_threshold = _fit_threshold(conf[dev], pred[dev], gold[dev])
+        else:
+            self.fitted_threshold = float(self.threshold)
+        out = np.where(scope & (pred != ABSTAIN) & (conf >= self.fitted_threshold), pred, ABSTAIN)
+        return out.astype(LABEL_DTYPE)
+
+    def _check(self, cardinality: int) -> None:
+        """Raise if the LF's settings do not fit ``cardinality`` classes."""
+
+    def _predict(self, frame: pl.DataFrame, idx: np.ndarray, *, cache: FMCache | None,
+                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted class and confidence, ``[len(idx)]`` each, for rows ``idx``."""
+        raise NotImplementedError
+
+    def _run(self, stats: RunStats) -> None:
+        self.stats.add(stats)
+
+
+class PromptLF(FMLF):
+    """Vote the class whose answer words an LLM finds most likely after the prompt."""
+
+    def __init__(self, name: str, *, template: str, answers: Mapping[int, Sequence[str]], provider: str,
+                 provider_config: Mapping[str, Any], threshold: Threshold, budget: Budget | None) -> None:
+        super().__init__(name, provider=provider, provider_config=provider_config, threshold=threshold, budget=budget)
+        bad = [c for c in answers if isinstance(c, bool) or not isinstance(c, int) or c < 0]
+        if bad or not answers:
+            raise LFError(f"LF {name!r}: answers must map class indices (ints ≥ 0) to answer words; got {dict(answers)!r}")
+        for c, words in answers.items():
+            if isinstance(words, str) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+                raise LFError(f"LF {name!r}: answers[{c}] must be a non-empty list of words; got {words!r}")
+        self.template, self.answers = template, {c: list(w) for c, w in sorted(answers.items())}
+
+    def columns(self) -> tuple[str, ...]:
+        from labelflow.fm.ops import template_fields
+
+        return tuple(dict.fromkeys(("id", "split", "label", *template_fields(self.template))))
+
+    def _spec(self) -> dict[str, Any]:
+        return {**super()._spec(), "template": self.template, "answers": self.answers}
+
+    def _check(self, cardinality: int) -> None:
+        outside = [c for c in self.answers if c >= cardinality]
+        if outside:
+            raise LFError(f"LF {self.name!r}: the answer mapping has class(es) {outside} outside the schema's "
+                          f"classes 0..{cardinality - 1}")
+
+    def _predict(self, frame, idx, *, cache, progress):
+        k = max(self.answers) + 1
+        answers = [self.answers.get(c, []) for c in range(k)]
+        logp, stats = prompt_logprobs(frame[idx], template=self.template, answers=answers, provider=self.provider(),
+                                      cache=cache, progress=progress)
+        self._run(stats)
+        probs = softmax(logp)
+        return probs.argmax(axis=1), probs.max(axis=1)
+
+
+class ZeroShotLF(FMLF):
+    """Vote the class whose description is most similar to the text, by a margin over the runner-up."""
+
+    def __init__(self, name: str, *, descriptions: Sequence[str], threshold: Threshold, field: str,
+                 provider_config: Mapping[str, Any]) -> None:
+        super().__init__(name, provider="sentence-transformers", provider_config=provider_config,
+                         threshold=threshold, field=field)
+        if isinstance(descriptions, str) or len(descriptions) < 2:
+            raise LFError(f"LF {name!r}: descriptions must list one description per class (≥ 2); got {descriptions!r}")
+        self.descriptions = list(descriptions)
+
+    def _spec(self) -> dict[str, Any]:
+        return {**super()._spec(), "descriptions": self.descriptions}
+
+    def _check(self, cardinality: int) -> None:
+        if len(self.descriptions) != cardinality:
+            raise LFError(f"LF {self.name!r}: {len(self.descriptions)} descriptions for {cardinality} classes")
+
+    def _predict(self, frame, idx, *, cache, progress):
+        sims, stats = zero_shot_similarity(frame[self.field].gather(idx).to_list(), descriptions=self.descriptions,
+                                           provider=self.provider(), cache=cache, progress=progress)
+        self._run(stats)
+        top2 = np.sort(sims, axis=1)[:, -2:]
+        return sims.argmax(axis=1), top2[:, 1] - top2[:, 0]
+
+
+class KnnLF(FMLF):
+    """Vote the gold label of the most similar dev rows (a row never counts as its own neighbour)."""
+
+    def __init__(self, name: str, *, neighbors: int, threshold: Threshold, field: str,
+                 provider_config: Mapping[str, Any]) -> None:
+        super().__init__(name, provider="sentence-transformers", provider_config=provider_config,
+                         threshold=threshold, field=field)
+        if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 1:
+            raise LFError(f"LF {name!r}: neighbors must be an integer ≥ 1; got {neighbors!r}")
+        self.neighbors = neighbors
+
+    def _spec(self) -> dict[str, Any]:
+        return {**super()._spec(), "neighbors": self.neighbors}
+
+    def _predict(self, frame, idx, *, cache, progress):
+        ref = np.flatnonzero(_dev_gold(frame))
+        if not len(ref):
+            raise LFError(f"LF {self.name!r}: needs gold-labeled rows in split 'dev' to find neighbours among")
+        texts = frame[self.field].to_list()
+        provider = self.provider()
+        emb, stats = embed_texts([texts[i] for i in idx], provider=provider, cache=cache, progress=progress)
+        ref_emb, ref_stats = embed_texts([texts[i] for i in ref], provider=provider, cache=cache)
+        stats.add(ref_stats)
+        self._run(stats)
+        gold = frame["label"].to_numpy()[ref].astype(np.int64)
+        k = min(self.neighbors, len(ref))
+        pred, conf = np.empty(len(idx), dtype=np.int64), np.empty(len(idx))
+        for lo in range(0, len(idx), KNN_CHUNK):
+            sims = emb[lo:lo + KNN_CHUNK] @ ref_emb.T
+            sims[idx[lo:lo + KNN_CHUNK, None] == ref[None, :]] = -np.inf  # leave-one-out
+            top = np.argsort(-sims, axis=1)[:, :k]
+            top_sims = np.take_along_axis(sims, top, axis=1)
+            labels = gold[top]
+            # similarity-weighted vote among the k nearest; confidence = the winner's mean similarity
+            weights = np.stack([np.where(labels == c, top_sims, 0).sum(axis=1) for c in range(gold.max() + 1)], axis=1)
+            pred[lo:lo + len(top)] = weights.argmax(axis=1)
+            hits = labels == pred[lo:lo + len(top), None]
+            conf[lo:lo + len(top)] = np.where(hits, top_sims, 0).sum(axis=1) / np.maximum(hits.sum(axis=1), 1)
+        return pred, conf
+
+
+def prompt_lf(name: str, *, template: str, answers: Mapping[int, Sequence[str]], provider: str = "transformers",
+              provider_config: Mapping[str, Any] | None = None, min_confidence: Threshold = 0.5,
+              budget: Budget | None = None) -> PromptLF:
+    """An LF asking an LLM: vote the class whose answer words are most probable next.
+
+    Parameters
+    ----------
+    template
+        ``str.format`` template over the row's columns, e.g. ``"Comment: {text}\\nSpam:"``.
+    answers
+        ``{class index: [answer words]}``, e.g. ``{SPAM: ["yes"], HAM: ["no"]}``.
+    provider, provider_config
+        ``"transformers"`` (default Gemma 3 270M) or ``"openai"`` with e.g.
+        ``{"base_url": ..., "model": ...}``.
+    min_confidence
+        Vote only where the winning class's probability (over the mapped classes) is
+        at least this; ``"auto"`` fits it on dev gold.
+    budget
+        Ask the model only about rows the other LFs leave uncovered / conflict on.
+    """
+    return PromptLF(name, template=template, answers=answers, provider=provider,
+                    provider_config=provider_config or {}, threshold=min_confidence, budget=budget)
+
+
+def zero_shot_lf(name: str, *, descriptions: Sequence[str], margin: Threshold = 0.05, field: str = "text",
+                 model: str = "all-MiniLM-L6-v2") -> ZeroShotLF:
+    """An LF voting the class whose description (``descriptions[c]``) an embedding finds
+    closest to the text, when it beats the runner-up by ``margin`` cosine similarity
+    (``"auto"``: fit on dev gold)."""
+    return ZeroShotLF(name, descriptions=descriptions, threshold=margin, field=field, provider_config={"model": model})
+
+
+def knn_lf(name: str, *, neighbors: int = 5, min_similarity: Threshold = 0.6, field: str = "text",
+           model: str = "all-MiniLM-L6-v2") -> KnnLF:
+    """An LF voting the gold label of the ``neighbors`` most similar dev rows (by embedding,
+    similarity-weighted) when their mean cosine similarity is at least ``min_similarity``
+    (``"auto"``: fit on dev gold, leave-one-out)."""
+    return KnnLF(name, neighbors=neighbors, threshold=min_similarity, field=field, provider_config={"model": model})
+
+
+def budget_rows(L_others: np.ndarray, budget: Budget) -> np.ndarray:
+    """``[n]`` bool: rows an LF with ``budget`` may vote on, given the ``[n, m]`` votes of the other LFs.
+
+    Examples
+    --------
+    >>> budget_rows(np.array([[-1, -1], [0, 1], [1, 1]]), "uncovered_or_conflicts")
+    array([ True,  True, False])
+    """
+    voted = L_others != ABSTAIN
+    uncovered = ~voted.any(axis=1)
+    high = np.where(voted, L_others, -1).max(axis=1)
+    low = np.where(voted, L_others, np.iinfo(np.int16).max).min(axis=1)
+    conflict = voted.any(axis=1) & (high != low)
+    return {"uncovered": uncovered, "conflicts": conflict, "uncovered_or_conflicts": uncovered | conflict}[budget]
+
+
+def _dev_gold(frame: pl.DataFrame) -> np.ndarray:
+    if "split" not in frame.columns or "label" not in frame.columns:
+        return np.zeros(frame.height, dtype=bool)
+    return ((frame["split"] == "dev") & frame["label"].is_not_null()).to_numpy()
+
+
+def _fit_threshold(conf: np.ndarray, pred: np.ndarray, gold: np.ndarray) -> float:
+    """The confidence cut-off maximising (correct − incorrect) votes; ``inf`` when none gains.
+
+    Examples
+    --------
+    >>> _fit_threshold(np.array([0.9, 0.8, 0.3]), np.array([1, 1, 0]), np.array([1, 1, 1]))
+    0.8
+    """
+    ok = pred != ABSTAIN
+    conf, gain = conf[ok], np.where(pred[ok] == gold[ok], 1, -1)
+    if not len(conf):
+        return float("inf")
+    order = np.argsort(-conf, kind="stable")
+    conf, total = conf[order], np.cumsum(gain[order])
+    ends = np.flatnonzero(np.append(conf[1:] != conf[:-1], True))  # last index of each tied confidence
+    best = ends[np.argmax(total[ends])]
+    return float(conf[best]) if total[best] > 0 else float("inf")
