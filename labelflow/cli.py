@@ -73,6 +73,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = command("demo", "The whole pipeline on the shipped YouTube spam data.", project=False)
     p.add_argument("--workdir", default="labelflow-demo", help="project folder the demo creates (default ./labelflow-demo)")
+    p.add_argument("--no-fm", action="store_true", help="skip the foundation-model LFs")
 
     p = command("fm", "Foundation-model outputs, cached, stored as columns LFs read (x.NAME).", project=False,
                 json_out=False)
@@ -191,7 +192,7 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
 def _demo(args: argparse.Namespace) -> dict[str, Any]:
     from labelflow.demo import run_demo
 
-    report = run_demo(args.workdir, progress=not args.json)
+    report = run_demo(args.workdir, fm=not args.no_fm, progress=not args.json)
     if not args.json:
         print(f"labelflow demo: YouTube spam, {report['rows']['total']} rows × {report['rows']['lfs']} LFs "
               f"(project in {report['project']}, {report['cached_lfs']} LFs from cache)\n")

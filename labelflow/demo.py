@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from labelflow.errors import ProjectError
+from labelflow.fm.lfs import FMLF
 from labelflow.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "youtube"
 SUITE = REPO / "lfs" / "youtube_spam.py"
+SUITE_FM = REPO / "lfs" / "youtube_spam_fm.py"
 TRAIN_FILES = ("Youtube01-Psy.csv", "Youtube02-KatyPerry.csv", "Youtube03-LMFAO.csv", "Youtube04-Eminem.csv")
 TEST_FILES = ("Youtube05-Shakira.csv",)
 CLASSES = {
@@ -24,18 +26,22 @@ STAGES = {"majority_vote": "majority_vote", "label_model": "snorkel"}
 """Demo stage → registered label model."""
 
 
-def run_demo(workdir: str | Path, *, progress: bool = False) -> dict[str, Any]:
-    """Init a project in ``workdir``, apply the YouTube LF suite, fit and score each stage.
+def run_demo(workdir: str | Path, *, fm: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Init a project in ``workdir``, apply the YouTube LF suites, fit and score each stage.
 
     Split: train = files 01–04 without their labels, dev = a fixed seeded sample of
-    120 train rows with gold kept, test = file 05.
+    120 train rows with gold kept, test = file 05. Stages ``majority_vote`` and
+    ``label_model`` use the plain suite (``lfs/youtube_spam.py``); with ``fm``, the
+    same two ``..._with_fm`` use it plus the FM LFs of ``lfs/youtube_spam_fm.py``
+    (embedding kNN, zero-shot, a Gemma prompt).
 
     Returns
     -------
     dict
-        ``project`` (folder), ``lf_summary`` (per LF, on dev), ``dev`` and ``test``
-        (``{stage: {"accuracy", "macro_f1", "coverage", ...}}``), ``label_model``
-        (the model behind the ``label_model`` stage), ``cached_lfs`` and ``seconds``.
+        ``project`` (folder), ``lf_summary`` (per LF of the last suite, on dev),
+        ``dev`` and ``test`` (``{stage: {"accuracy", "macro_f1", "coverage", ...}}``),
+        ``label_model`` (the model behind the ``label_model`` stages), ``fm_calls``
+        (model calls the FM LFs made; 0 when all was cached), ``cached_lfs`` and ``seconds``.
     """
     start = time.perf_counter()
     missing = [p for p in (DATA, SUITE) if not p.exists()]
@@ -49,15 +55,18 @@ def run_demo(workdir: str | Path, *, progress: bool = False) -> dict[str, Any]:
         dev_sample=DEV_SIZE, seed=SEED, hide_labels=["train"], duplicates="drop_identical",
         lfs=SUITE, label_model=STAGES["label_model"], name="youtube_spam",
     )
-    matrix, cache = project.apply(progress=progress)
-    report: dict[str, Any] = {"project": str(project.root), "dev": {}, "test": {}}
-    for stage, model_name in STAGES.items():
-        metrics = project.evaluate(project.fit(model_name, progress=progress))
-        for split in ("dev", "test"):
-            report[split][stage] = metrics[split]
+    report: dict[str, Any] = {"project": str(project.root), "dev": {}, "test": {}, "cached_lfs": 0, "fm_calls": 0}
+    for suffix, suite in [("", SUITE), ("_with_fm", SUITE_FM)][: 2 if fm else 1]:
+        lfs = project.lfs(suite)
+        matrix, cache = project.apply(lfs=lfs, progress=progress)
+        report["cached_lfs"] += len(cache.hits)
+        report["fm_calls"] += sum(lf.stats.calls for lf in lfs if isinstance(lf, FMLF))
+        for stage, model_name in STAGES.items():
+            metrics = project.evaluate(project.fit(model_name, progress=progress))
+            for split in ("dev", "test"):
+                report[split][stage + suffix] = metrics[split]
     report["label_model"] = STAGES["label_model"]
     report["lf_summary"] = project.summary("dev").to_dicts()
     report["rows"] = {"total": matrix.shape[0], "lfs": matrix.shape[1]}
-    report["cached_lfs"] = len(cache.hits)
     report["seconds"] = round(time.perf_counter() - start, 2)
     return report

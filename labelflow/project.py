@@ -207,11 +207,13 @@ class Project:
             path = self._resolve(self.config.lfs)
         return load_lf_suite(path)
 
-    def apply(self, *, lfs: str | Path | None = None, on_error: OnError = "raise", n_jobs: int | None = None,
-              progress: bool = False) -> tuple[LabelMatrix, VoteCache]:
-        """Apply the LF suite to every row, reusing cached votes; saves ``store/matrix.parquet``."""
+    def apply(self, *, lfs: str | Path | Sequence[LabelingFunction] | None = None, on_error: OnError = "raise",
+              n_jobs: int | None = None, progress: bool = False) -> tuple[LabelMatrix, VoteCache]:
+        """Apply the LF suite (a file, LF objects, or the configured suite) to every row, reusing cached
+        votes; saves ``store/matrix.parquet``."""
         cache = VoteCache(self.store / "votes")
-        matrix = apply_lfs(self.dataset(), self.lfs(lfs), cardinality=self.schema.k, cache=cache,
+        suite = lfs if isinstance(lfs, Sequence) and not isinstance(lfs, str) else self.lfs(lfs)
+        matrix = apply_lfs(self.dataset(), suite, cardinality=self.schema.k, cache=cache,
                            on_error=on_error, n_jobs=n_jobs, progress=progress, fm_cache=self.fm_cache)
         matrix.save(self.store / "matrix.parquet")
         return matrix, cache

@@ -21,7 +21,7 @@ import polars as pl
 from labelflow.errors import LFError
 from labelflow.fm.base import Provider, RunStats, get_provider
 from labelflow.fm.cache import FMCache
-from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax, zero_shot_similarity
+from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax, template_fields, zero_shot_similarity
 from labelflow.lf import LabelingFunction
 from labelflow.typing import ABSTAIN, LABEL_DTYPE
 
@@ -117,7 +117,8 @@ class PromptLF(FMLF):
     """Vote the class whose answer words an LLM finds most likely after the prompt."""
 
     def __init__(self, name: str, *, template: str, answers: Mapping[int, Sequence[str]], provider: str,
-                 provider_config: Mapping[str, Any], threshold: Threshold, budget: Budget | None) -> None:
+                 provider_config: Mapping[str, Any], threshold: Threshold, budget: Budget | None,
+                 calibrate: bool) -> None:
         super().__init__(name, provider=provider, provider_config=provider_config, threshold=threshold, budget=budget)
         bad = [c for c in answers if isinstance(c, bool) or not isinstance(c, int) or c < 0]
         if bad or not answers:
@@ -126,14 +127,13 @@ class PromptLF(FMLF):
             if isinstance(words, str) or not words or not all(isinstance(w, str) and w.strip() for w in words):
                 raise LFError(f"LF {name!r}: answers[{c}] must be a non-empty list of words; got {words!r}")
         self.template, self.answers = template, {c: list(w) for c, w in sorted(answers.items())}
+        self.calibrate = calibrate
 
     def columns(self) -> tuple[str, ...]:
-        from labelflow.fm.ops import template_fields
-
         return tuple(dict.fromkeys(("id", "split", "label", *template_fields(self.template))))
 
     def _spec(self) -> dict[str, Any]:
-        return {**super()._spec(), "template": self.template, "answers": self.answers}
+        return {**super()._spec(), "template": self.template, "answers": self.answers, "calibrate": self.calibrate}
 
     def _check(self, cardinality: int) -> None:
         outside = [c for c in self.answers if c >= cardinality]
@@ -144,9 +144,15 @@ class PromptLF(FMLF):
     def _predict(self, frame, idx, *, cache, progress):
         k = max(self.answers) + 1
         answers = [self.answers.get(c, []) for c in range(k)]
-        logp, stats = prompt_logprobs(frame[idx], template=self.template, answers=answers, provider=self.provider(),
+        provider = self.provider()
+        logp, stats = prompt_logprobs(frame[idx], template=self.template, answers=answers, provider=provider,
                                       cache=cache, progress=progress)
         self._run(stats)
+        if self.calibrate:  # contextual calibration (Zhao et al. 2021): divide out the answer prior of "N/A"
+            blank = pl.DataFrame({f: ["N/A"] for f in template_fields(self.template)})
+            prior, stats = prompt_logprobs(blank, template=self.template, answers=answers, provider=provider, cache=cache)
+            self._run(stats)
+            logp = logp - prior
         probs = softmax(logp)
         return probs.argmax(axis=1), probs.max(axis=1)
 
@@ -220,7 +226,7 @@ class KnnLF(FMLF):
 
 def prompt_lf(name: str, *, template: str, answers: Mapping[int, Sequence[str]], provider: str = "transformers",
               provider_config: Mapping[str, Any] | None = None, min_confidence: Threshold = 0.5,
-              budget: Budget | None = None) -> PromptLF:
+              budget: Budget | None = None, calibrate: bool = True) -> PromptLF:
     """An LF asking an LLM: vote the class whose answer words are most probable next.
 
     Parameters
@@ -237,9 +243,13 @@ def prompt_lf(name: str, *, template: str, answers: Mapping[int, Sequence[str]],
         at least this; ``"auto"`` fits it on dev gold.
     budget
         Ask the model only about rows the other LFs leave uncovered / conflict on.
+    calibrate
+        Divide out the model's answer prior, measured on the template filled with
+        ``"N/A"`` (contextual calibration), before taking probabilities.
     """
     return PromptLF(name, template=template, answers=answers, provider=provider,
-                    provider_config=provider_config or {}, threshold=min_confidence, budget=budget)
+                    provider_config=provider_config or {}, threshold=min_confidence, budget=budget,
+                    calibrate=calibrate)
 
 
 def zero_shot_lf(name: str, *, descriptions: Sequence[str], margin: Threshold = 0.05, field: str = "text",
