@@ -1,10 +1,14 @@
 # Two commands set up a fresh machine: `make demo` (the main job) and `make test`.
-# Both create .venv on first use. TORCH pins the PyTorch build Snorkel's label model
-# runs on: from PyPI that is the CUDA build on Linux GPU machines and the CPU build
-# elsewhere; override it, for example `make test TORCH=torch==2.9.1`.
+# Both create .venv on first use. TORCH pins the PyTorch build: from PyPI that is the
+# CUDA build on Linux GPU machines and the CPU build elsewhere; override it, for
+# example `make test TORCH=torch==2.9.1`.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# llama-cpp-python (the llama.cpp server the FM tests start) builds from source, about
+# 6-12 minutes; its wheel is kept in WHEELS so a later setup on the machine reuses it.
+LLAMA_VERSION ?= 0.3.36
+WHEELS ?= $(HOME)/.cache/labelflow/wheels
 BIN := $(VENV)/bin
 
 .PHONY: setup demo test clean
@@ -17,10 +21,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	touch $@
 
+$(VENV)/.llama: $(VENV)/.installed
+	mkdir -p $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+		$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) "llama-cpp-python[server]==$(LLAMA_VERSION)"
+	touch $@
+
 demo: setup
 	$(BIN)/labelflow demo
 
-test: setup
+test: setup $(VENV)/.llama
 	$(BIN)/python -m pytest
 
 clean:
