@@ -17,8 +17,10 @@ POSITIVE_CLASS_F1 = {"sms": "f1_spam"}
 
 
 def bench_label_models(folders: Sequence[str | Path], *, models: Sequence[str] | None = None,
-                       seed: int = 123) -> list[dict[str, Any]]:
+                       seed: int = 123, dev: bool = False) -> list[dict[str, Any]]:
     """Fit each model on a WRENCH folder's train matrix (labels unused) and score it on test.
+
+    With ``dev``, the valid split's votes and gold labels are passed to ``fit`` as dev.
 
     Returns
     -------
@@ -37,17 +39,20 @@ def bench_label_models(folders: Sequence[str | Path], *, models: Sequence[str] |
         if not (split == "train").any() or not (split == "test").any():
             raise DataError(f"{folder}: a benchmark needs train.json and test.json")
         L_train, L_test = matrix.values[split == "train"], matrix.values[split == "test"]
+        dev_args = {"L_dev": matrix.values[split == "dev"], "y_dev": data.gold()[split == "dev"]} if dev else {}
+        if dev and not len(dev_args["y_dev"]):
+            raise DataError(f"{folder}: --dev needs valid.json")
         y_test = data.gold()[split == "test"]
         metric = POSITIVE_CLASS_F1.get(dataset_name, "accuracy")
         for name in names:
             model = get_label_model(name, data.schema.k, seed=seed)
             start = time.perf_counter()
-            model.fit(L_train)
+            model.fit(L_train, **dev_args)
             fit_seconds = time.perf_counter() - start
             preds = model.predict(L_test, tie_policy="random")
             scores = classification_metrics(y_test, preds, class_names=data.schema.names)
             score = scores["per_class_f1"][data.schema.names[1]] if metric == "f1_spam" else scores["accuracy"]
-            results.append({"dataset": dataset_name, "model": name, "metric": metric,
+            results.append({"dataset": dataset_name, "model": name, "dev": dev, "metric": metric,
                             "score": round(float(score), 4), "fit_seconds": round(fit_seconds, 3),
                             "n_train": int(L_train.shape[0]), "n_lfs": int(L_train.shape[1]),
                             "classes": data.schema.k})

@@ -107,6 +107,7 @@ def make_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("label-models", help="every registered label model on WRENCH folders")
     b.add_argument("folders", nargs="+", help="WRENCH dataset folders (label.json, train/valid/test.json)")
     b.add_argument("--models", help="comma-separated model names (default: all registered)")
+    b.add_argument("--dev", action="store_true", help="also give each model the valid split's gold labels")
     b.add_argument("--json", action="store_true", help="print one JSON document")
     return parser
 
@@ -208,7 +209,7 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     from labelflow.bench import bench_label_models
 
     models = [m.strip() for m in args.models.split(",")] if args.models else None
-    results = bench_label_models(args.folders, models=models)
+    results = bench_label_models(args.folders, models=models, dev=args.dev)
     if args.json:
         print(json.dumps({"results": results}, indent=2))
     else:

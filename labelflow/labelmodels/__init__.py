@@ -1,4 +1,4 @@
-"""Label models: majority vote and Snorkel's ``LabelModel``, behind one interface and a registry."""
+"""Label models: majority vote, labelflow's own, and Snorkel's ``LabelModel``, behind one interface and a registry."""
 
 from labelflow.labelmodels.base import (
     LabelModel,
@@ -9,10 +9,14 @@ from labelflow.labelmodels.base import (
     probs_to_preds,
     register_label_model,
 )
+from labelflow.labelmodels.flow import FlowLabelModel
 from labelflow.labelmodels.majority import MajorityVote
 from labelflow.labelmodels.snorkel import SnorkelLabelModel
+from labelflow.labelmodels.auto import AutoLabelModel  # last: it chooses among the models registered before it
 
 __all__ = [
+    "AutoLabelModel",
+    "FlowLabelModel",
     "LabelModel",
     "MajorityVote",
     "SnorkelLabelModel",
