@@ -1,4 +1,4 @@
-"""labelflow's own label model: accuracy-weighted voting with leave-one-out EM.
+"""labelflow's own label model: accuracy-weighted voting with accuracies fit by EM.
 
 Each LF ``j`` has an accuracy ``a_j`` (optionally one per class it votes). A row's
 class scores are the sum of its votes' log-odds weights
@@ -6,13 +6,14 @@ class scores are the sum of its votes' log-odds weights
 (a one-coin Dawid–Skene posterior with a uniform prior). A row no LF votes on
 gets the uniform distribution, like majority vote, so the tie policy decides it.
 
-Fitting estimates the accuracies without labels. Each iteration scores every
-vote against the posterior of the *other* LFs on its row (leave-one-out) and sets
-``a_j`` to the mean agreement over the rows where another LF voted, shrunk towards
-``prior_accuracy`` with ``prior_strength`` pseudo-votes. Judging each LF by the
-others keeps the estimate away from the degenerate all-one-class solutions that
-plain EM finds when LFs vote for a single class. With dev gold, each dev vote
-adds its real correctness to the counts (``dev_weight`` pseudo-votes each).
+Fitting estimates the accuracies without labels by EM (one-coin Dawid–Skene):
+each iteration sets ``a_j`` to the posterior probability that its votes are
+right, averaged over the rows where another LF voted too, shrunk towards
+``prior_accuracy`` with ``prior_strength`` pseudo-votes. The class prior stays
+uniform during the fit: estimating it jointly lets EM drift to the degenerate
+all-one-class solution when LFs each vote a single class, and rows that only one
+LF votes on say nothing about that LF's accuracy. With dev gold, each dev vote adds
+its real correctness to the counts (``dev_weight`` pseudo-votes each).
 
 Identical LF columns share one weight (split evenly), so duplicating an LF does
 not double its say. Memory and time are linear in the number of votes; the matrix
@@ -35,7 +36,7 @@ CHUNK_ROWS = 1 << 18
 
 @register_label_model
 class FlowLabelModel(LabelModel):
-    """Accuracy-weighted vote, accuracies fit by leave-one-out EM (see the module docstring).
+    """Accuracy-weighted vote, accuracies fit by EM (see the module docstring).
 
     Parameters
     ----------
@@ -107,7 +108,7 @@ class FlowLabelModel(LabelModel):
         slot = cols * k + votes
         for it in range(self.n_iter):
             weight = _log_odds(acc, k, xp)[slot] * share[cols]
-            agree = _leave_one_out_agreement(rows, votes, weight, L.shape[0], k, xp)
+            agree = _posterior_agreement(rows, votes, weight, L.shape[0], k, xp)
             num = xp.bincount(slot[others], weights=agree[others], minlength=m * k)
             den = xp.bincount(slot[others], minlength=m * k) * 1.0
             if not self.per_class:  # pool the counts of each LF over the classes it votes
@@ -180,15 +181,12 @@ def _log_odds(acc: Any, k: int, xp: Any) -> Any:
     return xp.log(acc * (k - 1) / (1 - acc))
 
 
-def _leave_one_out_agreement(rows: Any, votes: Any, weight: Any, n: int, k: int, xp: Any) -> Any:
-    """``[nnz]``: for each vote, the probability the *other* votes of its row give its class."""
+def _posterior_agreement(rows: Any, votes: Any, weight: Any, n: int, k: int, xp: Any) -> Any:
+    """``[nnz]``: for each vote, the posterior probability of its class on its row (the E-step)."""
     scores = xp.bincount(rows * k + votes, weights=weight, minlength=n * k).reshape(n, k)
     top = xp.amax(scores, 1)
     total = xp.exp(scores - top[:, None]).sum(1)  # Σ_c exp(s_c - top)
-    own = scores[rows, votes] - top[rows]
-    without = own - weight  # the vote's class score without the vote itself
-    # softmax of the scores with the vote removed, at the vote's class
-    return xp.exp(without) / (total[rows] - xp.exp(own) + xp.exp(without))
+    return xp.exp(scores[rows, votes] - top[rows]) / total[rows]
 
 
 def _duplicate_share(L: np.ndarray) -> np.ndarray:
