@@ -48,7 +48,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="drop the gold labels of this split (for example train); repeatable")
     p.add_argument("--drop-identical", action="store_true", help="drop rows that exactly repeat an earlier row")
     p.add_argument("--lfs", help="the project's LF suite (a Python file)")
-    p.add_argument("--label-model", default="snorkel", help="default label model")
+    p.add_argument("--label-model", default="labelflow", help="default label model")
     p.add_argument("--name", help="task name (default: the folder name)")
 
     p = command("apply", "Apply the LF suite: the label matrix (cached per LF).")
@@ -201,7 +201,9 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
         _print_frame(pl.DataFrame(report["lf_summary"]))
         print()
         _print_metrics({stage: {s: report[s][stage] for s in ("dev", "test")} for stage in report["test"]})
-        print(f"\nlabel_model = {report['label_model']!r}; finished in {report['seconds']:.1f} s")
+        for suite, reason in report["label_model_choice"].items():
+            print(f"label_model ({suite} suite): {reason}")
+        print(f"finished in {report['seconds']:.1f} s")
     return report
 
 

@@ -22,25 +22,28 @@ CLASSES = {
 }
 DEV_SIZE = 120
 SEED = 0
-STAGES = {"majority_vote": "majority_vote", "label_model": "snorkel"}
-"""Demo stage → registered label model."""
+STAGES = {"majority_vote": ("majority_vote", False), "snorkel": ("snorkel", False), "label_model": ("auto", True)}
+"""Demo stage → (registered label model, whether it gets the dev gold)."""
 
 
 def run_demo(workdir: str | Path, *, fm: bool = True, progress: bool = False) -> dict[str, Any]:
     """Init a project in ``workdir``, apply the YouTube LF suites, fit and score each stage.
 
     Split: train = files 01–04 without their labels, dev = a fixed seeded sample of
-    120 train rows with gold kept, test = file 05. Stages ``majority_vote`` and
-    ``label_model`` use the plain suite (``lfs/youtube_spam.py``); with ``fm``, the
-    same two ``..._with_fm`` use it plus the FM LFs of ``lfs/youtube_spam_fm.py``
-    (embedding kNN, zero-shot, a Gemma prompt).
+    120 train rows with gold kept, test = file 05. Stages ``majority_vote``,
+    ``snorkel`` and ``label_model`` (``auto``: the registered model with the best
+    cross-validated dev accuracy, refit with the dev gold) use the plain suite
+    (``lfs/youtube_spam.py``); with ``fm``, the same three ``..._with_fm`` use it
+    plus the FM LFs of ``lfs/youtube_spam_fm.py`` (embedding kNN, zero-shot, a Gemma
+    prompt).
 
     Returns
     -------
     dict
         ``project`` (folder), ``lf_summary`` (per LF of the last suite, on dev),
         ``dev`` and ``test`` (``{stage: {"accuracy", "macro_f1", "coverage", ...}}``),
-        ``label_model`` (the model behind the ``label_model`` stages), ``fm_calls``
+        ``label_model`` (the model behind the ``label_model`` stages), ``label_model_choice``
+        (what ``auto`` picked and why, per suite), ``fm_calls``
         (model calls the FM LFs made; 0 when all was cached), ``cached_lfs`` and ``seconds``.
     """
     start = time.perf_counter()
@@ -53,7 +56,7 @@ def run_demo(workdir: str | Path, *, fm: bool = True, progress: bool = False) ->
         sources={"train": [DATA / f for f in TRAIN_FILES], "test": [DATA / f for f in TEST_FILES]},
         classes=CLASSES, text="CONTENT", id="COMMENT_ID", label="label",
         dev_sample=DEV_SIZE, seed=SEED, hide_labels=["train"], duplicates="drop_identical",
-        lfs=SUITE, label_model=STAGES["label_model"], name="youtube_spam",
+        lfs=SUITE, label_model=STAGES["label_model"][0], name="youtube_spam",
     )
     report: dict[str, Any] = {"project": str(project.root), "dev": {}, "test": {}, "cached_lfs": 0, "fm_calls": 0}
     for suffix, suite in [("", SUITE), ("_with_fm", SUITE_FM)][: 2 if fm else 1]:
@@ -61,11 +64,14 @@ def run_demo(workdir: str | Path, *, fm: bool = True, progress: bool = False) ->
         matrix, cache = project.apply(lfs=lfs, progress=progress)
         report["cached_lfs"] += len(cache.hits)
         report["fm_calls"] += sum(lf.stats.calls for lf in lfs if isinstance(lf, FMLF))
-        for stage, model_name in STAGES.items():
-            metrics = project.evaluate(project.fit(model_name, progress=progress))
+        for stage, (model_name, use_dev) in STAGES.items():
+            model = project.fit(model_name, use_dev=use_dev, progress=progress)
+            metrics = project.evaluate(model)
+            if stage == "label_model":
+                report.setdefault("label_model_choice", {})[suffix or "plain"] = model.reason
             for split in ("dev", "test"):
                 report[split][stage + suffix] = metrics[split]
-    report["label_model"] = STAGES["label_model"]
+    report["label_model"] = STAGES["label_model"][0]
     report["lf_summary"] = project.summary("dev").to_dicts()
     report["rows"] = {"total": matrix.shape[0], "lfs": matrix.shape[1]}
     report["seconds"] = round(time.perf_counter() - start, 2)

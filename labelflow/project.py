@@ -62,7 +62,7 @@ class ProjectConfig:
     hide_labels: list[str] = field(default_factory=list)
     duplicates: Literal["error", "drop_identical"] = "error"
     lfs: str | None = None
-    label_model: str = "snorkel"
+    label_model: str = "labelflow"
     format: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -102,7 +102,7 @@ class Project:
         hide_labels: Sequence[str] = (),
         duplicates: Literal["error", "drop_identical"] = "error",
         lfs: str | Path | None = None,
-        label_model: str = "snorkel",
+        label_model: str = "labelflow",
         name: str | None = None,
     ) -> "Project":
         """Create (or re-create) a project: write its config and import its dataset.

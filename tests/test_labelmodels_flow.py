@@ -85,7 +85,7 @@ def test_dev_gold_moves_accuracies_towards_the_truth():
     L_dev, y_dev = synthetic(n=400, accuracies=(0.9, 0.35, 0.6, 0.6), coverage=0.6, seed=6)
     truth = np.array([0.9, 0.35, 0.6, 0.6])
     unsup = FlowLabelModel(3).fit(L)
-    semi = FlowLabelModel(3, dev_weight=5).fit(L, L_dev=L_dev, y_dev=y_dev)
+    semi = FlowLabelModel(3).fit(L, L_dev=L_dev, y_dev=y_dev)
     assert np.abs(semi.accuracy[:, 0] - truth).sum() < np.abs(unsup.accuracy[:, 0] - truth).sum()
 
 
@@ -120,6 +120,7 @@ def test_cuda_fit_matches_cpu():
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"prior_accuracy": 0.2}, r"prior_accuracy must lie in \(1/k, 1\) = \(0\.333, 1\); got 0\.2"),
     ({"n_iter": 0}, r"need n_iter ≥ 1"),
+    ({"dev_weight": "lots"}, r"dev_weight must be a number ≥ 0 or 'balanced'; got 'lots'"),
     ({"device": "tpu"}, r"device must be 'cpu', 'cuda' or 'auto'; got 'tpu'"),
 ])
 def test_bad_settings_are_named(kwargs, message):
@@ -146,7 +147,7 @@ def test_auto_picks_by_dev_score_and_says_why(tmp_path):
     assert set(auto.scores) == {"labelflow", "majority_vote", "snorkel"}
     best = max(auto.scores.values())
     assert auto.scores[auto.chosen.name] == best
-    assert auto.chosen.name in auto.reason and "dev accuracy over 1000 gold rows" in auto.reason
+    assert auto.chosen.name in auto.reason and "2-fold dev accuracy over 1000 gold rows" in auto.reason
     auto.save(tmp_path / "auto.npz")
     loaded = load_label_model(tmp_path / "auto.npz")
     assert isinstance(loaded, AutoLabelModel) and loaded.chosen.name == auto.chosen.name

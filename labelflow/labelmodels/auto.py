@@ -18,9 +18,11 @@ PREFERENCE = ("labelflow", "snorkel", "majority_vote")
 class AutoLabelModel(LabelModel):
     """Chooses among the registered label models by dev accuracy.
 
-    Each candidate is fit on ``L`` without the dev labels and scored on ``L_dev``;
-    the winner (ties go to :data:`PREFERENCE` order) is then refit with the dev
-    labels, so semi-supervised models use them. Without dev gold it takes the
+    Each candidate is scored by 2-fold cross-validation on the dev rows: fit on
+    ``L`` with one half of the dev gold, scored on the other half, and the other way
+    round, so a semi-supervised model is judged as it will be used without being
+    scored on labels it saw. The winner (ties go to :data:`PREFERENCE` order) is
+    then refit with all of the dev gold. Without dev gold it takes the
     first available model of :data:`PREFERENCE`. :attr:`chosen`, :attr:`scores` and
     :attr:`reason` say what it picked and why.
     """
@@ -42,21 +44,26 @@ class AutoLabelModel(LabelModel):
             self.reason = f"no dev gold to compare on; took {self.chosen.name!r}, the first of {names} that fits"
             return
         skipped = {}
+        fold = np.random.default_rng(self.seed).permutation(len(y_dev)) % 2 == 0
         for name in names:
+            hits = 0
             try:
-                model = get_label_model(name, self.cardinality, seed=self.seed)
-                model.fit(L, class_balance=class_balance, progress=progress)
+                for held_out in (fold, ~fold):
+                    model = get_label_model(name, self.cardinality, seed=self.seed)
+                    model.fit(L, L_dev=L_dev[~held_out], y_dev=y_dev[~held_out], class_balance=class_balance,
+                              progress=progress)
+                    hits += int(np.sum(model.predict(L_dev[held_out]) == y_dev[held_out]))
             except LabelModelError as exc:
                 skipped[name] = str(exc)
                 continue
-            self.scores[name] = float(np.mean(model.predict(L_dev) == y_dev))
+            self.scores[name] = hits / len(y_dev)
         if not self.scores:
             raise LabelModelError(f"no registered label model could be fit: {skipped}")
         best = max(self.scores, key=lambda n: (self.scores[n], -names.index(n)))
         self.chosen = get_label_model(best, self.cardinality, seed=self.seed)
         self.chosen.fit(L, L_dev=L_dev, y_dev=y_dev, class_balance=class_balance, progress=progress)
         ranked = ", ".join(f"{n} {s:.3f}" for n, s in sorted(self.scores.items(), key=lambda kv: -kv[1]))
-        self.reason = f"{best!r} has the best dev accuracy over {len(y_dev)} gold rows ({ranked})" + (
+        self.reason = f"{best!r} has the best 2-fold dev accuracy over {len(y_dev)} gold rows ({ranked})" + (
             f"; skipped {skipped}" if skipped else "")
 
     def _first_that_fits(self, names: list[str], L: LabelArray, class_balance: np.ndarray | None,

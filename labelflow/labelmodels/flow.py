@@ -13,7 +13,9 @@ right, averaged over the rows where another LF voted too, shrunk towards
 uniform during the fit: estimating it jointly lets EM drift to the degenerate
 all-one-class solution when LFs each vote a single class, and rows that only one
 LF votes on say nothing about that LF's accuracy. With dev gold, each dev vote adds
-its real correctness to the counts (``dev_weight`` pseudo-votes each).
+its real correctness to the counts, weighted so that the dev split as a whole
+counts as much as the unlabeled rows (``dev_weight="balanced"``: ``n / n_dev``
+pseudo-votes per dev vote), or a fixed number of pseudo-votes each.
 
 Identical LF columns share one weight (split evenly), so duplicating an LF does
 not double its say. Memory and time are linear in the number of votes; the matrix
@@ -23,7 +25,7 @@ torch on the GPU.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -51,7 +53,8 @@ class FlowLabelModel(LabelModel):
     per_class
         One accuracy per (LF, class voted) instead of one per LF.
     dev_weight
-        Pseudo-votes each dev gold vote counts for in semi-supervised fitting.
+        Pseudo-votes each dev gold vote counts for in semi-supervised fitting;
+        ``"balanced"``: ``n / n_dev``.
     device
         ``"cpu"`` (NumPy), ``"cuda"`` or ``"auto"`` (torch on the GPU when present).
 
@@ -67,13 +70,15 @@ class FlowLabelModel(LabelModel):
 
     def __init__(self, cardinality: int, *, seed: int = 123, n_iter: int = 30, tol: float = 1e-4,
                  prior_accuracy: float = 0.7, prior_strength: float = 50.0, per_class: bool = False,
-                 dev_weight: float = 1.0, device: str = "cpu") -> None:
+                 dev_weight: float | Literal["balanced"] = "balanced", device: str = "cpu") -> None:
         super().__init__(cardinality, seed=seed)
         if not 1 / cardinality < prior_accuracy < 1:
             raise LabelModelError(f"prior_accuracy must lie in (1/k, 1) = ({1 / cardinality:.3f}, 1); got {prior_accuracy}")
-        if n_iter < 1 or tol <= 0 or prior_strength <= 0 or dev_weight < 0:
-            raise LabelModelError(f"need n_iter ≥ 1, tol > 0, prior_strength > 0, dev_weight ≥ 0; got n_iter={n_iter}, "
-                                  f"tol={tol}, prior_strength={prior_strength}, dev_weight={dev_weight}")
+        if dev_weight != "balanced" and (isinstance(dev_weight, str) or dev_weight < 0):
+            raise LabelModelError(f"dev_weight must be a number ≥ 0 or 'balanced'; got {dev_weight!r}")
+        if n_iter < 1 or tol <= 0 or prior_strength <= 0:
+            raise LabelModelError(f"need n_iter ≥ 1, tol > 0, prior_strength > 0; got n_iter={n_iter}, "
+                                  f"tol={tol}, prior_strength={prior_strength}")
         if device not in ("cpu", "cuda", "auto"):
             raise LabelModelError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
         self.n_iter, self.tol, self.prior_accuracy, self.prior_strength = n_iter, tol, prior_accuracy, prior_strength
@@ -98,11 +103,12 @@ class FlowLabelModel(LabelModel):
         n_voting = xp.bincount(rows, minlength=L.shape[0])
         others = n_voting[rows] > 1  # a vote can only be judged where another LF voted
         dev_num = dev_den = None
-        if L_dev is not None and y_dev is not None and self.dev_weight > 0:
+        if L_dev is not None and y_dev is not None and len(y_dev):
+            weight = L.shape[0] / len(y_dev) if self.dev_weight == "balanced" else float(self.dev_weight)
             dr, dc, dv = _votes(L_dev)
             slot = dc * k + dv
-            dev_num = to(np.bincount(slot, weights=(dv == y_dev[dr]) * self.dev_weight, minlength=m * k))
-            dev_den = to(np.bincount(slot, minlength=m * k) * self.dev_weight)
+            dev_num = to(np.bincount(slot, weights=(dv == y_dev[dr]) * weight, minlength=m * k))
+            dev_den = to(np.bincount(slot, minlength=m * k) * weight)
         acc = to(np.full(m * k, self.prior_accuracy))
         share = to(self.share)
         slot = cols * k + votes
