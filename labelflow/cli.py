@@ -212,11 +212,9 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
 
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     results = bench_label_models(args.folders, models=models, dev=args.dev)
-    if args.json:
-        print(json.dumps({"results": results}, indent=2))
-    else:
+    if not args.json:
         _print_frame(pl.DataFrame(results))
-    return {}
+    return {"results": results}
 
 
 def _fm(args: argparse.Namespace) -> dict[str, Any]:

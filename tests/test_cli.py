@@ -199,3 +199,22 @@ def test_demo(tmp_path, capsys):
     assert report["test"]["label_model"]["accuracy"] >= 0.85
     assert report["rows"] == {"total": 1953, "lfs": len(load_lf_suite(REPO / "lfs" / "youtube_spam.py"))}
     assert (tmp_path / "demo" / CONFIG_FILE).is_file()
+
+
+def test_bench_label_models_json_is_one_document(tmp_path, capsys):
+    """`bench label-models --json` on a tiny WRENCH folder prints one JSON document with every model."""
+    folder = tmp_path / "tiny" / "wrench"
+    folder.mkdir(parents=True)
+    (folder / "label.json").write_text(json.dumps({"0": "HAM", "1": "SPAM"}))
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("valid", 20), ("test", 20)):
+        y = rng.integers(0, 2, n)
+        rows = {str(i): {"label": int(y[i]), "data": {"text": f"row {i}"},
+                         "weak_labels": [int(y[i]) if rng.random() < 0.8 else int(1 - y[i]) for _ in range(4)]}
+                for i in range(n)}
+        (folder / f"{split}.json").write_text(json.dumps(rows))
+    assert main(["bench", "label-models", str(folder), "--models", "majority_vote,labelflow", "--dev", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(r["dataset"], r["model"], r["dev"], r["metric"]) for r in doc["results"]] == [
+        ("tiny", "majority_vote", True, "accuracy"), ("tiny", "labelflow", True, "accuracy")]
+    assert all(0 <= r["score"] <= 1 for r in doc["results"])
