@@ -37,6 +37,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", required=True, metavar="[SPLIT=]PATH",
                    help="data file (CSV, TSV, Parquet, JSONL); prefix SPLIT= to set its split; repeatable")
     p.add_argument("--classes", required=True, help="comma-separated class names, in index order")
+    p.add_argument("--describe", action="append", default=[], metavar="CLASS=TEXT",
+                   help="a one-sentence description of CLASS (zero-shot and prompt LFs read them); repeatable")
     p.add_argument("--text", action="append", default=None, metavar="[FIELD=]COLUMN",
                    help="text column (default 'text'); FIELD=COLUMN for more text fields; repeatable")
     p.add_argument("--id", help="id column (default: <file>:<row>)")
@@ -137,8 +139,13 @@ def _init(args: argparse.Namespace) -> dict[str, Any]:
             split, path = "", item
         sources.setdefault(split, []).append(path)
     text = _pairs(args.text or ["text"], "text")
+    names = [c.strip() for c in args.classes.split(",")]
+    described = dict(item.partition("=")[::2] for item in args.describe)
+    unknown = sorted(set(described) - set(names))
+    if unknown:
+        raise LabelflowError(f"--describe names class(es) {unknown} that --classes lacks ({names})")
     project = Project.init(
-        args.folder, sources=sources, classes=[c.strip() for c in args.classes.split(",")],
+        args.folder, sources=sources, classes={n: described.get(n, "") for n in names} if described else names,
         text=text, id=args.id, label=args.label, split=args.split_column, dev_sample=args.dev_sample,
         seed=args.seed, hide_labels=args.hide_labels, duplicates="drop_identical" if args.drop_identical else "error",
         lfs=args.lfs, label_model=args.label_model, name=args.name,

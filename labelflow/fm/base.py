@@ -126,7 +126,8 @@ class RunStats:
     """What one cached run did.
 
     ``total`` inputs, of which ``cached`` were found in the cache; ``computed`` distinct
-    inputs by ``calls`` model calls; ``pending`` distinct inputs a dry run left uncomputed.
+    inputs by ``calls`` model calls; ``pending`` distinct inputs a dry run left
+    uncomputed, which would take ``pending_calls`` model calls.
     """
 
     total: int = 0
@@ -134,10 +135,11 @@ class RunStats:
     computed: int = 0
     calls: int = 0
     pending: int = 0
+    pending_calls: int = 0
     seconds: float = 0.0
 
     def add(self, other: "RunStats") -> None:
-        for name in ("total", "cached", "computed", "calls", "pending", "seconds"):
+        for name in ("total", "cached", "computed", "calls", "pending", "pending_calls", "seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -187,7 +189,9 @@ def run_cached(
     found = cache.get_many(unique) if cache is not None else {}
     first = {key: i for i, key in reversed(list(enumerate(keys)))}
     missing = sorted((k for k in unique if k not in found), key=lambda k: len(inputs[first[k]]))
-    stats = RunStats(total=len(inputs), cached=sum(k in found for k in keys), pending=len(missing) if dry_run else 0)
+    stats = RunStats(total=len(inputs), cached=sum(k in found for k in keys))
+    if dry_run:
+        stats.pending, stats.pending_calls = len(missing), -(-len(missing) // batch_size)
     if missing and not dry_run:
         bar = tqdm(total=len(missing), desc=desc, unit="row", disable=not progress, leave=False)
         try:

@@ -79,8 +79,9 @@ class FMLF(LabelingFunction):
     def votes(self, frame: pl.DataFrame, *, cardinality: int, cache: FMCache | None, rows: np.ndarray | None = None,
               progress: bool = False) -> np.ndarray:
         """``[n]`` int8 votes; ``rows`` (bool ``[n]``) limits where it may vote (and call the model)."""
-        if self.field not in frame.columns:
-            raise LFError(f"LF {self.name!r} reads column {self.field!r}, which the data lacks; columns are {frame.columns}")
+        missing = [c for c in self.columns() if c not in ("id", "split", "label") and c not in frame.columns]
+        if missing:
+            raise LFError(f"LF {self.name!r} reads column {missing[0]!r}, which the data lacks; columns are {frame.columns}")
         self._check(cardinality)
         n = frame.height
         dev = _dev_gold(frame)
@@ -215,12 +216,17 @@ class KnnLF(FMLF):
             sims[idx[lo:lo + KNN_CHUNK, None] == ref[None, :]] = -np.inf  # leave-one-out
             top = np.argsort(-sims, axis=1)[:, :k]
             top_sims = np.take_along_axis(sims, top, axis=1)
-            labels = gold[top]
-            # similarity-weighted vote among the k nearest; confidence = the winner's mean similarity
-            weights = np.stack([np.where(labels == c, top_sims, 0).sum(axis=1) for c in range(gold.max() + 1)], axis=1)
-            pred[lo:lo + len(top)] = weights.argmax(axis=1)
-            hits = labels == pred[lo:lo + len(top), None]
-            conf[lo:lo + len(top)] = np.where(hits, top_sims, 0).sum(axis=1) / np.maximum(hits.sum(axis=1), 1)
+            labels = np.where(np.isfinite(top_sims), gold[top], ABSTAIN)  # the row itself is never a neighbour
+            # similarity-weighted vote among the classes of the k nearest; confidence = the winner's mean similarity
+            classes = range(gold.max() + 1)
+            weights = np.stack([np.where((labels == c).any(axis=1), np.where(labels == c, top_sims, 0).sum(axis=1),
+                                         -np.inf) for c in classes], axis=1)
+            found = np.isfinite(weights).any(axis=1)
+            winner = np.where(found, weights.argmax(axis=1), ABSTAIN)
+            hits = (labels == winner[:, None]) & found[:, None]
+            pred[lo:lo + len(top)] = winner
+            conf[lo:lo + len(top)] = np.where(found, np.where(hits, top_sims, 0).sum(axis=1)
+                                              / np.maximum(hits.sum(axis=1), 1), -np.inf)
         return pred, conf
 
 

@@ -31,7 +31,8 @@ def _local_model_dir(model: str) -> Path:
     if path.is_dir():
         return path
     if model.startswith((".", "/", "~")) or model.count("/") > 1:  # a path, not an "org/name" id
-        raise FMError(f"unknown model path or id {model!r}: no such file or folder")
+        raise FMError(f"unknown model path or id {model!r}: no such file or folder "
+                      "(labelflow never downloads weights at run time)")
     try:
         from huggingface_hub import snapshot_download
 

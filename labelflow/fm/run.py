@@ -9,7 +9,6 @@ figures say how many rows are cached and how many model calls a run would make.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from labelflow.fm.base import FMError, RunStats, get_provider
 from labelflow.fm.lfs import Budget, budget_rows
-from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax, zero_shot_similarity
+from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax
 from labelflow.project import Project
 
 
@@ -28,7 +27,7 @@ def fm_embed(project: Project, *, name: str = "embedding", model: str = "all-Min
     provider = get_provider("sentence-transformers", model=model, device=device)
     emb, stats = embed_texts(dataset.frame["text"].to_list(), provider=provider, cache=project.fm_cache,
                              progress=progress, dry_run=dry_run)
-    return _finish(project, name, "embed", dataset.ids, emb, stats, dry_run, provider.batch_size)
+    return _finish(project, name, "embed", dataset.ids, emb, stats, dry_run)
 
 
 def fm_zero_shot(project: Project, *, name: str = "zero_shot", model: str = "all-MiniLM-L6-v2", device: str = "auto",
@@ -36,16 +35,17 @@ def fm_zero_shot(project: Project, *, name: str = "zero_shot", model: str = "all
     """Cosine similarity of each row's text to each class description: column ``name`` of ``[k]`` floats."""
     dataset = project.dataset()
     descriptions = list(project.schema.descriptions)
-    if not descriptions:
-        raise FMError("zero-shot scoring needs class descriptions; re-create the project with described classes")
+    if not descriptions or any(not d.strip() for d in descriptions):
+        raise FMError("zero-shot scoring needs a description for every class; re-create the project with described "
+                      "classes (labelflow init --describe CLASS=TEXT)")
     provider = get_provider("sentence-transformers", model=model, device=device)
     texts = dataset.frame["text"].to_list()
-    if dry_run:
-        _, stats = embed_texts(texts, provider=provider, cache=project.fm_cache, dry_run=True)
-        return _finish(project, name, "zero-shot", dataset.ids, None, stats, True, provider.batch_size)
-    sims, stats = zero_shot_similarity(texts, descriptions=descriptions, provider=provider, cache=project.fm_cache,
-                                       progress=progress)
-    return _finish(project, name, "zero-shot", dataset.ids, sims, stats, False, provider.batch_size)
+    emb, stats = embed_texts(texts, provider=provider, cache=project.fm_cache, progress=progress, dry_run=dry_run)
+    desc, desc_stats = embed_texts(descriptions, provider=provider, cache=project.fm_cache, dry_run=dry_run)
+    for field in ("computed", "calls", "pending", "pending_calls", "seconds"):  # rows/cached count data rows only
+        setattr(stats, field, getattr(stats, field) + getattr(desc_stats, field))
+    sims = None if dry_run else emb @ desc.T
+    return _finish(project, name, "zero-shot", dataset.ids, sims, stats, dry_run)
 
 
 def fm_prompt(project: Project, *, template: str, answers: Mapping[str, Sequence[str]], name: str = "prompt",
@@ -81,17 +81,17 @@ def fm_prompt(project: Project, *, template: str, answers: Mapping[str, Sequence
                                   cache=project.fm_cache, progress=progress, dry_run=dry_run)
     probs = np.full((len(dataset), schema.k), np.nan)
     probs[idx] = softmax(logp)
-    return _finish(project, name, "prompt", dataset.ids, probs, stats, dry_run, model.batch_size)
+    return _finish(project, name, "prompt", dataset.ids, probs, stats, dry_run)
 
 
 def _finish(project: Project, name: str, kind: str, ids: Any, values: np.ndarray | None, stats: RunStats,
-            dry_run: bool, batch_size: int) -> dict[str, Any]:
+            dry_run: bool) -> dict[str, Any]:
     report = {"name": name, "kind": kind, "rows": stats.total, "cached": stats.cached, "dry_run": dry_run,
               "computed": stats.computed, "calls": stats.calls, "seconds": round(stats.seconds, 3),
               "rows_per_s": round(stats.total / stats.seconds, 1) if stats.seconds else None}
     if dry_run:
         report["would_compute"] = stats.pending
-        report["would_call"] = math.ceil(stats.pending / batch_size)
+        report["would_call"] = stats.pending_calls
     else:
         report["stored"] = str(project.save_fm_output(name, ids, values))
     return report
