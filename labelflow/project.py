@@ -135,7 +135,10 @@ class Project:
         dataset.frame.write_parquet(_staged(project.store / "dataset.parquet"))
         write_json(root / CONFIG_FILE, asdict(config))
         os.replace(_staged(project.store / "dataset.parquet"), project.store / "dataset.parquet")
+        # outputs of the previous dataset go; the content-addressed caches (votes, FM outputs) stay valid
         (project.store / "matrix.parquet").unlink(missing_ok=True)
+        for output in (project.store / "fm").glob("*.parquet"):
+            output.unlink()
         return project
 
     @classmethod

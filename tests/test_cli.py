@@ -191,13 +191,20 @@ def test_console_script_in_a_subprocess(cli_project):
 @pytest.mark.slow
 def test_demo(tmp_path, capsys):
     report = run_json(capsys, "demo", "--workdir", str(tmp_path / "demo"))
-    assert set(report["test"]) == {"majority_vote", "label_model"}
-    for stage in ("majority_vote", "label_model"):
+    stages = {"majority_vote", "snorkel", "label_model"}
+    assert set(report["test"]) == stages | {f"{s}_with_fm" for s in stages}
+    for stage in report["test"]:
         assert {"accuracy", "macro_f1", "coverage"} <= set(report["test"][stage])
         assert {"accuracy", "macro_f1", "coverage"} <= set(report["dev"][stage])
-    assert report["label_model"] == "snorkel"
-    assert report["test"]["label_model"]["accuracy"] >= 0.85
-    assert report["rows"] == {"total": 1953, "lfs": len(load_lf_suite(REPO / "lfs" / "youtube_spam.py"))}
+    test = report["test"]
+    assert report["label_model"] == "auto" and set(report["label_model_choice"]) == {"plain", "_with_fm"}
+    # the label model is at least as accurate as Snorkel's on the same suite, with and without FM LFs
+    assert test["label_model"]["accuracy"] >= test["snorkel"]["accuracy"] >= 0.85
+    assert test["label_model_with_fm"]["accuracy"] >= test["snorkel_with_fm"]["accuracy"]
+    # the FM LFs raise the label model's test accuracy and coverage
+    assert test["label_model_with_fm"]["accuracy"] > test["label_model"]["accuracy"]
+    assert test["label_model_with_fm"]["coverage"] > test["label_model"]["coverage"]
+    assert report["rows"] == {"total": 1953, "lfs": len(load_lf_suite(REPO / "lfs" / "youtube_spam_fm.py"))}
     assert (tmp_path / "demo" / CONFIG_FILE).is_file()
 
 

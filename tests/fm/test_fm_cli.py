@@ -170,3 +170,47 @@ def test_fm_zero_shot_dry_run_predicts_the_real_run(tmp_path, capsys):
     real = run_json(capsys, *p)
     assert dry["rows"] == real["rows"] == 5
     assert (dry["would_compute"], dry["would_call"]) == (real["computed"], real["calls"])
+
+
+@pytest.mark.slow
+def test_killed_prompt_run_resumes_without_losing_a_finished_row(tmp_path):
+    """`labelflow fm prompt` (Gemma) killed after its first batch: the re-run reuses every finished row."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    comments = pl.read_csv(YOUTUBE / "Youtube05-Shakira.csv")["CONTENT"].unique(maintain_order=True)
+    texts = [t for t in comments.to_list() if len(t) < 60][:24]
+    data = tmp_path / "rows.csv"
+    pl.DataFrame({"text": texts}).write_csv(data)
+    root = tmp_path / "proj"
+    Project.init(root, sources={"train": [data]}, classes=["HAM", "SPAM"])
+    cmd = [sys.executable, "-m", "labelflow.cli", "fm", "prompt", "-p", str(root), "--json", "--device", "cpu",
+           "--template", 'Comment: "{text}"\\nSpam?\\nAnswer:', "--answers", "SPAM=yes", "--answers", "HAM=no"]
+    cache = FMCache(root / "store" / "fm.sqlite")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (root / "store" / "fm.sqlite").exists() and len(cache) >= 16:  # the first batch of 16 is committed
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way (rc {proc.returncode}): {err[-2000:]!r}"
+    committed = len(cache)
+    assert committed == 16 and not (root / "store" / "fm").exists()  # nothing half-stored
+    with sqlite3.connect(root / "store" / "fm.sqlite") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+    rerun = json.loads(subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    assert (rerun["rows"], rerun["cached"], rerun["computed"], rerun["calls"]) == (24, 16, 8, 1)
+    stored = pl.read_parquet(rerun["stored"])["prompt"].to_list()
+    assert all(p is not None and abs(sum(p) - 1) < 1e-6 for p in stored)
