@@ -6,10 +6,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
-import signal
-import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -193,32 +189,18 @@ print("finished")
 
 
 @pytest.mark.slow
-def test_killed_embedding_run_resumes_without_losing_a_finished_row(tmp_path, comments):
+def test_killed_embedding_run_resumes_without_losing_a_finished_row(tmp_path, comments, kill_when, assert_intact):
     texts = comments(200, path=None, max_chars=60)["text"].to_list()
     assert len(set(texts)) == 200
     (tmp_path / "texts.json").write_text(json.dumps(texts), encoding="utf-8")
     path = tmp_path / "fm.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "texts.json"), str(path)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     watcher = FMCache(path)
-    deadline = time.monotonic() + 180
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(watcher) >= 3 * 8:  # at least three batches committed
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.01)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way (rc {proc.returncode}): {err[-2000:]!r}"
+    kill_when([sys.executable, "-c", CHILD, str(tmp_path / "texts.json"), str(path)],
+              lambda: len(watcher) >= 3 * 8, cwd=REPO)  # at least three batches committed
     committed = len(watcher)
     assert 24 <= committed < 200
     assert committed % 8 == 0  # whole batches only: each batch is one transaction
-    with sqlite3.connect(path) as conn:  # the file is not corrupted
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert_intact(path)
 
     provider = get_provider("sentence-transformers", batch_size=8)
     emb, stats = embed_texts(texts, provider=provider, cache=FMCache(path))

@@ -173,14 +173,10 @@ def test_fm_zero_shot_dry_run_predicts_the_real_run(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_killed_prompt_run_resumes_without_losing_a_finished_row(tmp_path):
+def test_killed_prompt_run_resumes_without_losing_a_finished_row(tmp_path, kill_when, assert_intact):
     """`labelflow fm prompt` (Gemma) killed after its first batch: the re-run reuses every finished row."""
-    import os
-    import signal
-    import sqlite3
     import subprocess
     import sys
-    import time
 
     comments = pl.read_csv(YOUTUBE / "Youtube05-Shakira.csv")["CONTENT"].unique(maintain_order=True)
     texts = [t for t in comments.to_list() if len(t) < 60][:24]
@@ -191,24 +187,11 @@ def test_killed_prompt_run_resumes_without_losing_a_finished_row(tmp_path):
     cmd = [sys.executable, "-m", "labelflow.cli", "fm", "prompt", "-p", str(root), "--json", "--device", "cpu",
            "--template", 'Comment: "{text}"\\nSpam?\\nAnswer:', "--answers", "SPAM=yes", "--answers", "HAM=no"]
     cache = FMCache(root / "store" / "fm.sqlite")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (root / "store" / "fm.sqlite").exists() and len(cache) >= 16:  # the first batch of 16 is committed
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.05)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way (rc {proc.returncode}): {err[-2000:]!r}"
+    store = root / "store" / "fm.sqlite"
+    kill_when(cmd, lambda: store.exists() and len(cache) >= 16, cwd=REPO)  # the first batch of 16 is committed
     committed = len(cache)
     assert committed == 16 and not (root / "store" / "fm").exists()  # nothing half-stored
-    with sqlite3.connect(root / "store" / "fm.sqlite") as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert_intact(store)
 
     rerun = json.loads(subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout)
     assert (rerun["rows"], rerun["cached"], rerun["computed"], rerun["calls"]) == (24, 16, 8, 1)
