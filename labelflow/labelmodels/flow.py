@@ -18,13 +18,15 @@ counts as much as the unlabeled rows (``dev_weight="balanced"``: ``n / n_dev``
 pseudo-votes per dev vote), or a fixed number of pseudo-votes each.
 
 Identical LF columns share one weight (split evenly), so duplicating an LF does
-not double its say. Memory and time are linear in the number of votes; the matrix
-is never expanded to ``[n, m, k]``. ``device="cuda"`` runs the same arithmetic in
+not double its say. Time is linear in the number of votes and memory is bounded:
+both fitting and prediction walk the rows in chunks of ``CHUNK_ROWS``, and the
+matrix is never expanded to ``[n, m, k]``. ``device="cuda"`` runs the same arithmetic in
 torch on the GPU.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 import numpy as np
@@ -99,9 +101,6 @@ class FlowLabelModel(LabelModel):
         k, m = self.cardinality, L.shape[1]
         self.share = _duplicate_share(L)
         self.class_balance = class_balance
-        rows, cols, votes = (to(a) for a in _votes(L))
-        n_voting = xp.bincount(rows, minlength=L.shape[0])
-        others = n_voting[rows] > 1  # a vote can only be judged where another LF voted
         dev_num = dev_den = None
         if L_dev is not None and y_dev is not None and len(y_dev):
             weight = L.shape[0] / len(y_dev) if self.dev_weight == "balanced" else float(self.dev_weight)
@@ -111,12 +110,18 @@ class FlowLabelModel(LabelModel):
             dev_den = to(np.bincount(slot, minlength=m * k) * weight)
         acc = to(np.full(m * k, self.prior_accuracy))
         share = to(self.share)
-        slot = cols * k + votes
         for it in range(self.n_iter):
-            weight = _log_odds(acc, k, xp)[slot] * share[cols]
-            agree = _posterior_agreement(rows, votes, weight, L.shape[0], k, xp)
-            num = xp.bincount(slot[others], weights=agree[others], minlength=m * k)
-            den = xp.bincount(slot[others], minlength=m * k) * 1.0
+            log_odds = _log_odds(acc, k, xp)
+            num = den = 0.0
+            for start in range(0, L.shape[0], CHUNK_ROWS):  # bounded memory: votes of one chunk at a time
+                block = L[start:start + CHUNK_ROWS]
+                rows, cols, votes = (to(a) for a in _votes(block))
+                slot = cols * k + votes
+                weight = log_odds[slot] * share[cols]
+                agree = _posterior_agreement(rows, votes, weight, block.shape[0], k, xp)
+                others = xp.bincount(rows, minlength=block.shape[0])[rows] > 1  # judged where another LF voted
+                num = num + xp.bincount(slot[others], weights=agree[others], minlength=m * k)
+                den = den + xp.bincount(slot[others], minlength=m * k) * 1.0
             if not self.per_class:  # pool the counts of each LF over the classes it votes
                 num, den = _pool(num, m, k), _pool(den, m, k)
             if dev_num is not None:
@@ -198,7 +203,7 @@ def _posterior_agreement(rows: Any, votes: Any, weight: Any, n: int, k: int, xp:
 def _duplicate_share(L: np.ndarray) -> np.ndarray:
     """``[m]``: 1 / (number of LFs whose column is identical to this one)."""
     m = L.shape[1]
-    keys = [L[:, j].tobytes() for j in range(m)]
+    keys = [hashlib.blake2b(np.ascontiguousarray(L[:, j]).tobytes(), digest_size=16).digest() for j in range(m)]
     counts: dict[bytes, int] = {}
     for key in keys:
         counts[key] = counts.get(key, 0) + 1
