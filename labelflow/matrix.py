@@ -88,12 +88,17 @@ class LabelMatrix:
         with atomic_path(path) as tmp:
             self.to_frame().write_parquet(tmp, metadata=meta)
 
+    @staticmethod
+    def read_lf_names(path: str | Path) -> tuple[str, ...]:
+        """The LF names of a matrix written by :meth:`save`, read from its schema alone (no votes)."""
+        return tuple(c for c in pl.read_parquet_schema(path) if c != "id")
+
     @classmethod
     def load(cls, path: str | Path) -> "LabelMatrix":
         """Read a matrix written by :meth:`save`."""
         meta = pl.read_parquet_metadata(path)
         frame = pl.read_parquet(path)
-        names = tuple(c for c in frame.columns if c != "id")
+        names = cls.read_lf_names(path)
         values = frame.select(names).to_numpy().astype(LABEL_DTYPE) if names else np.empty((frame.height, 0), LABEL_DTYPE)
         failures = tuple(LFFailure(**f) for f in json.loads(meta.get("labelflow.failures", "[]")))
         return cls(values, names, frame["id"], int(meta["labelflow.cardinality"]), failures)

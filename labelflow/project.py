@@ -223,10 +223,13 @@ class Project:
 
     def matrix(self) -> LabelMatrix:
         """The label matrix of the last :meth:`apply`."""
+        return LabelMatrix.load(self._matrix_path())
+
+    def _matrix_path(self) -> Path:
         path = self.store / "matrix.parquet"
         if not path.is_file():
             raise ProjectError(f"{self.root} has no label matrix yet; run `labelflow apply` first")
-        return LabelMatrix.load(path)
+        return path
 
     def fit(self, model: str | None = None, *, seed: int = 123, use_dev: bool = False,
             progress: bool = False) -> LabelModel:
@@ -241,8 +244,9 @@ class Project:
         if not train.any():
             raise ProjectError(f"{self.root}: no rows in split 'train' to fit on")
         lm = get_label_model(name, self.schema.k, seed=seed)
-        dev = (split == "dev") & (dataset.gold() != ABSTAIN)
-        dev_args = {"L_dev": matrix.values[dev], "y_dev": dataset.gold()[dev]} if use_dev and dev.any() else {}
+        gold = dataset.gold()
+        dev = (split == "dev") & (gold != ABSTAIN)
+        dev_args = {"L_dev": matrix.values[dev], "y_dev": gold[dev]} if use_dev and dev.any() else {}
         lm.fit(matrix.values[train], progress=progress, **dev_args)
         lm.save(self.store / "models" / f"{name}.npz", lf_names=matrix.lf_names)
         return lm
@@ -254,7 +258,7 @@ class Project:
         if not path.is_file():
             raise ProjectError(f"label model {name!r} has not been fit in {self.root}; run `labelflow fit --model {name}`")
         model = load_label_model(path)
-        current = self.matrix().lf_names
+        current = LabelMatrix.read_lf_names(self._matrix_path())
         if model.lf_names != current:
             added = sorted(set(current) - set(model.lf_names or ()))
             removed = sorted(set(model.lf_names or ()) - set(current))
