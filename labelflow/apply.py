@@ -147,8 +147,9 @@ def apply_lfs(
             cache.put(keys[lf.name], votes[lf.name], failures.get(lf.name, []))
 
     # budgeted FM LFs see the votes of every other LF, and only vote (and call their model) where allowed
-    others = [lf.name for lf in suite if lf not in budgeted]
-    L_others = np.stack([votes[name] for name in others], axis=1) if others else np.full((n, 1), ABSTAIN, LABEL_DTYPE)
+    if budgeted:
+        others = [lf.name for lf in suite if lf not in budgeted]
+        L_others = np.stack([votes[name] for name in others], axis=1) if others else np.full((n, 1), ABSTAIN, LABEL_DTYPE)
     for lf in budgeted:
         rows = budget_rows(L_others, lf.budget)  # type: ignore[arg-type]
         key = _cache_key(lf, col_hashes, cardinality, on_error, extra=hashlib.blake2b(rows.tobytes()).hexdigest())
