@@ -20,12 +20,14 @@ def bench_label_models(folders: Sequence[str | Path], *, models: Sequence[str] |
                        seed: int = 123, dev: bool = False) -> list[dict[str, Any]]:
     """Fit each model on a WRENCH folder's train matrix (labels unused) and score it on test.
 
-    With ``dev``, the valid split's votes and gold labels are passed to ``fit`` as dev.
+    With ``dev``, each model is fit twice: on train alone, then with the valid
+    split's votes and gold labels as dev.
 
     Returns
     -------
     list of dict
-        One ``{"dataset", "model", "metric", "score", "fit_seconds"}`` per folder and model.
+        One ``{"dataset", "model", "dev", "metric", "score", "fit_seconds", ...}`` per folder,
+        model and mode (``dev`` False, then True when asked for).
         ``metric`` is ``"f1_spam"`` (F1 of class 1) for ``sms`` and ``"accuracy"`` otherwise;
         ties break as Snorkel's ``tie_break_policy="random"`` does.
     """
@@ -39,22 +41,37 @@ def bench_label_models(folders: Sequence[str | Path], *, models: Sequence[str] |
         if not (split == "train").any() or not (split == "test").any():
             raise DataError(f"{folder}: a benchmark needs train.json and test.json")
         L_train, L_test = matrix.values[split == "train"], matrix.values[split == "test"]
-        dev_args = {"L_dev": matrix.values[split == "dev"], "y_dev": data.gold()[split == "dev"]} if dev else {}
+        dev_args = {"L_dev": matrix.values[split == "dev"], "y_dev": data.gold()[split == "dev"]}
         if dev and not len(dev_args["y_dev"]):
             raise DataError(f"{folder}: --dev needs valid.json")
         y_test = data.gold()[split == "test"]
         metric = POSITIVE_CLASS_F1.get(dataset_name, "accuracy")
-        for name in names:
+        for with_dev, name in ((d, n) for d in ((False, True) if dev else (False,)) for n in names):
             model = get_label_model(name, data.schema.k, seed=seed)
             start = time.perf_counter()
-            model.fit(L_train, **dev_args)
+            model.fit(L_train, **(dev_args if with_dev else {}))
             fit_seconds = time.perf_counter() - start
             preds = model.predict(L_test, tie_policy="random")
             scores = classification_metrics(y_test, preds, class_names=data.schema.names)
             score = scores["per_class_f1"][data.schema.names[1]] if metric == "f1_spam" else scores["accuracy"]
-            results.append({"dataset": dataset_name, "model": name, "dev": dev, "metric": metric,
+            results.append({"dataset": dataset_name, "model": name, "dev": with_dev, "metric": metric,
                             "score": round(float(score), 4), "fit_seconds": round(fit_seconds, 3),
                             "n_train": int(L_train.shape[0]), "n_lfs": int(L_train.shape[1]),
                             "classes": data.schema.k})
     return results
 
+
+
+def markdown_table(results: Sequence[dict[str, Any]]) -> str:
+    """The results of :func:`bench_label_models` as a Markdown table: a row per dataset and
+    mode, a column per model with ``score (fit seconds)``, the best score of each row in bold."""
+    models = list(dict.fromkeys(r["model"] for r in results))
+    lines = ["| dataset | metric | dev gold | " + " | ".join(models) + " |", "|---" * (3 + len(models)) + "|"]
+    for key in dict.fromkeys((r["dataset"], r["dev"]) for r in results):
+        row = {r["model"]: r for r in results if (r["dataset"], r["dev"]) == key}
+        best = max(r["score"] for r in row.values())
+        cells = [(f"**{r['score']:.3f}**" if r["score"] == best else f"{r['score']:.3f}") + f" ({r['fit_seconds']:.3g} s)"
+                 if (r := row.get(name)) else "" for name in models]
+        first = next(iter(row.values()))
+        lines.append(f"| {key[0]} | {first['metric']} | {'yes' if key[1] else 'no'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -109,7 +109,8 @@ def make_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("label-models", help="every registered label model on WRENCH folders")
     b.add_argument("folders", nargs="+", help="WRENCH dataset folders (label.json, train/valid/test.json)")
     b.add_argument("--models", help="comma-separated model names (default: all registered)")
-    b.add_argument("--dev", action="store_true", help="also give each model the valid split's gold labels")
+    b.add_argument("--dev", action="store_true", help="fit each model a second time with the valid split's gold labels")
+    b.add_argument("--markdown", action="store_true", help="print the results as a Markdown table (as in the README)")
     b.add_argument("--json", action="store_true", help="print one JSON document")
     return parser
 
@@ -215,11 +216,13 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    from labelflow.bench import bench_label_models
+    from labelflow.bench import bench_label_models, markdown_table
 
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     results = bench_label_models(args.folders, models=models, dev=args.dev)
-    if not args.json:
+    if args.markdown and not args.json:
+        print(markdown_table(results))
+    elif not args.json:
         _print_frame(pl.DataFrame(results))
     return {"results": results}
 

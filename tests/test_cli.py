@@ -223,5 +223,12 @@ def test_bench_label_models_json_is_one_document(tmp_path, capsys):
     assert main(["bench", "label-models", str(folder), "--models", "majority_vote,labelflow", "--dev", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [(r["dataset"], r["model"], r["dev"], r["metric"]) for r in doc["results"]] == [
+        ("tiny", "majority_vote", False, "accuracy"), ("tiny", "labelflow", False, "accuracy"),
         ("tiny", "majority_vote", True, "accuracy"), ("tiny", "labelflow", True, "accuracy")]
     assert all(0 <= r["score"] <= 1 for r in doc["results"])
+    # --markdown prints the README's table: a row per dataset and mode, the best score in bold
+    assert main(["bench", "label-models", str(folder), "--models", "majority_vote,labelflow", "--dev", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0] == "| dataset | metric | dev gold | majority_vote | labelflow |"
+    assert [line.split(" | ")[:3] for line in table[2:]] == [["| tiny", "accuracy", "no"], ["| tiny", "accuracy", "yes"]]
+    assert all(line.count("**") >= 2 for line in table[2:])
