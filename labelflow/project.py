@@ -9,6 +9,7 @@ Layout of a project folder::
     store/models/NAME.npz   fitted label models
     store/fm.sqlite         FM output cache (content-addressed)
     store/fm/NAME.parquet   named FM outputs (``labelflow fm ...``), joined to the dataset as column NAME
+    store/annotations.sqlite  human gold labels with annotator and time (the app, Label Studio)
 
 The CLI and (later) the app open the same folder. Every file is written to a
 temporary name and renamed, so a failed command leaves what was saved intact.
@@ -27,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from labelflow.analysis import classification_metrics, lf_summary
+from labelflow.annotations import AnnotationStore
 from labelflow.apply import OnError, VoteCache, apply_lfs
 from labelflow.dataset import Dataset, load_dataset
 from labelflow.errors import DataError, ProjectError
@@ -202,13 +204,51 @@ class Project:
             frame.write_parquet(tmp)
         return path
 
+    @property
+    def suite_path(self) -> Path:
+        """The configured LF suite file."""
+        if self.config.lfs is None:
+            raise ProjectError(f"{self.root}: the project has no LF suite configured; pass --lfs PATH")
+        return self._resolve(self.config.lfs)
+
     def lfs(self, path: str | Path | None = None) -> list[LabelingFunction]:
         """The LF suite: ``path`` (relative to the working directory) or the configured one."""
-        if path is None:
-            if self.config.lfs is None:
-                raise ProjectError("the project has no LF suite configured; pass --lfs PATH")
-            path = self._resolve(self.config.lfs)
-        return load_lf_suite(path)
+        return load_lf_suite(self.suite_path if path is None else path)
+
+    @property
+    def annotations(self) -> AnnotationStore:
+        """Human gold labels (``store/annotations.sqlite``)."""
+        return AnnotationStore(self.store / "annotations.sqlite")
+
+    def annotate(self, row_id: str, label: int | str | None, *, annotator: str, source: str = "app") -> None:
+        """Store ``annotator``'s gold label for one row at once (``None`` removes it).
+
+        ``label`` is a class index or name. Raises :class:`ProjectError` naming the row
+        when it is not in the dataset, or the label when it is not a class.
+        """
+        if not self.dataset().frame["id"].is_in([str(row_id)]).any():
+            raise ProjectError(f"{self.root}: no row with id {row_id!r} in the dataset (it may have been removed "
+                               "when the data was re-imported); the annotation was not saved")
+        if label is None:
+            self.annotations.remove(row_id, annotator=annotator)
+            return
+        names = self.schema.names
+        index = names.index(label) if isinstance(label, str) and label in names else label
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(names):
+            raise ProjectError(f"label for row {row_id!r} must be one of {list(names)} or 0..{len(names) - 1}; got {label!r}")
+        self.annotations.add(str(row_id), int(index), annotator=annotator, source=source)
+
+    def gold(self) -> np.ndarray:
+        """``[n]`` gold class per row (``-1`` unknown): the data's labels, overridden by human annotations
+        where the annotators agree (rows they disagree on keep the data's label)."""
+        dataset = self.dataset()
+        gold = dataset.gold().copy()
+        agreed, _ = self.annotations.resolve()
+        if agreed:
+            ids = dataset.frame["id"]
+            hit = ids.is_in(list(agreed)).to_numpy()
+            gold[hit] = [agreed[i] for i in ids.filter(hit).to_list()]
+        return gold
 
     def apply(self, *, lfs: str | Path | Sequence[LabelingFunction] | None = None, on_error: OnError = "raise",
               n_jobs: int | None = None, progress: bool = False) -> tuple[LabelMatrix, VoteCache]:
@@ -244,7 +284,7 @@ class Project:
         if not train.any():
             raise ProjectError(f"{self.root}: no rows in split 'train' to fit on")
         lm = get_label_model(name, self.schema.k, seed=seed)
-        gold = dataset.gold()
+        gold = self.gold()
         dev = (split == "dev") & (gold != ABSTAIN)
         dev_args = {"L_dev": matrix.values[dev], "y_dev": gold[dev]} if use_dev and dev.any() else {}
         lm.fit(matrix.values[train], progress=progress, **dev_args)
@@ -273,7 +313,7 @@ class Project:
         matrix, dataset = self.matrix(), self.dataset()
         preds = model.predict(matrix.values)
         covered = (matrix.values != ABSTAIN).any(axis=1)
-        gold, split = dataset.gold(), dataset.frame["split"].to_numpy()
+        gold, split = self.gold(), dataset.frame["split"].to_numpy()
         out = {}
         for name in dataset.splits():
             rows = (split == name) & (gold != ABSTAIN)
@@ -288,7 +328,7 @@ class Project:
         rows = dataset.frame["split"].to_numpy() == split
         if not rows.any():
             raise ProjectError(f"{self.root}: no rows in split {split!r}; splits are {dataset.splits()}")
-        gold = dataset.gold()[rows]
+        gold = self.gold()[rows]
         return lf_summary(matrix.values[rows], lf_names=matrix.lf_names, cardinality=self.schema.k,
                           y=gold if (gold != ABSTAIN).any() else None)
 
@@ -296,7 +336,7 @@ class Project:
                fmt: str | None = None) -> pl.DataFrame:
         """Write probabilistic labels: one row per data row, atomically.
 
-        Columns: ``id``, text field(s), ``split``, ``label`` (gold, null when unknown),
+        Columns: ``id``, text field(s), ``split``, ``label`` (gold incl. human annotations, null when unknown),
         ``prob_<class>`` for each class, ``pred`` (argmax; ``-1`` on ties and rows no
         LF covers), ``pred_name`` and ``covered``.
         """
@@ -310,7 +350,9 @@ class Project:
         covered = (matrix.values != ABSTAIN).any(axis=1)
         preds[~covered] = ABSTAIN
         names = np.array([*self.schema.names, None], dtype=object)
-        frame = dataset.frame.select("id", *self.config.text, "split", "label").with_columns(
+        gold = self.gold()
+        frame = dataset.frame.select("id", *self.config.text, "split").with_columns(
+            pl.Series("label", np.where(gold == ABSTAIN, None, gold).tolist(), dtype=pl.Int16),
             *[pl.Series(f"prob_{c}", probs[:, i]) for i, c in enumerate(self.schema.names)],
             pl.Series("pred", preds, dtype=pl.Int16),
             pl.Series("pred_name", names[preds].tolist(), dtype=pl.String),

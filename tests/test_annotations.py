@@ -1,0 +1,110 @@
+"""Human annotations: the SQLite store, conflicts, project gold, killed and concurrent writers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from labelflow.annotations import AnnotationStore
+from labelflow.errors import ProjectError
+
+
+def test_store_replaces_per_annotator_and_reports_conflicts(tmp_path):
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    assert store.frame().is_empty() and store.resolve()[0] == {}
+    store.add("r1", 1, annotator="ann", time=1.0)
+    store.add("r1", 0, annotator="ann", time=2.0)  # ann changes her mind: one row, the new label
+    store.add("r2", 1, annotator="ann", time=3.0)
+    store.add("r2", 1, annotator="bob", time=4.0, source="label-studio")
+    store.add("r3", 0, annotator="ann", time=5.0)
+    store.add("r3", 1, annotator="bob", time=6.0)
+    assert store.frame().rows() == [("r1", "ann", 0, 2.0, "app"), ("r2", "ann", 1, 3.0, "app"),
+                                    ("r2", "bob", 1, 4.0, "label-studio"), ("r3", "ann", 0, 5.0, "app"),
+                                    ("r3", "bob", 1, 6.0, "app")]
+    gold, conflicts = store.resolve()
+    assert gold == {"r1": 0, "r2": 1}
+    assert conflicts.rows() == [("r3", [0, 1], ["ann", "bob"])]
+    store.remove("r3", annotator="bob")
+    assert store.resolve()[0] == {"r1": 0, "r2": 1, "r3": 0}
+    with pytest.raises(ProjectError, match="non-empty annotator"):
+        store.add("r1", 1, annotator=" ")
+
+
+def test_project_gold_uses_annotations(project):
+    dataset = project.dataset()
+    ids = dataset.frame["id"].to_list()
+    assert (project.gold() == dataset.gold()).all()
+    assert project.gold()[ids.index("t1")] == -1  # train labels are hidden
+    project.annotate("t1", "HAM", annotator="ann")
+    project.annotate("d0", 0, annotator="ann")  # overrides the data's label (1)
+    gold = project.gold()
+    assert gold[ids.index("t1")] == 0 and gold[ids.index("d0")] == 0
+    project.apply()
+    project.fit()
+    summary = {r["lf"]: r for r in project.summary("dev").to_dicts()}
+    assert (summary["kw_sub"]["correct"], summary["kw_sub"]["incorrect"]) == (0, 1)  # d0 is HAM now
+    assert project.evaluate(project.label_model())["dev"]["accuracy"] == 0.75
+    project.annotate("d0", None, annotator="ann")
+    assert project.gold()[ids.index("d0")] == 1
+    assert {r["lf"]: r for r in project.summary("dev").to_dicts()}["kw_sub"]["correct"] == 1
+    exported = project.export(project.root / "out.parquet")
+    assert exported.filter(exported["id"] == "t1")["label"].to_list() == [0]
+
+
+@pytest.mark.parametrize(("row_id", "label", "message"), [
+    ("gone", 1, "no row with id 'gone'"),
+    ("d0", "EGGS", r"label for row 'd0' must be one of \['HAM', 'SPAM'\]"),
+    ("d0", 2, "0..1; got 2"),
+])
+def test_project_annotate_rejects_bad_input(project, row_id, label, message):
+    with pytest.raises(ProjectError, match=message):
+        project.annotate(row_id, label, annotator="ann")
+    assert project.annotations.frame().is_empty()
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from labelflow.annotations import AnnotationStore
+    store = AnnotationStore(sys.argv[1])
+    for i in range(int(sys.argv[3])):
+        store.add(f"row{i}", i % 2, annotator=sys.argv[2])
+        print(i, flush=True)
+""")
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    """Two processes labeling at the same time: every label of both is stored."""
+    path = tmp_path / "a.sqlite"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "150"], stdout=subprocess.DEVNULL)
+             for name in ("ann", "bob")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    frame = AnnotationStore(path).frame()
+    assert frame.height == 300 and sorted(set(frame["annotator"])) == ["ann", "bob"]
+
+
+def test_killed_writer_keeps_every_acknowledged_label(tmp_path):
+    """SIGKILL while labeling: each label whose add() returned is on disk and the file is intact."""
+    path = tmp_path / "a.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "ann", "100000"], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    acknowledged = -1
+    deadline = time.monotonic() + 60
+    while acknowledged < 30 and time.monotonic() < deadline:
+        acknowledged = int(proc.stdout.readline())
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert acknowledged >= 30
+    stored = AnnotationStore(path).frame()
+    assert stored.height >= acknowledged + 1
+    assert np.array_equal(stored.sort("time")["id"].head(acknowledged + 1).to_numpy(),
+                          np.array([f"row{i}" for i in range(acknowledged + 1)]))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
