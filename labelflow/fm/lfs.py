@@ -188,20 +188,27 @@ class KnnLF(FMLF):
     """Vote the gold label of the most similar dev rows (a row never counts as its own neighbour)."""
 
     def __init__(self, name: str, *, neighbors: int, threshold: Threshold, field: str,
-                 provider_config: Mapping[str, Any]) -> None:
+                 provider_config: Mapping[str, Any], reference: Sequence[str] | None = None) -> None:
         super().__init__(name, provider="sentence-transformers", provider_config=provider_config,
                          threshold=threshold, field=field)
         if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 1:
             raise LFError(f"LF {name!r}: neighbors must be an integer ≥ 1; got {neighbors!r}")
+        if reference is not None and (isinstance(reference, str) or not reference):
+            raise LFError(f"LF {name!r}: reference must be a non-empty list of row ids; got {reference!r}")
         self.neighbors = neighbors
+        self.reference = None if reference is None else sorted(map(str, reference))
 
     def _spec(self) -> dict[str, Any]:
-        return {**super()._spec(), "neighbors": self.neighbors}
+        return {**super()._spec(), "neighbors": self.neighbors, "reference": self.reference}
 
     def _predict(self, frame, idx, *, cache, progress):
-        ref = np.flatnonzero(_dev_gold(frame))
+        ref_rows = _dev_gold(frame)
+        if self.reference is not None:
+            ref_rows &= frame["id"].is_in(self.reference).to_numpy()
+        ref = np.flatnonzero(ref_rows)
         if not len(ref):
-            raise LFError(f"LF {self.name!r}: needs gold-labeled rows in split 'dev' to find neighbours among")
+            raise LFError(f"LF {self.name!r}: needs gold-labeled rows in split 'dev'"
+                          + (" among its reference ids" if self.reference is not None else "") + " to find neighbours among")
         texts = frame[self.field].to_list()
         provider = self.provider()
         emb, stats = embed_texts([texts[i] for i in idx], provider=provider, cache=cache, progress=progress)
@@ -267,11 +274,13 @@ def zero_shot_lf(name: str, *, descriptions: Sequence[str], margin: Threshold = 
 
 
 def knn_lf(name: str, *, neighbors: int = 5, min_similarity: Threshold = 0.6, field: str = "text",
-           model: str = "all-MiniLM-L6-v2") -> KnnLF:
+           model: str = "all-MiniLM-L6-v2", reference: Sequence[str] | None = None) -> KnnLF:
     """An LF voting the gold label of the ``neighbors`` most similar dev rows (by embedding,
     similarity-weighted) when their mean cosine similarity is at least ``min_similarity``
-    (``"auto"``: fit on dev gold, leave-one-out)."""
-    return KnnLF(name, neighbors=neighbors, threshold=min_similarity, field=field, provider_config={"model": model})
+    (``"auto"``: fit on dev gold, leave-one-out). ``reference``: only these dev row ids
+    are neighbours (for example the gold rows of one error slice)."""
+    return KnnLF(name, neighbors=neighbors, threshold=min_similarity, field=field, provider_config={"model": model},
+                 reference=reference)
 
 
 def budget_rows(L_others: np.ndarray, budget: Budget) -> np.ndarray:

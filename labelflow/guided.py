@@ -1,0 +1,449 @@
+"""Guided error analysis: where the labels fail, and the LF that would fix it.
+
+The app, the CLI and ``bench/guided_loop.py`` all go through these functions:
+
+* :func:`try_lf` compiles LF source a person typed, in the namespace of the
+  project's suite file, and measures it at once; :func:`save_lf` writes it into
+  the suite file (replacing an LF of the same name, else appending it), atomically
+  and only when the whole suite still loads.
+* :func:`analyze` scores the label model on a gold split and finds the slices
+  where it fails (:mod:`labelflow.slices`).
+* :func:`suggest_lfs` proposes concrete LFs for a slice (keywords and phrases
+  enriched in its errors, a kNN LF over the dev gold) and measures each: its
+  precision and coverage on dev, and the label model's dev accuracy after
+  refitting with it. :func:`accept_suggestion` saves one like :func:`save_lf`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from labelflow.apply import VoteCache, apply_lfs
+from labelflow.errors import LabelflowError, LFError
+from labelflow.io import atomic_path
+from labelflow.labelmodels import get_label_model
+from labelflow.lf import LabelingFunction, load_lf_suite
+from labelflow.slices import Slice, find_slices, ngrams
+from labelflow.typing import ABSTAIN
+
+CODE_FILE = "<LF code>"
+MIN_DEV_VOTES = 3
+MIN_PRECISION = 0.5
+"""A suggestion's dev precision must be at least this with 95 % confidence (Wilson lower bound)."""
+MAX_REFITS = 8
+
+
+@dataclass(frozen=True)
+class LFTrial:
+    """What an LF typed by a person does, or why it cannot run.
+
+    ``votes`` is ``[n]`` over every row of the project (empty when ``error`` is set);
+    ``dev_accuracy`` is ``None`` when it votes on no dev row with gold.
+    """
+
+    name: str | None
+    error: str | None
+    votes: np.ndarray
+    coverage: float
+    dev_coverage: float
+    dev_accuracy: float | None
+    examples: pl.DataFrame
+    """Up to 20 rows it votes on: ``id``, ``text``, ``vote`` (class name)."""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The label model's predictions on a gold split, and the slices where they fail."""
+
+    model_name: str
+    split: str
+    rows: pl.DataFrame
+    """One row per gold-labelled row of ``split``: ``id, text, gold, pred, correct, covered``."""
+    accuracy: float
+    confusion: np.ndarray
+    """``[k, k]`` counts, gold × predicted."""
+    class_names: list[str]
+    slices: list[Slice]
+    embedding_2d: np.ndarray | None
+    """``[len(rows), 2]`` PCA of the rows' embeddings (``None`` without an embedding column)."""
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A candidate LF for a slice, measured on dev; ``code`` is what accepting writes."""
+
+    name: str
+    kind: str
+    label: int
+    code: str
+    precision: float
+    coverage: float
+    accuracy_before: float
+    accuracy_after: float
+
+    @property
+    def delta(self) -> float:
+        """Change in the label model's dev accuracy when the LF is added and the model refit."""
+        return self.accuracy_after - self.accuracy_before
+
+
+# --- writing LFs ------------------------------------------------------------------------------------
+
+
+def try_lf(project, code: str) -> LFTrial:
+    """Compile ``code`` (one LF definition, in the suite file's namespace) and apply it to every row."""
+    try:
+        lf, _ = _compile_into_suite(project, code)
+        votes = apply_lfs(project.dataset(), [lf], cardinality=project.schema.k, cache=VoteCache(project.store / "votes"),
+                          fm_cache=project.fm_cache).values[:, 0].astype(np.int64)
+    except LabelflowError as exc:
+        return LFTrial(None, str(exc), np.empty(0, dtype=np.int64), 0.0, 0.0, None, pl.DataFrame())
+    frame = project.dataset().frame
+    dev = _gold_rows(project, "dev")
+    voted = votes != ABSTAIN
+    gold = project.gold()
+    names = np.array(project.schema.names, dtype=object)
+    examples = frame.filter(pl.Series(voted)).head(20).select("id", "text").with_columns(
+        pl.Series("vote", names[votes[voted][:20]].tolist(), dtype=pl.String))
+    dev_voted = dev & voted
+    return LFTrial(lf.name, None, votes, float(voted.mean()), float(voted[dev].mean()) if dev.any() else 0.0,
+                   float((votes[dev_voted] == gold[dev_voted]).mean()) if dev_voted.any() else None, examples)
+
+
+def save_lf(project, code: str) -> Path:
+    """Write ``code`` into the project's suite file: replace the top-level definition with the same
+    name, or add it (and to an ``LFS = [...]`` list when the suite has one). Raises :class:`LFError`
+    and leaves the file unchanged when the code or the resulting suite does not load."""
+    trial = try_lf(project, code)
+    if trial.error:
+        raise LFError(trial.error)
+    _, source = _compile_into_suite(project, code)
+    with atomic_path(project.suite_path) as tmp:
+        tmp.write_text(source, encoding="utf-8")
+    return project.suite_path
+
+
+def _compile_into_suite(project, code: str) -> tuple[LabelingFunction, str]:
+    """The LF that ``code`` defines, loaded as part of the suite, and the suite's new source."""
+    try:
+        tree = ast.parse(code, CODE_FILE)
+    except SyntaxError as exc:
+        raise LFError(f"line {exc.lineno} of the LF code: {exc.msg}") from None
+    defined = _defined_names(tree.body)
+    if not defined:
+        raise LFError("the LF code defines nothing: write one `@labeling_function()` def or `name = keyword_lf(...)`")
+    path = project.suite_path
+    suite_source = path.read_text(encoding="utf-8")
+    source, offset = merge_into_suite(suite_source, code)
+    tmp = path.with_name(f".{path.stem}.trial.py")
+    try:
+        tmp.write_text(source, encoding="utf-8")
+        try:
+            suite = load_lf_suite(tmp)
+        except LFError as exc:
+            raise LFError(_code_lines(str(exc).replace(str(tmp), str(path)), str(path), offset)) from None
+        import sys
+        module = next(m for m in sys.modules.values() if getattr(m, "__file__", None) == str(tmp))
+    finally:
+        tmp.unlink(missing_ok=True)
+    objects = [module.__dict__.get(name) for name in defined]
+    lfs = [o for o in objects if isinstance(o, LabelingFunction)]
+    if len(lfs) != 1:
+        raise LFError(f"the LF code must define exactly one LF; it defines {len(lfs)} ({', '.join(defined)})")
+    by_name = {lf.name: lf for lf in suite}
+    if lfs[0].name not in by_name:
+        raise LFError(f"LF {lfs[0].name!r} is defined but not part of the suite (the suite's LFS list leaves it out)")
+    return by_name[lfs[0].name], source
+
+
+def _code_lines(message: str, path: str, offset: int) -> str:
+    """Turn ``path, line N`` in an error into a line of the typed code when it falls inside it."""
+    def local(match: re.Match) -> str:
+        line = int(match.group(1)) - offset
+        return f"line {line} of the LF code" if line >= 1 else match.group(0)
+    return re.sub(rf"{re.escape(path)}, line (\d+)", local, message)
+
+
+def _defined_names(body: Sequence[ast.stmt]) -> list[str]:
+    names = []
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def merge_into_suite(suite_source: str, code: str) -> tuple[str, int]:
+    """Suite source with ``code`` merged in, and the line offset of the code's body in it.
+
+    The code's imports join the suite's import block (unless already there); its
+    definitions replace the suite's top-level definitions of the same names, or go
+    before ``LFS = [...]`` (whose list gains the new names) or at the end.
+
+    Examples
+    --------
+    >>> suite = "from labelflow import keyword_lf\\n\\na = keyword_lf('a', ['x'], label=1)\\nLFS = [a]\\n"
+    >>> print(merge_into_suite(suite, "b = keyword_lf('b', ['y'], label=0)")[0])
+    from labelflow import keyword_lf
+    <BLANKLINE>
+    a = keyword_lf('a', ['x'], label=1)
+    <BLANKLINE>
+    b = keyword_lf('b', ['y'], label=0)
+    <BLANKLINE>
+    LFS = [a, b]
+    <BLANKLINE>
+    """
+    tree, code_tree = ast.parse(suite_source), ast.parse(code)
+    lines, code_lines = suite_source.splitlines(), code.strip("\n").splitlines()
+    imports = [n for n in code_tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    import_lines = {i for n in imports for i in range(n.lineno - 1, n.end_lineno)}
+    body = [line for i, line in enumerate(code_lines) if i not in import_lines]
+    while body and not body[0].strip():
+        body.pop(0)
+    new_imports = [seg for seg in (ast.get_source_segment(code, n) for n in imports) if seg and seg not in lines]
+    names = _defined_names(code_tree.body)
+    old = [n for n in tree.body if set(_defined_names([n])) & set(names) and "LFS" not in _defined_names([n])]
+    lfs_list = next((n for n in tree.body if "LFS" in _defined_names([n]) and isinstance(n.value, ast.List)), None)
+    edits: list[tuple[int, int, list[str]]] = []  # replace lines[start:end] (0-based) with the list
+    lead = 0  # blank lines put before the body
+    if old:
+        at = _first_line(old[0])
+        edits += [(at, old[0].end_lineno, body)] + [(_first_line(n), n.end_lineno, []) for n in old[1:]]
+    elif lfs_list is not None:
+        at = _first_line(lfs_list)
+        listed = {e.id for e in lfs_list.value.elts if isinstance(e, ast.Name)}
+        new = [name for name in names if name not in listed]
+        row, col = lfs_list.value.end_lineno - 1, lfs_list.value.end_col_offset - 1  # the closing bracket
+        head, tail = lines[row][:col], lines[row][col:]
+        if new and not head.strip():  # bracket on a line of its own: one name per line
+            edits.append((row, row, [f"    {name}," for name in new]))
+        elif new:
+            sep = "" if head.rstrip().endswith(("[", ",")) else ", "
+            edits.append((row, row + 1, [head.rstrip() + sep + ", ".join(new) + tail]))
+        lead = int(at > 0 and bool(lines[at - 1].strip()))
+        edits.append((at, at, [""] * lead + body + [""]))
+    else:
+        at = len(lines)
+        lead = int(at > 0 and bool(lines[-1].strip()))
+        edits.append((at, at, [""] * lead + body))
+    last_import = max((n.end_lineno for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))), default=0)
+    if new_imports:
+        edits.append((last_import, last_import, new_imports))
+    for start, end, replacement in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        lines[start:end] = replacement
+    shift = len(new_imports) if last_import <= at else 0
+    return "\n".join(lines) + "\n", at + shift + lead - (len(code_lines) - len(body))
+
+
+def _first_line(node: ast.stmt) -> int:
+    """0-based first line of a top-level statement, decorators included."""
+    return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+
+
+# --- analysis ---------------------------------------------------------------------------------------
+
+
+def analyze(project, *, model: str | None = None, split: str = "dev", embedding: str | None = None) -> Analysis:
+    """The saved label model's predictions on the gold rows of ``split`` and the slices where they fail.
+
+    ``embedding`` names an array column of the dataset (an FM output such as
+    ``labelflow fm embed``'s); by default the first such column, if any.
+    """
+    lm = project.label_model(model)
+    matrix, frame = project.matrix(), project.dataset().frame
+    rows = _gold_rows(project, split)
+    if not rows.any():
+        raise LabelflowError(f"{project.root}: no gold-labelled rows in split {split!r} to analyse; label some first")
+    L = matrix.values[rows]
+    gold, pred = project.gold()[rows], lm.predict(matrix.values)[rows]  # ties break by row index, as in evaluate
+    sub = frame.filter(pl.Series(rows))
+    k = project.schema.k
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (gold, pred), 1)
+    arrays = [c for c, t in sub.schema.items() if isinstance(t, pl.Array)]
+    column = embedding or (arrays[0] if arrays else None)
+    X = _embedding(sub, column) if column else None
+    reserved = {"id", "split", "label", "text", *project.config.text, *arrays}
+    metadata = sub.select([c for c in sub.columns if c not in reserved]) if len(sub.columns) > len(reserved) else None
+    slices = find_slices(sub["id"].to_list(), sub["text"].to_list(), gold, pred, L=L, lf_names=matrix.lf_names,
+                         class_names=project.schema.names, embeddings=X, metadata=metadata)
+    table = sub.select("id", "text").with_columns(pl.Series("gold", gold), pl.Series("pred", pred),
+                                                  pl.Series("correct", gold == pred),
+                                                  pl.Series("covered", (L != ABSTAIN).any(axis=1)))
+    return Analysis(getattr(getattr(lm, "chosen", None), "name", lm.name), split, table, float((gold == pred).mean()),
+                    confusion, list(project.schema.names), slices, None if X is None else _pca_2d(X))
+
+
+def _gold_rows(project, split: str) -> np.ndarray:
+    return (project.dataset().frame["split"].to_numpy() == split) & (project.gold() != ABSTAIN)
+
+
+def _embedding(frame: pl.DataFrame, column: str) -> np.ndarray | None:
+    values = frame[column]
+    if values.null_count():
+        return None
+    return values.to_numpy().astype(np.float64)
+
+
+def _pca_2d(X: np.ndarray) -> np.ndarray:
+    """``[n, 2]`` projection of ``[n, d]`` ``X`` on its two main principal axes."""
+    centered = X - X.mean(0)
+    _, _, vt = np.linalg.svd(centered, full_matrices=False)
+    return centered @ vt[:2].T
+
+
+# --- suggestions ------------------------------------------------------------------------------------
+
+
+def suggest_lfs(project, analysis: Analysis, slice: Slice, *, max_suggestions: int = 3,
+                kinds: Sequence[str] = ("keyword", "regex")) -> list[Suggestion]:
+    """Candidate LFs for ``slice``, best first by the refit label model's dev accuracy.
+
+    The target class is the gold class most of the slice's errors should have had.
+    ``"keyword"`` / ``"regex"`` candidates are the words / two-word phrases most
+    common in those rows (not made only of numbers or one-letter words);
+    ``"knn"`` is a nearest-neighbour LF whose neighbours are the slice's gold rows
+    (embeds every row once, then cached). Candidates with fewer than 3
+    dev votes, or whose dev precision is not above 0.5 with 95 % confidence, are dropped; the 8 that would fix most
+    of the slice's errors are each added to the current label matrix and the
+    analysis's model refit on the train rows, and scored on dev.
+    """
+    target, wrong = _target(analysis, slice)
+    if target is None:
+        return []
+    module_globals = _suite_globals(project)
+    label_code = next((n for n, v in module_globals.items() if n.isupper() and v == target and type(v) is int
+                       and n == project.schema.names[target].upper()), str(target))
+    taken = {lf.name for lf in project.lfs()}
+    candidates = []
+    if {"keyword", "regex"} & set(kinds):
+        counts = Counter(g for text in analysis.rows["text"].to_numpy()[wrong] for g in ngrams(text))
+        for gram, _ in counts.most_common(60):
+            kind = "regex" if " " in gram else "keyword"
+            words = gram.split()
+            if kind in kinds and not all(len(w) < 2 or w.isdigit() for w in words):
+                candidates.append(_ngram_code(gram, kind, label_code, taken, module_globals))
+    if "knn" in kinds:
+        candidates.append(_knn_code(slice, taken, module_globals))
+    return _measure(project, analysis, slice, target, wrong, candidates, max_suggestions)
+
+
+def _target(analysis: Analysis, slice: Slice) -> tuple[int | None, np.ndarray]:
+    """The class most of the slice's errors should have been, and ``[len(rows)]`` which rows those are."""
+    gold, pred = analysis.rows["gold"].to_numpy(), analysis.rows["pred"].to_numpy()
+    in_slice = np.zeros(len(gold), dtype=bool)
+    in_slice[slice.rows] = True
+    errors = in_slice & (gold != pred)
+    if not errors.any():
+        return None, errors
+    target = int(np.bincount(gold[errors]).argmax())
+    return target, errors & (gold == target)
+
+
+def _suite_globals(project) -> dict:
+    import sys
+
+    load_lf_suite(project.suite_path)
+    path = str(project.suite_path)
+    module = next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == path)
+    return dict(vars(module))
+
+
+def _free_name(base: str, taken: set[str], module_globals: dict) -> str:
+    """``base``, or ``base_2``, ``base_3`` ... whichever no LF or suite global uses yet (then marked taken)."""
+    name, i = base, 2
+    while name in taken or name in module_globals:
+        name, i = f"{base}_{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def _ngram_code(gram: str, kind: str, label_code: str, taken: set[str], module_globals: dict) -> tuple[str, str, str]:
+    name = _free_name(f"{kind}_" + re.sub(r"\W+", "_", gram).strip("_"), taken, module_globals)
+    if kind == "keyword":
+        call = f'keyword_lf("{name}", ["{gram}"], label={label_code})'
+    else:
+        pattern = r"\b" + r"\s+".join(re.escape(w) for w in gram.split()) + r"\b"
+        call = f'regex_lf("{name}", r"{pattern}", label={label_code})'
+    helper = "keyword_lf" if kind == "keyword" else "regex_lf"
+    imports = "" if helper in module_globals else f"from labelflow import {helper}\n\n"
+    return kind, name, f"{imports}{name} = {call}\n"
+
+
+def _knn_code(slice: Slice, taken: set[str], module_globals: dict) -> tuple[str, str, str]:
+    """A kNN LF whose neighbours are the slice's gold rows."""
+    name = _free_name("knn_" + re.sub(r"\W+", "_", slice.name.lower()).strip("_")[:40], taken, module_globals)
+    ids = textwrap.fill(", ".join(f'"{i}"' for i in slice.row_ids), width=96, initial_indent=" " * 8,
+                        subsequent_indent=" " * 8)
+    imports = "" if "knn_lf" in module_globals else "from labelflow.fm import knn_lf\n\n"
+    return "knn", name, (f"{imports}# neighbours: the gold rows of the slice {slice.name!r}\n"
+                         f'{name} = knn_lf("{name}", neighbors=3, min_similarity="auto", reference=[\n{ids}\n])\n')
+
+
+def _measure(project, analysis: Analysis, slice: Slice, target: int, wrong: np.ndarray,
+             candidates: list[tuple[str, str, str]], max_suggestions: int) -> list[Suggestion]:
+    if not candidates:
+        return []
+    dataset, matrix = project.dataset(), project.matrix()
+    split, gold = dataset.frame["split"].to_numpy(), project.gold()
+    dev, train = (split == analysis.split) & (gold != ABSTAIN), split == "train"
+    lfs = []
+    for kind, name, code in candidates:
+        try:
+            lfs.append((kind, code, _compile_into_suite(project, code)[0]))
+        except LFError:
+            continue
+    votes = apply_lfs(dataset, [lf for _, _, lf in lfs], cardinality=project.schema.k,
+                      cache=VoteCache(project.store / "votes"), fm_cache=project.fm_cache).values
+    slice_ids = set(np.asarray(slice.row_ids)[wrong[slice.rows]].tolist())
+    fixes = dataset.frame["id"].is_in(list(slice_ids)).to_numpy()
+    kept = []
+    for j, (kind, code, lf) in enumerate(lfs):
+        v = votes[:, j]
+        on_dev = dev & (v != ABSTAIN)
+        if on_dev.sum() < MIN_DEV_VOTES:
+            continue
+        precision = float((v[on_dev] == gold[on_dev]).mean())
+        if wilson_lower(precision, int(on_dev.sum())) >= MIN_PRECISION:
+            kept.append((int((fixes & (v == target)).sum()), precision, j, kind, code, lf))
+    kept.sort(key=lambda t: (-t[0], -t[1], t[2]))
+    before = _dev_accuracy(project, analysis.model_name, matrix.values, train, dev, gold)
+    out = []
+    for _, precision, j, kind, code, lf in kept[:MAX_REFITS]:
+        after = _dev_accuracy(project, analysis.model_name, np.column_stack([matrix.values, votes[:, j]]), train, dev, gold)
+        out.append(Suggestion(lf.name, kind, target, code, precision, float((votes[:, j] != ABSTAIN).mean()), before, after))
+    return sorted(out, key=lambda s: (-s.delta, -s.precision, s.name))[:max_suggestions]
+
+
+def wilson_lower(p: float, n: int, z: float = 1.645) -> float:
+    """One-sided 95 % Wilson lower bound of a proportion ``p`` observed on ``n`` trials.
+
+    Examples
+    --------
+    >>> round(wilson_lower(1.0, 3), 2), round(wilson_lower(1.0, 20), 2)
+    (0.53, 0.88)
+    """
+    centre = p + z * z / (2 * n)
+    margin = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float((centre - margin) / (1 + z * z / n))
+
+
+def _dev_accuracy(project, model: str, L: np.ndarray, train: np.ndarray, dev: np.ndarray, gold: np.ndarray) -> float:
+    lm = get_label_model(model, project.schema.k).fit(L[train])
+    return float((lm.predict(L)[dev] == gold[dev]).mean())
+
+
+def accept_suggestion(project, suggestion: Suggestion) -> Path:
+    """Write ``suggestion.code`` into the project's suite file (as :func:`save_lf` does)."""
+    return save_lf(project, suggestion.code)
