@@ -96,7 +96,7 @@ def find_slices(
         default ``clamp(n // 25, 2, 12)``).
     metadata
         Optional ``n``-row frame; string columns with 2–20 values give a slice per value,
-        numeric columns a slice per quartile. Text length (words) is always bucketed.
+        numeric columns a slice per value (up to 8 values) or per quartile. Text length (words) is always bucketed.
     max_ngram_slices
         Keep the n-grams most enriched in errors (errors × log of the error-rate ratio).
     """
@@ -207,13 +207,15 @@ def kmeans(X: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 50) -> np.ndar
 
 
 def _metadata_groups(frame: pl.DataFrame) -> list[tuple[str, str, np.ndarray]]:
-    """A slice per value of low-cardinality string columns and per quartile of numeric columns."""
+    """A slice per value of string columns with 2–20 values and numeric ones with 2–8, else per quartile
+    of numeric columns."""
     out = []
     for name, column in frame.to_dict().items():
-        if column.dtype == pl.String and 2 <= column.n_unique() <= 20:
+        few = 2 <= column.n_unique() <= (8 if column.dtype.is_numeric() else 20)
+        if few and (column.dtype == pl.String or column.dtype.is_numeric()):
             for value in column.drop_nulls().unique().sort().to_list():
                 out.append(("metadata", f"{name} = {value!r}", (column == value).fill_null(False).to_numpy()))
-        elif column.dtype.is_numeric() and column.n_unique() > 4:
+        elif column.dtype.is_numeric() and column.n_unique() > 8:
             values = column.cast(pl.Float64).to_numpy()
             edges = np.unique(np.nanquantile(values, [0, 0.25, 0.5, 0.75, 1]))
             for lo, hi in zip(edges, edges[1:]):

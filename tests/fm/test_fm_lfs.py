@@ -97,6 +97,22 @@ def test_knn_never_votes_a_class_no_neighbour_has(minilm, tmp_path):
     np.testing.assert_array_equal(L, [ABSTAIN, ABSTAIN])
 
 
+def test_knn_reference_limits_the_neighbours_to_those_ids(minilm, tmp_path):
+    """With reference=[r1], row 0's only possible neighbour is r1 (HAM), though r2 (SPAM) is nearer."""
+    frame = dev_frame([("subscribe to my channel", 1, "dev"), ("I love this song", 0, "dev"),
+                       ("Check out my channel", 1, "dev"), ("great tune", 0, "train")])
+    cache = FMCache(tmp_path / "fm.sqlite")
+    free = apply_lfs(frame, [knn_lf("knn", neighbors=1, min_similarity=-1.0)], cardinality=2, fm_cache=cache).values[:, 0]
+    only = apply_lfs(frame, [knn_lf("knn", neighbors=1, min_similarity=-1.0, reference=["r1"])], cardinality=2,
+                     fm_cache=cache).values[:, 0]
+    assert free[0] == 1 and only[0] == 0 and only[3] == 0
+    assert only[1] == ABSTAIN  # r1's only reference row is itself (leave-one-out)
+    with pytest.raises(LFError, match="among its reference ids"):
+        apply_lfs(frame, [knn_lf("knn", neighbors=1, min_similarity=0.0, reference=["r3"])], cardinality=2, fm_cache=cache)
+    with pytest.raises(LFError, match="reference must be a non-empty list"):
+        knn_lf("knn", reference="r1")
+
+
 # --- zero-shot -----------------------------------------------------------------------------------------
 
 
