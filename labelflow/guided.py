@@ -254,11 +254,15 @@ def _first_line(node: ast.stmt) -> int:
 # --- analysis ---------------------------------------------------------------------------------------
 
 
-def analyze(project, *, model: str | None = None, split: str = "dev", embedding: str | None = None) -> Analysis:
+def analyze(project, *, model: str | None = None, split: str = "dev", embedding: str | None = None,
+            predictions: pl.DataFrame | None = None) -> Analysis:
     """The saved label model's predictions on the gold rows of ``split`` and the slices where they fail.
 
-    ``embedding`` names an array column of the dataset (an FM output such as
-    ``labelflow fm embed``'s); by default the first such column, if any.
+    ``predictions``: analyse these instead (a frame with ``id`` and ``pred``, the class
+    index, for example a fine-tuned student's from ``labelflow predict``); every
+    analysed row needs one. ``embedding`` names an array column of the dataset (an FM
+    output such as ``labelflow fm embed``'s); by default the first such column, if any.
+    Suggestions are still measured with the label model ``model``.
     """
     lm = project.label_model(model)
     matrix, frame = project.matrix(), project.dataset().frame
@@ -267,6 +271,9 @@ def analyze(project, *, model: str | None = None, split: str = "dev", embedding:
         raise LabelflowError(f"{project.root}: no gold-labelled rows in split {split!r} to analyse; label some first")
     L = matrix.values[rows]
     gold, pred = project.gold()[rows], lm.predict(matrix.values)[rows]  # ties break by row index, as in evaluate
+    model_name = getattr(getattr(lm, "chosen", None), "name", lm.name)
+    if predictions is not None:
+        pred = _external_predictions(predictions, frame["id"].filter(pl.Series(rows)), project.schema.k)
     sub = frame.filter(pl.Series(rows))
     k = project.schema.k
     confusion = np.zeros((k, k), dtype=np.int64)
@@ -281,8 +288,25 @@ def analyze(project, *, model: str | None = None, split: str = "dev", embedding:
     table = sub.select("id", "text").with_columns(pl.Series("gold", gold), pl.Series("pred", pred),
                                                   pl.Series("correct", gold == pred),
                                                   pl.Series("covered", (L != ABSTAIN).any(axis=1)))
-    return Analysis(getattr(getattr(lm, "chosen", None), "name", lm.name), split, table, float((gold == pred).mean()),
+    return Analysis(model_name, split, table, float((gold == pred).mean()),
                     confusion, list(project.schema.names), slices, None if X is None else _pca_2d(X))
+
+
+def _external_predictions(predictions: pl.DataFrame, ids: pl.Series, k: int) -> np.ndarray:
+    """``[len(ids)]`` classes from a frame of ``id, pred``, in the order of ``ids``."""
+    missing_cols = {"id", "pred"} - set(predictions.columns)
+    if missing_cols:
+        raise LabelflowError(f"predictions need columns 'id' and 'pred'; missing {sorted(missing_cols)}")
+    joined = pl.DataFrame({"id": ids}).join(predictions.select(pl.col("id").cast(pl.String), "pred"), on="id",
+                                           how="left", maintain_order="left")
+    absent = joined.filter(pl.col("pred").is_null())["id"]
+    if len(absent):
+        raise LabelflowError(f"predictions lack {len(absent)} analysed row(s), e.g. id {absent[0]!r}")
+    pred = joined["pred"].to_numpy().astype(np.int64)
+    bad = (pred < 0) | (pred >= k)
+    if bad.any():
+        raise LabelflowError(f"prediction {pred[bad][0]} for row {joined['id'][int(np.argmax(bad))]!r} is not a class 0..{k - 1}")
+    return pred
 
 
 def _gold_rows(project, split: str) -> np.ndarray:

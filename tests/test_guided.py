@@ -144,3 +144,20 @@ def test_accepting_the_top_suggestion_gives_the_measured_dev_accuracy(youtube_pr
     project.apply()
     project.fit()
     assert project.evaluate(project.label_model())["dev"]["accuracy"] == pytest.approx(best.accuracy_after)
+
+
+def test_analysis_of_external_predictions(youtube_project):
+    """A student's predictions (id, pred) are analysed on the same dev rows; bad ones are named."""
+    import polars as pl
+
+    from labelflow.errors import LabelflowError
+
+    project = youtube_project
+    rows = analyze(project).rows
+    flipped = pl.DataFrame({"id": rows["id"], "pred": 1 - rows["gold"]})  # a student wrong on every row
+    student = analyze(project, predictions=flipped)
+    assert student.accuracy == 0.0 and student.slices[0].errors == student.slices[0].size
+    with pytest.raises(LabelflowError, match="lack 1 analysed row"):
+        analyze(project, predictions=flipped.slice(1))
+    with pytest.raises(LabelflowError, match="is not a class 0..1"):
+        analyze(project, predictions=flipped.with_columns(pl.lit(5).alias("pred")))
