@@ -1,0 +1,174 @@
+"""What the app's pages read, loaded once per state of the project's files.
+
+The project folder comes from the ``LABELFLOW_PROJECT`` environment variable
+(``labelflow ui`` sets it; default: the working directory). Every loader takes
+the folder and a *stamp*: the modification times and sizes of the files its
+result depends on (config, dataset, FM outputs, label matrix, fitted models,
+human annotations, LF suite). A change made anywhere — a saved LF, a label
+given in another browser session, a ``labelflow fit`` in a terminal — changes
+the stamp, so the next rerun shows it; while the files stay the same nothing is
+read or computed twice.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import streamlit as st
+
+from labelflow.errors import ProjectError
+from labelflow.guided import Analysis, LFTrial, Suggestion, analyze, suggest_lfs, try_lf
+from labelflow.project import CONFIG_FILE, Project
+from labelflow.typing import ABSTAIN
+
+ENV = "LABELFLOW_PROJECT"
+Stamp = tuple[tuple[str, int, int], ...]
+
+
+def project() -> Project:
+    """The project in ``$LABELFLOW_PROJECT``; stops the page with the reason when it does not open."""
+    root = Path(os.environ.get(ENV, ".")).resolve()
+    try:
+        return Project.open(root)
+    except ProjectError as exc:
+        st.error(f"Cannot open the labelflow project: {exc}")
+        st.stop()
+
+
+def stamp(project: Project) -> Stamp:
+    """``(path, mtime_ns, size)`` of every file a loader's result depends on.
+
+    The annotations file is in WAL mode: a label lands in ``annotations.sqlite-wal``
+    first, so that file counts too.
+    """
+    store = project.store
+    files = [project.root / CONFIG_FILE, store / "dataset.parquet", store / "matrix.parquet",
+             store / "annotations.sqlite", store / "annotations.sqlite-wal",
+             *sorted((store / "fm").glob("*.parquet")), *sorted((store / "models").glob("*.npz"))]
+    if project.config.lfs is not None:
+        files.append(project.suite_path)
+    out = []
+    for path in files:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        out.append((str(path), info.st_mtime_ns, info.st_size))
+    return tuple(out)
+
+
+def class_name(column: str, names: list[str]) -> pl.Expr:
+    """Class indices in ``column`` as names (``ABSTAIN`` → ``"abstain"``, null stays null)."""
+    mapping = {i: n for i, n in enumerate(names)} | {ABSTAIN: "abstain"}
+    return pl.col(column).replace_strict(mapping, return_dtype=pl.String, default=None)
+
+
+# --- loaders (each keyed by the project folder and its stamp) ----------------------------------------
+
+
+@st.cache_data(show_spinner="Loading rows…", max_entries=8)
+def rows(root: str, stamp: Stamp, model: str) -> pl.DataFrame:
+    """One row per data row for browsing.
+
+    Columns: ``id``, ``split``, ``label`` (gold with human annotations, class name, null
+    when unknown), ``pred`` (the label model's class name; all null when ``model`` is not
+    fit on the current LFs), text field(s), ``votes`` (``"lf: CLASS"`` for each LF
+    voting), ``annotations`` (``"annotator: CLASS"``) and ``voters`` (the LFs voting).
+    """
+    project = Project.open(root)
+    names = list(project.schema.names)
+    gold = pl.Series(project.gold())
+    frame = project.dataset().frame.select(
+        "id", "split", pl.when(gold != ABSTAIN).then(gold).alias("label"), pl.lit(None, pl.Int64).alias("pred"),
+        *project.config.text)
+    votes = pl.DataFrame(schema={"id": pl.String, "lf": pl.String, "vote": pl.Int8})
+    if (project.store / "matrix.parquet").is_file():
+        matrix = project.matrix()
+        wide = pl.DataFrame({"id": matrix.ids} | {lf: matrix.values[:, j] for j, lf in enumerate(matrix.lf_names)})
+        votes = wide.unpivot(index="id", variable_name="lf", value_name="vote").filter(pl.col("vote") != ABSTAIN)
+        try:
+            pred = project.label_model(model).predict(matrix.values, tie_policy="abstain")
+        except ProjectError:
+            pass  # not fit on the current LFs: no predictions
+        else:
+            pred[(matrix.values == ABSTAIN).all(axis=1)] = ABSTAIN
+            frame = frame.with_columns(pl.Series("pred", pred, dtype=pl.Int64))
+    per_row = votes.group_by("id").agg(pl.format("{}: {}", "lf", class_name("vote", names)).alias("votes"),
+                                       pl.col("lf").alias("voters"))
+    annotations = project.annotations.frame().group_by("id").agg(
+        pl.format("{}: {}", "annotator", class_name("label", names)).sort().alias("annotations"))
+    return frame.join(per_row, on="id", how="left", maintain_order="left").join(
+        annotations, on="id", how="left", maintain_order="left").with_columns(
+        class_name("label", names), class_name("pred", names),
+        pl.col("votes", "voters").fill_null(pl.lit([], pl.List(pl.String))))
+
+
+@st.cache_data(show_spinner="Loading the LF suite…", max_entries=8)
+def suite(root: str, stamp: Stamp, split: str) -> tuple[str, pl.DataFrame, bool]:
+    """The suite file's source and one row per LF in suite order with its statistics on ``split``
+    (null for LFs not in the label matrix yet), and whether there is a label matrix at all.
+
+    Raises :class:`~labelflow.errors.LabelflowError` when the suite does not load.
+    """
+    project = Project.open(root)
+    names = [lf.name for lf in project.lfs()]
+    frame = pl.DataFrame({"lf": names})
+    try:
+        stats = project.summary(split)
+    except ProjectError:
+        return project.suite_path.read_text(encoding="utf-8"), frame, False
+    classes = list(project.schema.names)
+    stats = stats.with_columns(pl.col("polarity").list.eval(
+        pl.element().replace_strict(dict(enumerate(classes)), return_dtype=pl.String)))
+    return project.suite_path.read_text(encoding="utf-8"), frame.join(stats, on="lf", how="left",
+                                                                      maintain_order="left"), True
+
+
+@st.cache_data(show_spinner="Trying the LF on every row…", max_entries=32)
+def trial(root: str, stamp: Stamp, code: str) -> LFTrial:
+    """:func:`labelflow.guided.try_lf` on ``code``."""
+    return try_lf(Project.open(root), code)
+
+
+@st.cache_data(show_spinner="Scoring the label model…", max_entries=16)
+def metrics(root: str, stamp: Stamp, model: str) -> dict[str, dict]:
+    """``{split: metrics}`` of the fitted ``model``; raises ProjectError when it is not fit on the current LFs."""
+    project = Project.open(root)
+    return project.evaluate(project.label_model(model))
+
+
+def metrics_or_none(root: str, stamp: Stamp, model: str) -> dict[str, dict] | None:
+    """:func:`metrics`, or ``None`` when ``model`` is not fit on the current LFs."""
+    try:
+        return metrics(root, stamp, model)
+    except ProjectError:
+        return None
+
+
+@st.cache_data(show_spinner="Analysing errors…", max_entries=16)
+def analysis(root: str, stamp: Stamp, model: str, split: str) -> Analysis:
+    """:func:`labelflow.guided.analyze` of ``model`` on ``split``."""
+    return analyze(Project.open(root), model=model, split=split)
+
+
+@st.cache_data(show_spinner="Proposing LFs and refitting the label model with each…", max_entries=16)
+def suggestions(root: str, stamp: Stamp, model: str, split: str, slice_name: str) -> list[Suggestion]:
+    """:func:`labelflow.guided.suggest_lfs` for the slice named ``slice_name`` of :func:`analysis`."""
+    found = analysis(root, stamp, model, split)
+    chosen = next(s for s in found.slices if s.name == slice_name)
+    return suggest_lfs(Project.open(root), found, chosen)
+
+
+@st.cache_data(max_entries=16)
+def annotation_queue(root: str, stamp: Stamp, split: str, annotator: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows of ``split`` (``id``, text field(s), ``labeled``: whether ``annotator`` labeled it) and
+    ``annotator``'s labels, newest first (``id``, ``label`` as class name, ``time``)."""
+    project = Project.open(root)
+    store = project.annotations.frame().filter(pl.col("annotator") == annotator.strip())
+    frame = project.dataset().frame.filter(pl.col("split") == split).select("id", *project.config.text)
+    mine = store.sort("time", descending=True).select(
+        "id", class_name("label", list(project.schema.names)).alias("label"),
+        pl.from_epoch((pl.col("time") * 1e6).cast(pl.Int64), time_unit="us").alias("time"))
+    return frame.with_columns(pl.col("id").is_in(store["id"].implode()).alias("labeled")), mine

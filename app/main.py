@@ -1,0 +1,30 @@
+"""labelflow's Streamlit app: one page per pipeline stage, each a view over the project's library calls.
+
+Start it with ``labelflow ui -p PROJECT``, which runs
+``streamlit run app/main.py`` with ``LABELFLOW_PROJECT=PROJECT``. The sidebar
+holds what every page shares: the label model to look at and the annotator's
+name.
+"""
+
+import streamlit as st
+
+import loaders
+from labelflow.labelmodels import label_model_names
+
+st.set_page_config(page_title="labelflow", page_icon=":material/label:", layout="wide")
+page = st.navigation([
+    st.Page("stages/data.py", title="Data", icon=":material/table:", default=True),
+    st.Page("stages/lfs.py", title="LFs", icon=":material/function:"),
+    st.Page("stages/label_model.py", title="Label model", icon=":material/hub:"),
+    st.Page("stages/error_analysis.py", title="Error analysis", icon=":material/troubleshoot:"),
+    st.Page("stages/annotate.py", title="Annotate", icon=":material/edit_note:"),
+    st.Page("stages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
+])
+project = loaders.project()
+with st.sidebar:
+    st.caption(f"Project **{project.config.name}**  \n`{project.root}`")
+    models = label_model_names()
+    st.selectbox("Label model", models, index=models.index(project.config.label_model), key="model",
+                 help="The model the Data, Label model and Error analysis pages show, and saving an LF refits.")
+    st.text_input("Annotator", key="annotator", placeholder="your name (needed to label rows)")
+page.run()

@@ -1,0 +1,67 @@
+"""Annotate: give gold labels to rows one at a time; every label is saved the moment its button is pressed."""
+
+import polars as pl
+import streamlit as st
+
+import loaders
+import widgets
+from labelflow.errors import ProjectError
+from labelflow.project import Project
+
+SKIPPED = "_skipped"
+
+
+def label(root: str, row_id: str, label: int | None, annotator: str) -> None:
+    """Button callback (runs before the rerun, for the row shown when the button was pressed):
+    store the label, or remove it when ``label`` is None."""
+    try:
+        Project.open(root).annotate(row_id, label, annotator=annotator)
+    except ProjectError as exc:
+        widgets.flash("error", f"Not saved: {exc}")
+
+
+def skip(row_id: str) -> None:
+    st.session_state.setdefault(SKIPPED, set()).add(row_id)
+
+
+project = loaders.project()
+root = str(project.root)
+names = project.schema.names
+st.title("Annotate")
+widgets.show_flashes()
+annotator = st.session_state.get("annotator", "").strip()
+if not annotator:
+    st.warning("Enter your name as **Annotator** in the sidebar to label rows.")
+
+splits = project.dataset().splits()
+gold_splits = [s for s in splits if s != "train"] or splits
+split = st.radio("Split", gold_splits, horizontal=True, index=gold_splits.index("dev") if "dev" in gold_splits else 0)
+rows, mine = loaders.annotation_queue(root, loaders.stamp(project), split, annotator)
+done = int(rows["labeled"].sum())
+st.progress(done / max(rows.height, 1), text=f"{done} of {rows.height} {split} rows labeled by {annotator or 'you'}")
+
+skipped = st.session_state.get(SKIPPED, set())
+todo = rows.filter(~pl.col("labeled") & ~pl.col("id").is_in(list(skipped)))
+if todo.is_empty():
+    st.success(f"Every {split} row is labeled or skipped.")
+    if skipped and st.button("Show the skipped rows again"):
+        st.session_state.pop(SKIPPED)
+        st.rerun()
+else:
+    row = todo.row(0, named=True)
+    with st.container(border=True):
+        st.caption(f"Row `{row['id']}` · {todo.height} to go")
+        for field in project.config.text:
+            st.text(row[field] if len(project.config.text) == 1 else f"{field}: {row[field]}")
+    buttons = st.columns(len(names) + 1)
+    for i, name in enumerate(names):
+        buttons[i].button(name, key=f"class_{i}", on_click=label, args=(root, row["id"], i, annotator),
+                          shortcut=str(i + 1) if i < 9 else None, disabled=not annotator, width="stretch")
+    buttons[-1].button("Skip", key="skip", on_click=skip, args=(row["id"],), shortcut="S", width="stretch")
+    st.caption("Keys: " + " · ".join(f"{i + 1} = {n}" for i, n in enumerate(names[:9])) + " · S = skip")
+
+if not mine.is_empty():
+    st.subheader("Your labels, newest first")
+    st.button(f"Undo the last one ({mine['id'][0]} → {mine['label'][0]})", key="undo", shortcut="U",
+              on_click=label, args=(root, mine["id"][0], None, annotator))
+    st.dataframe(mine.head(20), hide_index=True)

@@ -1,0 +1,94 @@
+"""Error analysis: where the label model fails on a gold split, and the LFs that would fix a slice."""
+
+import altair as alt
+import polars as pl
+import streamlit as st
+
+import loaders
+import widgets
+from labelflow.errors import LabelflowError
+from labelflow.guided import accept_suggestion
+
+SUGGEST = "_suggest_for"
+
+project = loaders.project()
+model = st.session_state["model"]
+root = str(project.root)
+st.title("Error analysis")
+widgets.show_flashes()
+
+stamp = loaders.stamp(project)
+fitted = loaders.metrics_or_none(root, stamp, model)
+if not fitted:
+    st.info(f"{model} is not fit on the current LFs, or no split has gold labels: fit it on the Label model page.")
+    st.stop()
+splits = list(fitted)
+split = st.selectbox("Split", splits, index=splits.index("dev") if "dev" in splits else 0)
+analysis = loaders.analysis(root, stamp, model, split)
+names = analysis.class_names
+
+accuracy, errors, slices = st.columns(3)
+accuracy.metric(f"{split} accuracy", f"{analysis.accuracy:.3f}")
+errors.metric("Wrong rows", f"{int((~analysis.rows['correct']).sum())} of {analysis.rows.height}")
+slices.metric("Slices with errors", len(analysis.slices))
+matrix, table = st.columns([1, 2])
+matrix.altair_chart(widgets.confusion_chart(analysis.confusion, names), width="content")
+table.dataframe(pl.DataFrame([{"kind": s.kind, "slice": s.name, "rows": s.size, "errors": s.errors,
+                               "accuracy": s.accuracy, "coverage": s.coverage, "top error": s.top_confusion}
+                              for s in analysis.slices]), hide_index=True, height=300,
+                column_config={"accuracy": st.column_config.NumberColumn(format="%.3f"),
+                               "coverage": st.column_config.NumberColumn(format="percent")})
+if not analysis.slices:
+    st.success(f"No slice of {split} has errors.")
+    st.stop()
+
+by_name = {s.name: s for s in analysis.slices}
+chosen = by_name[st.selectbox("Slice", list(by_name), key="slice",
+                              format_func=lambda n: f"{n} — {by_name[n].errors} errors in {by_name[n].size} rows")]
+in_slice = pl.col("id").is_in(chosen.row_ids)
+st.dataframe(analysis.rows.filter(in_slice).sort("correct").select(
+    "id", "text", loaders.class_name("gold", names), loaders.class_name("pred", names), "correct", "covered"),
+    hide_index=True, column_config={"text": st.column_config.TextColumn(width="large")})
+
+if analysis.embedding_2d is None:
+    st.caption("No embedding column to map the rows: `labelflow fm embed -p PROJECT` adds one.")
+else:
+    points = analysis.rows.select("text", pl.when("correct").then(pl.lit("correct")).otherwise(pl.lit("wrong"))
+                                  .alias("prediction"), in_slice.alias("in slice")).with_columns(
+        pl.Series("x", analysis.embedding_2d[:, 0]), pl.Series("y", analysis.embedding_2d[:, 1]))
+    st.altair_chart(alt.Chart(points).mark_circle().encode(
+        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
+        color=alt.Color("prediction:N", scale=alt.Scale(domain=["correct", "wrong"], range=["#4c78a8", "#e45756"])),
+        size=alt.Size("in slice:N", scale=alt.Scale(domain=[False, True], range=[25, 120])),
+        opacity=alt.condition(alt.datum["in slice"], alt.value(0.95), alt.value(0.35)), tooltip=["text", "prediction"],
+    ).properties(title=f"{split} rows by embedding (PCA); the slice's rows are large", height=380),
+        width="stretch")
+
+st.subheader("Suggested LFs")
+request = (model, split, chosen.name)
+if st.button("Suggest LFs for this slice"):
+    st.session_state[SUGGEST] = request
+if st.session_state.get(SUGGEST) == request:
+    suggestions = loaders.suggestions(root, stamp, model, split, chosen.name)
+    if not suggestions:
+        st.info("No candidate LF for this slice votes on at least 3 dev rows with precision ≥ 0.75.")
+    for s in suggestions:
+        with st.container(border=True):
+            st.markdown(f"**{s.name}** · {s.kind} LF voting **{names[s.label]}**")
+            precision, coverage, after = st.columns(3)
+            precision.metric("Precision on dev", f"{s.precision:.3f}")
+            coverage.metric("Coverage", f"{s.coverage:.1%}")
+            after.metric(f"{split} accuracy after refit", f"{s.accuracy_after:.3f}", f"{s.delta:+.3f}")
+            st.code(s.code, language="python")
+            if st.button("Accept", key=f"accept_{s.name}", type="primary"):
+                try:
+                    path = accept_suggestion(project, s)
+                except LabelflowError as exc:
+                    st.error(f"Not accepted: {exc}")
+                else:
+                    now = widgets.apply_and_fit(project, model)
+                    if now is not None:
+                        st.session_state.pop(SUGGEST)
+                        widgets.flash("success", f"Accepted {s.name} into {path.name}; refit {model}: "
+                                                 f"{widgets.accuracy_change(fitted, now, split)}.")
+                        st.rerun()

@@ -1,0 +1,42 @@
+"""Label model: apply the suite and fit the model chosen in the sidebar; its scores per split and confusion."""
+
+import polars as pl
+import streamlit as st
+
+import loaders
+import widgets
+from labelflow.errors import ProjectError
+
+project = loaders.project()
+model = st.session_state["model"]
+root = str(project.root)
+st.title("Label model")
+st.caption(f"**{model}** (choose another in the sidebar) is fit on the train rows' LF votes and scored on every "
+           "split with gold labels (human annotations included).")
+use_dev = st.checkbox("Also fit with the dev split's gold labels", help="Dev scores are then optimistic.")
+if st.button("Apply LFs and fit", type="primary"):
+    widgets.apply_and_fit(project, model, use_dev=use_dev)
+
+stamp = loaders.stamp(project)
+try:
+    metrics = loaders.metrics(root, stamp, model)
+except ProjectError as exc:
+    st.info(f"Nothing to show yet: {exc}. Press **Apply LFs and fit**.")
+    st.stop()
+
+for column, (split, m) in zip(st.columns(len(metrics)), metrics.items()):
+    column.metric(f"{split} accuracy", f"{m['accuracy']:.3f}")
+    column.caption(f"macro-F1 {m['macro_f1']:.3f} · coverage {m['coverage']:.1%} · {m['n']} gold rows")
+st.dataframe(pl.DataFrame([
+    {"split": split, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+     **{f"F1 {name}": f1 for name, f1 in m["per_class_f1"].items()}, "coverage": m["coverage"], "rows": m["n"]}
+    for split, m in metrics.items()]), hide_index=True,
+    column_config={"coverage": st.column_config.NumberColumn(format="percent")} | {
+        c: st.column_config.NumberColumn(format="%.3f")
+        for c in ["accuracy", "macro_f1", *(f"F1 {name}" for name in project.schema.names)]})
+
+st.subheader("Confusion matrix")
+splits = list(metrics)
+split = st.selectbox("Split", splits, index=splits.index("dev") if "dev" in splits else 0)
+analysis = loaders.analysis(root, stamp, model, split)
+st.altair_chart(widgets.confusion_chart(analysis.confusion, analysis.class_names), width="content")

@@ -1,0 +1,77 @@
+"""LFs: the suite with its statistics; write an LF, see what it does at once, save it into the suite."""
+
+import altair as alt
+import streamlit as st
+
+import loaders
+import widgets
+from labelflow.errors import LabelflowError
+from labelflow.guided import save_lf
+
+project = loaders.project()
+model = st.session_state["model"]
+root = str(project.root)
+st.title("Labeling functions")
+widgets.show_flashes()
+
+splits = project.dataset().splits()
+split = st.selectbox("Statistics on split", splits, index=splits.index("dev") if "dev" in splits else 0)
+try:
+    source, table, applied = loaders.suite(root, loaders.stamp(project), split)
+except LabelflowError as exc:
+    st.error(f"The LF suite does not load: {exc}")
+    st.stop()
+
+st.caption(f"Suite `{project.suite_path.resolve()}` · {table.height} LFs · coverage, overlaps and conflicts are fractions "
+           f"of the {split} rows; accuracy is measured on its gold labels")
+if not applied:
+    st.info("The suite has not been applied yet: press **Apply LFs and fit** on the Label model page.")
+elif table["coverage"].is_null().any():
+    missing = table.filter(table["coverage"].is_null())["lf"].to_list()
+    st.info(f"Not applied yet: {', '.join(missing)}. Press **Apply LFs and fit** on the Label model page.")
+st.dataframe(table, hide_index=True, column_config={
+    "polarity": st.column_config.ListColumn("votes for"),
+    "coverage": st.column_config.ProgressColumn("coverage", min_value=0.0, max_value=1.0, format="percent"),
+    "overlaps": st.column_config.NumberColumn(format="percent"),
+    "conflicts": st.column_config.NumberColumn(format="percent"),
+    "emp_acc": st.column_config.NumberColumn("accuracy", format="%.3f"),
+})
+if applied and "emp_acc" in table.columns:
+    chart = alt.Chart(table.drop("polarity")).mark_bar().encode(
+        x=alt.X("coverage:Q", axis=alt.Axis(format="%")), y=alt.Y("lf:N", sort=None, title=None),
+        color=alt.Color("emp_acc:Q", title="accuracy", scale=alt.Scale(scheme="redyellowgreen", domain=[0.5, 1])),
+        tooltip=["lf", alt.Tooltip("coverage:Q", format=".1%"), alt.Tooltip("emp_acc:Q", format=".3f")])
+    st.altair_chart(chart.properties(height=22 * table.height + 30), width="stretch")
+with st.expander(f"Source of {project.suite_path.name}"):
+    st.code(source, language="python", line_numbers=True)
+
+st.subheader("Write or edit an LF")
+st.caption("One definition, in the suite's namespace (its imports and constants such as the class names are "
+           "there). An LF with the name of one in the suite replaces it on save. Ctrl+Enter tries it.")
+code = st.text_area("LF code", key="lf_code", height=180, placeholder=(
+    '@labeling_function()\ndef mentions_free(x):\n    return 1 if "free" in x.text.lower() else ABSTAIN\n\n'
+    '# or: my_words = keyword_lf("my_words", ["subscribe", "channel"], label=1)'))
+if code.strip():
+    result = loaders.trial(root, loaders.stamp(project), code)
+    if result.error:
+        st.error(result.error)
+    else:
+        name, coverage, dev_coverage, dev_accuracy = st.columns(4)
+        name.metric("LF", result.name)
+        coverage.metric("Coverage (all rows)", f"{result.coverage:.1%}")
+        dev_coverage.metric("Coverage on dev", f"{result.dev_coverage:.1%}")
+        dev_accuracy.metric("Accuracy on dev", "—" if result.dev_accuracy is None else f"{result.dev_accuracy:.3f}")
+        st.dataframe(result.examples, hide_index=True, column_config={
+            "text": st.column_config.TextColumn(width="large")})
+    if st.button("Save to the suite", type="primary", disabled=result.error is not None):
+        before = loaders.metrics_or_none(root, loaders.stamp(project), model)
+        try:
+            path = save_lf(project, code)
+        except LabelflowError as exc:
+            st.error(f"Not saved: {exc}")
+        else:
+            after = widgets.apply_and_fit(project, model)
+            if after is not None:
+                widgets.flash("success", f"Saved LF {result.name!r} to {path.name}; refit {model}: "
+                                         f"{widgets.accuracy_change(before, after, 'dev')}.")
+                st.rerun()

@@ -1,0 +1,73 @@
+"""View pieces more than one page shows: the apply-and-fit run, messages that outlive a rerun, charts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import numpy as np
+import polars as pl
+import streamlit as st
+
+from labelflow.errors import LabelflowError
+from labelflow.project import Project
+
+FLASH = "_flash"
+
+
+def apply_and_fit(project: Project, model: str, *, use_dev: bool = False) -> dict[str, dict[str, Any]] | None:
+    """Apply the LF suite (cached per LF) and fit ``model`` inside an ``st.status`` with a progress bar.
+
+    Returns ``{split: metrics}`` of the new fit, or ``None`` after showing the error.
+    """
+    with st.status(f"Applying the LF suite and fitting {model}…", expanded=True) as status:
+        bar = st.progress(0.0, text="Applying LFs (each LF's votes are cached; only new or edited LFs run)")
+        try:
+            matrix, cache = project.apply()
+            st.write(f"Label matrix: {matrix.shape[0]} rows × {matrix.shape[1]} LFs "
+                     f"({len(cache.misses)} applied, {len(cache.hits)} from cache)")
+            bar.progress(0.5, text=f"Fitting {model}")
+            result = project.evaluate(project.fit(model, use_dev=use_dev))
+        except LabelflowError as exc:
+            status.update(label="Apply and fit failed", state="error")
+            st.error(str(exc))
+            return None
+        bar.progress(1.0, text="Done")
+        status.update(label=f"Applied {matrix.shape[1]} LFs and fitted {model}", state="complete", expanded=False)
+    return result
+
+
+def flash(kind: str, message: str) -> None:
+    """Show ``message`` (``st.<kind>``: success, info, error) at the top of the page after the next rerun."""
+    st.session_state.setdefault(FLASH, []).append((kind, message))
+
+
+def show_flashes() -> None:
+    """Show and forget the messages :func:`flash` kept."""
+    for kind, message in st.session_state.pop(FLASH, []):
+        getattr(st, kind)(message)
+
+
+def accuracy_change(before: dict[str, dict[str, Any]] | None, after: dict[str, dict[str, Any]], split: str) -> str:
+    """``"dev accuracy 0.917 → 0.933"`` (or only the new value when there was no fit before)."""
+    if split not in after:
+        return f"no gold labels in {split} to score"
+    new = after[split]["accuracy"]
+    old = before.get(split, {}).get("accuracy") if before else None
+    return f"{split} accuracy {new:.3f}" if old is None else f"{split} accuracy {old:.3f} → {new:.3f}"
+
+
+def confusion_chart(confusion: np.ndarray, class_names: list[str]) -> alt.LayerChart:
+    """Heat map of a ``[k, k]`` gold × predicted count matrix, with the counts written in."""
+    k = len(class_names)
+    data = pl.DataFrame({"gold": [class_names[i] for i in range(k) for _ in range(k)],
+                         "predicted": [class_names[j] for _ in range(k) for j in range(k)],
+                         "rows": np.asarray(confusion).ravel().tolist()})
+    base = alt.Chart(data).encode(x=alt.X("predicted:N", sort=class_names, axis=alt.Axis(labelAngle=0)),
+                                  y=alt.Y("gold:N", sort=class_names))
+    cells = base.mark_rect().encode(color=alt.Color("rows:Q", scale=alt.Scale(scheme="blues"), legend=None),
+                                    tooltip=["gold", "predicted", "rows"])
+    half = float(np.max(confusion)) / 2
+    text = base.mark_text(fontSize=16).encode(
+        text="rows:Q", color=alt.condition(alt.datum.rows > half, alt.value("white"), alt.value("black")))
+    return (cells + text).properties(width=alt.Step(70), height=alt.Step(50))
