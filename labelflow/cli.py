@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import polars as pl
 
@@ -103,6 +104,11 @@ def make_parser() -> argparse.ArgumentParser:
             f.add_argument("--limit", type=int, help="only the first N rows (after --budget)")
         else:
             f.add_argument("--model", default="all-MiniLM-L6-v2", help="sentence-transformers model (default all-MiniLM-L6-v2)")
+
+    p = command("ui", "Open the app (Streamlit) on a project in the browser.", json_out=False)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
 
     p = command("bench", "Benchmarks.", project=False, json_out=False)
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -274,8 +280,28 @@ def _provider_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model or "gemma3-270m", "device": args.device}
 
 
+def _ui(args: argparse.Namespace) -> NoReturn:
+    """Replace this process with ``streamlit run app/main.py`` (signals go straight to the server)."""
+    import labelflow
+    from labelflow.errors import require
+
+    project = _open(args)
+    app = Path(labelflow.__file__).resolve().parents[1] / "app" / "main.py"
+    if not app.is_file():
+        raise LabelflowError(f"the app is missing: {app} does not exist (the app ships in the labelflow source "
+                             "tree; install labelflow from a clone with `pip install -e '.[app]'`)")
+    if not 0 < args.port < 65536:
+        raise LabelflowError(f"--port must be in 1..65535; got {args.port}")
+    require("streamlit", "app")
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
+               "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    print(f"labelflow app for {project.root.resolve()} on http://{args.host}:{args.port} (Ctrl+C stops it)",
+          file=sys.stderr, flush=True)
+    os.execve(sys.executable, command, {**os.environ, "LABELFLOW_PROJECT": str(project.root.resolve())})
+
+
 COMMANDS = {"init": _init, "apply": _apply, "fit": _fit, "summary": _summary, "export": _export,
-            "demo": _demo, "bench": _bench, "fm": _fm}
+            "demo": _demo, "bench": _bench, "fm": _fm, "ui": _ui}
 
 
 # --- helpers -----------------------------------------------------------------------------------------
