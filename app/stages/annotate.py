@@ -35,7 +35,8 @@ if not annotator:
 
 splits = project.dataset().splits()
 gold_splits = [s for s in splits if s != "train"] or splits
-split = st.radio("Split", gold_splits, horizontal=True, index=gold_splits.index("dev") if "dev" in gold_splits else 0)
+split = st.radio("Split", gold_splits, key="annotate_split", horizontal=True,
+                 index=gold_splits.index("dev") if "dev" in gold_splits else 0)
 rows, mine = loaders.annotation_queue(root, loaders.stamp(project), split, annotator)
 done = int(rows["labeled"].sum())
 st.progress(done / max(rows.height, 1), text=f"{done} of {rows.height} {split} rows labeled by {annotator or 'you'}")

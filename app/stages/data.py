@@ -11,11 +11,11 @@ st.title("Data")
 frame = loaders.rows(str(project.root), loaders.stamp(project), model)
 
 search, splits, label, voters = st.columns([3, 2, 2, 3])
-query = search.text_input("Search the text", placeholder="words to find (case-insensitive)")
-chosen_splits = splits.multiselect("Split", frame["split"].unique(maintain_order=True).to_list())
-label_choice = label.selectbox("Label", ["any", "unknown", *project.schema.names])
+query = search.text_input("Search the text", key="search", placeholder="words to find (case-insensitive)")
+chosen_splits = splits.multiselect("Split", frame["split"].unique(maintain_order=True).to_list(), key="splits")
+label_choice = label.selectbox("Label", ["any", "unknown", *project.schema.names], key="label")
 lfs = voters.multiselect("Voted on by", frame["voters"].explode().drop_nulls().unique().sort().to_list(),
-                         help="rows at least one of these LFs votes on")
+                         key="voters", help="rows at least one of these LFs votes on")
 
 shown = frame
 if query:

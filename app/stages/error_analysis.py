@@ -23,7 +23,7 @@ if not fitted:
     st.info(f"{model} is not fit on the current LFs, or no split has gold labels: fit it on the Label model page.")
     st.stop()
 splits = list(fitted)
-split = st.selectbox("Split", splits, index=splits.index("dev") if "dev" in splits else 0)
+split = st.selectbox("Split", splits, key="analysis_split", index=splits.index("dev") if "dev" in splits else 0)
 analysis = loaders.analysis(root, stamp, model, split)
 names = analysis.class_names
 
@@ -66,7 +66,7 @@ else:
 
 st.subheader("Suggested LFs")
 request = (model, split, chosen.name)
-if st.button("Suggest LFs for this slice"):
+if st.button("Suggest LFs for this slice", key="suggest"):
     st.session_state[SUGGEST] = request
 if st.session_state.get(SUGGEST) == request:
     suggestions = loaders.suggestions(root, stamp, model, split, chosen.name)

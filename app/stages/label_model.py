@@ -13,8 +13,8 @@ root = str(project.root)
 st.title("Label model")
 st.caption(f"**{model}** (choose another in the sidebar) is fit on the train rows' LF votes and scored on every "
            "split with gold labels (human annotations included).")
-use_dev = st.checkbox("Also fit with the dev split's gold labels", help="Dev scores are then optimistic.")
-if st.button("Apply LFs and fit", type="primary"):
+use_dev = st.checkbox("Also fit with the dev split's gold labels", key="use_dev", help="Dev scores are then optimistic.")
+if st.button("Apply LFs and fit", key="fit", type="primary"):
     widgets.apply_and_fit(project, model, use_dev=use_dev)
 
 stamp = loaders.stamp(project)
@@ -37,6 +37,6 @@ st.dataframe(pl.DataFrame([
 
 st.subheader("Confusion matrix")
 splits = list(metrics)
-split = st.selectbox("Split", splits, index=splits.index("dev") if "dev" in splits else 0)
+split = st.selectbox("Split", splits, key="confusion_split", index=splits.index("dev") if "dev" in splits else 0)
 analysis = loaders.analysis(root, stamp, model, split)
 st.altair_chart(widgets.confusion_chart(analysis.confusion, analysis.class_names), width="content")

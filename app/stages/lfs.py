@@ -15,7 +15,7 @@ st.title("Labeling functions")
 widgets.show_flashes()
 
 splits = project.dataset().splits()
-split = st.selectbox("Statistics on split", splits, index=splits.index("dev") if "dev" in splits else 0)
+split = st.selectbox("Statistics on split", splits, key="summary_split", index=splits.index("dev") if "dev" in splits else 0)
 try:
     source, table, applied = loaders.suite(root, loaders.stamp(project), split)
 except LabelflowError as exc:
@@ -63,7 +63,7 @@ if code.strip():
         dev_accuracy.metric("Accuracy on dev", "—" if result.dev_accuracy is None else f"{result.dev_accuracy:.3f}")
         st.dataframe(result.examples, hide_index=True, column_config={
             "text": st.column_config.TextColumn(width="large")})
-    if st.button("Save to the suite", type="primary", disabled=result.error is not None):
+    if st.button("Save to the suite", key="save", type="primary", disabled=result.error is not None):
         before = loaders.metrics_or_none(root, loaders.stamp(project), model)
         try:
             path = save_lf(project, code)

@@ -1,0 +1,221 @@
+"""Every page of the app through Streamlit's AppTest, against a real project: what it shows matches the
+library, and what its buttons do lands in the project's files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from labelflow.guided import analyze, suggest_lfs, try_lf
+from labelflow.project import CONFIG_FILE, Project
+from labelflow.typing import ABSTAIN
+
+PAGES = {"data": "Data", "lfs": "Labeling functions", "label_model": "Label model",
+         "error_analysis": "Error analysis", "annotate": "Annotate", "finetune": "Fine-tune"}
+
+
+def errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_opens(app_project, open_page, page):
+    at = open_page(page)
+    assert [t.value for t in at.title] == [PAGES[page]]
+    assert errors(at) == []
+    assert at.sidebar.selectbox(key="model").value == "labelflow"
+
+
+@pytest.mark.parametrize("config, reason", [(None, "is not a labelflow project: labelflow.json is missing"),
+                                            ({"format": 99}, "has format 99; this labelflow reads format 1")])
+def test_a_folder_that_is_no_project_shows_why(tmp_path, monkeypatch, open_page, config, reason):
+    if config is not None:
+        (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    monkeypatch.setenv("LABELFLOW_PROJECT", str(tmp_path))
+    at = open_page("data")
+    assert len(errors(at)) == 1 and reason in errors(at)[0] and str(tmp_path) in errors(at)[0]
+    assert not at.dataframe
+
+
+# --- Data -------------------------------------------------------------------------------------------
+
+
+def shown_rows(at):
+    return at.dataframe[0].value
+
+
+def test_data_page_filters_rows_and_shows_votes_and_labels(app_project, open_page):
+    frame, matrix = app_project.dataset().frame, app_project.matrix()
+    at = open_page("data")
+    table = shown_rows(at)
+    assert len(table) == frame.height == 719
+    first = table.iloc[0]
+    assert first["id"] == frame["id"][0] and first["split"] == "dev" and first["label"] == "SPAM"
+    voted = matrix.values[0] != ABSTAIN
+    names = ["HAM", "SPAM"]
+    assert list(first["votes"]) == [f"{lf}: {names[v]}" for lf, v in
+                                    zip(np.array(matrix.lf_names)[voted], matrix.values[0][voted])]
+    assert first["pred"] == "SPAM"
+
+    at.text_input(key="search").input("SUBSCRIBE").run()
+    expected = frame["text"].str.to_lowercase().str.contains("subscribe", literal=True).sum()
+    assert len(shown_rows(at)) == expected > 0
+    assert shown_rows(at)["text"].str.lower().str.contains("subscribe").all()
+
+    at.text_input(key="search").input("").run()
+    at.multiselect(key="voters").select("keyword_my").run()
+    column = list(matrix.lf_names).index("keyword_my")
+    assert len(shown_rows(at)) == (matrix.values[:, column] != ABSTAIN).sum()
+
+    at.multiselect(key="voters").unselect("keyword_my").run()
+    at.multiselect(key="splits").select("train").run()
+    at.selectbox(key="label").select("unknown").run()
+    assert len(shown_rows(at)) == (frame["split"] == "train").sum() == 290
+    at.selectbox(key="label").select("SPAM").run()
+    assert len(shown_rows(at)) == 0  # train labels are hidden
+
+
+# --- LFs --------------------------------------------------------------------------------------------
+
+
+def test_lfs_page_shows_the_suite_with_its_statistics(app_project, open_page):
+    at = open_page("lfs")
+    table = at.dataframe[0].value
+    summary = app_project.summary("dev")
+    assert list(table["lf"]) == [lf.name for lf in app_project.lfs()] == summary["lf"].to_list()
+    np.testing.assert_allclose(table["coverage"], summary["coverage"].to_numpy())
+    assert list(table.loc[table["lf"] == "keyword_my", "polarity"].iloc[0]) == ["SPAM"]
+    assert at.expander[0].label == "Source of youtube_spam.py"
+    assert at.code[0].value == app_project.suite_path.read_text().rstrip("\n")
+
+
+@pytest.mark.parametrize("code, message", [
+    ("def broken(x:\n    return 1\n", "line 1 of the LF code"),
+    ("@labeling_function()\ndef boom(x):\n    return 1 // 0\n", "ZeroDivisionError"),
+    ("x = 3\n", "must define exactly one LF"),
+])
+def test_a_bad_lf_shows_its_error_and_leaves_the_suite_alone(app_project, open_page, code, message):
+    before = app_project.suite_path.read_bytes()
+    at = open_page("lfs")
+    at.text_area(key="lf_code").input(code).run()
+    assert len(errors(at)) == 1 and message in errors(at)[0]
+    assert at.button(key="save").disabled
+    assert not at.metric
+    assert app_project.suite_path.read_bytes() == before
+    assert len(at.dataframe) == 1  # the suite table is still there
+
+
+def test_a_good_lf_is_measured_then_saved_into_the_suite_and_applied(app_project, open_page):
+    code = 'mentions_free = keyword_lf("mentions_free", ["free", "win"], label=SPAM)\n'
+    expected = try_lf(app_project, code)
+    at = open_page("lfs")
+    at.text_area(key="lf_code").input(code).run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"LF": "mentions_free", "Coverage (all rows)": f"{expected.coverage:.1%}",
+                       "Coverage on dev": f"{expected.dev_coverage:.1%}",
+                       "Accuracy on dev": f"{expected.dev_accuracy:.3f}"}
+    assert list(at.dataframe[1].value["id"]) == expected.examples["id"].to_list()
+
+    at.button(key="save").click().run()
+    assert not at.exception and errors(at) == []
+    assert code in app_project.suite_path.read_text()
+    assert [lf.name for lf in app_project.lfs()][-1] == "mentions_free"
+    assert app_project.matrix().lf_names[-1] == "mentions_free"  # applied and refit
+    app_project.label_model()  # fit on the new LF set
+    assert at.success[0].value.startswith("Saved LF 'mentions_free' to youtube_spam.py; refit labelflow: dev accuracy ")
+    assert at.dataframe[0].value["lf"].iloc[-1] == "mentions_free"
+
+
+# --- Label model ------------------------------------------------------------------------------------
+
+
+def test_label_model_page_shows_metrics_and_fits_another_model(app_project, open_page):
+    at = open_page("label_model")
+    metrics = app_project.evaluate(app_project.label_model())
+    assert {m.label: m.value for m in at.metric} == {f"{s} accuracy": f"{m['accuracy']:.3f}"
+                                                     for s, m in metrics.items()}
+    assert len(at.get("vega_lite_chart")) == 1  # the confusion matrix
+
+    at.sidebar.selectbox(key="model").select("majority_vote").run()
+    assert "label model 'majority_vote' has not been fit" in at.info[0].value
+    at.button(key="fit").click().run()
+    assert (app_project.store / "models" / "majority_vote.npz").is_file()
+    metrics = app_project.evaluate(app_project.label_model("majority_vote"))
+    assert {m.label: m.value for m in at.metric} == {f"{s} accuracy": f"{m['accuracy']:.3f}"
+                                                     for s, m in metrics.items()}
+    assert [(s.label, s.state) for s in at.status] == [("Applied 18 LFs and fitted majority_vote", "complete")]
+
+
+# --- Error analysis ---------------------------------------------------------------------------------
+
+
+def test_error_analysis_shows_slices_and_accepting_a_suggestion_changes_the_suite(app_project, open_page):
+    analysis = analyze(app_project, split="dev")
+    chosen, suggestions = next((s, found) for s in analysis.slices
+                               if (found := suggest_lfs(app_project, analysis, s)))
+    at = open_page("error_analysis")
+    assert at.metric[0].value == f"{analysis.accuracy:.3f}"
+    assert list(at.dataframe[0].value["slice"]) == [s.name for s in analysis.slices]
+
+    at.selectbox(key="slice").select(chosen.name).run()
+    assert sorted(at.dataframe[1].value["id"]) == sorted(chosen.row_ids)
+    at.button(key="suggest").click().run()
+    assert [c.value for c in at.code] == [s.code.rstrip("\n") for s in suggestions]
+
+    before = app_project.suite_path.read_text()
+    at.button(key=f"accept_{suggestions[0].name}").click().run()
+    assert not at.exception and errors(at) == []
+    after = app_project.suite_path.read_text()
+    assert after != before and suggestions[0].code.split("\n\n")[-1] in after
+    assert suggestions[0].name in app_project.matrix().lf_names
+    accuracy = app_project.evaluate(app_project.label_model())["dev"]["accuracy"]
+    assert at.success[0].value == (f"Accepted {suggestions[0].name} into youtube_spam.py; refit labelflow: "
+                                   f"dev accuracy {analysis.accuracy:.3f} → {accuracy:.3f}.")
+    assert not at.code  # the accepted suggestions are gone until asked for again
+
+
+# --- Annotate ---------------------------------------------------------------------------------------
+
+
+def stored(project: Project) -> list[tuple]:
+    with sqlite3.connect(project.store / "annotations.sqlite") as conn:
+        return conn.execute("SELECT id, annotator, label, source FROM annotations ORDER BY time").fetchall()
+
+
+def test_annotating_needs_a_name_and_saves_every_label_at_once(app_project, open_page):
+    dev_ids = app_project.dataset().frame.filter(split="dev")["id"].to_list()
+    at = open_page("annotate")
+    assert "Enter your name as **Annotator**" in at.warning[0].value
+    assert at.button(key="class_0").disabled and at.button(key="class_1").disabled
+
+    at.sidebar.text_input(key="annotator").input("ann").run()
+    assert at.progress[0].proto.text == "0 of 60 dev rows labeled by ann"
+    assert f"Row `{dev_ids[0]}`" in at.caption[0].value
+    assert [at.button(key=f"class_{i}").label for i in range(2)] == ["HAM", "SPAM"]
+    at.button(key="class_0").click().run()
+    assert stored(app_project) == [(dev_ids[0], "ann", 0, "app")]
+    assert at.progress[0].proto.text == "1 of 60 dev rows labeled by ann"
+    assert f"Row `{dev_ids[1]}`" in at.caption[0].value
+    assert app_project.gold()[0] == 0  # the human label overrides the data's SPAM
+
+    at.button(key="skip").click().run()
+    assert f"Row `{dev_ids[2]}`" in at.caption[0].value
+    at.button(key="class_1").click().run()
+    assert stored(app_project) == [(dev_ids[0], "ann", 0, "app"), (dev_ids[2], "ann", 1, "app")]
+
+    at.button(key="undo").click().run()
+    assert stored(app_project) == [(dev_ids[0], "ann", 0, "app")]
+    at.radio(key="annotate_split").set_value("test").run()
+    assert at.progress[0].proto.text == "0 of 369 test rows labeled by ann"
+
+
+# --- Fine-tune --------------------------------------------------------------------------------------
+
+
+def test_finetune_page_says_it_is_not_there_yet_and_shows_nothing_else(app_project, open_page):
+    at = open_page("finetune")
+    assert "still being built" in at.info[0].value
+    assert not at.metric and not at.dataframe and not at.button

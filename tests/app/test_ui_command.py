@@ -1,0 +1,51 @@
+"""``labelflow ui``: checks the project, then replaces itself with ``streamlit run app/main.py``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from labelflow.cli import main
+
+APP = Path(__file__).resolve().parents[2] / "app"
+
+
+@pytest.fixture
+def execve(monkeypatch):
+    """Record the process ``labelflow ui`` would become instead of becoming it."""
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    return calls
+
+
+def test_ui_runs_streamlit_on_the_app_bound_to_this_machine(app_project, execve, capsys):
+    assert main(["ui", "-p", str(app_project.root)]) == 0
+    [(path, argv, env)] = execve
+    assert path == sys.executable
+    assert argv == [sys.executable, "-m", "streamlit", "run", str(APP / "main.py"), "--server.address", "127.0.0.1",
+                    "--server.port", "8501", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    assert env["LABELFLOW_PROJECT"] == str(app_project.root.resolve())
+    assert "on http://127.0.0.1:8501" in capsys.readouterr().err
+
+
+def test_ui_host_and_port(app_project, execve):
+    assert main(["ui", "-p", str(app_project.root), "--host", "0.0.0.0", "--port", "9000"]) == 0
+    argv = execve[0][1]
+    assert argv[argv.index("--server.address") + 1] == "0.0.0.0" and argv[argv.index("--server.port") + 1] == "9000"
+
+
+@pytest.mark.parametrize("port", ["0", "70000"])
+def test_ui_rejects_a_port_out_of_range(app_project, execve, capsys, port):
+    assert main(["ui", "-p", str(app_project.root), "--port", port]) == 2
+    assert f"--port must be in 1..65535; got {port}" in capsys.readouterr().err
+    assert execve == []
+
+
+def test_ui_on_a_folder_that_is_no_project_says_so_and_starts_nothing(tmp_path, execve, capsys):
+    assert main(["ui", "-p", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("labelflow: error: ") and "is not a labelflow project" in err
+    assert execve == []
