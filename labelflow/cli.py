@@ -105,6 +105,15 @@ def make_parser() -> argparse.ArgumentParser:
         else:
             f.add_argument("--model", default="all-MiniLM-L6-v2", help="sentence-transformers model (default all-MiniLM-L6-v2)")
 
+    p = command("analyze", "Error analysis on dev gold: slices where the label model fails, and LFs that would fix them.")
+    p.add_argument("--split", default="dev", help="gold split to analyse (default dev)")
+    p.add_argument("--model", help="fitted label model (default: the project's)")
+    p.add_argument("--slices", type=int, default=10, help="slices to list (default 10)")
+    p.add_argument("--suggest", type=int, default=0, metavar="N", help="suggest LFs for the top N slices")
+    p.add_argument("--kinds", default="keyword,regex", help="suggestion kinds: keyword, regex, knn (default keyword,regex)")
+    p.add_argument("--accept", action="store_true",
+                   help="write the suggestion that raises dev accuracy most into the suite file, then apply and fit")
+
     p = command("ui", "Open the app (Streamlit) on a project in the browser.", json_out=False)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
@@ -280,6 +289,42 @@ def _provider_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model or "gemma3-270m", "device": args.device}
 
 
+def _analyze(args: argparse.Namespace) -> dict[str, Any]:
+    from labelflow.guided import accept_suggestion, analyze, suggest_lfs
+
+    project = _open(args)
+    analysis = analyze(project, model=args.model, split=args.split)
+    slices = [{"slice": s.name, "kind": s.kind, "size": s.size, "coverage": s.coverage, "accuracy": s.accuracy,
+               "errors": s.errors, "top_confusion": s.top_confusion} for s in analysis.slices[:args.slices]]
+    result: dict[str, Any] = {"model": analysis.model_name, "split": args.split, "accuracy": analysis.accuracy,
+                              "slices": slices, "suggestions": []}
+    if not args.json:
+        print(f"{analysis.model_name} on {args.split}: accuracy {analysis.accuracy:.3f} over {analysis.rows.height} gold rows")
+        _print_frame(pl.DataFrame(slices))
+    found = []
+    for sl in analysis.slices[:args.suggest]:
+        found += [(s, sl) for s in suggest_lfs(project, analysis, sl, kinds=args.kinds.split(","))]
+    result["suggestions"] = [{"slice": sl.name, "name": s.name, "kind": s.kind, "precision": s.precision,
+                              "coverage": s.coverage, "dev_accuracy_after": s.accuracy_after, "delta": s.delta,
+                              "code": s.code} for s, sl in found]
+    if found and not args.json:
+        print("\nsuggested LFs (dev accuracy after refitting with each):")
+        for s, sl in found:
+            print(f"  [{sl.name}] {s.code.strip().splitlines()[-1]}\n      precision {s.precision:.2f}, coverage "
+                  f"{s.coverage:.1%}, dev accuracy {s.accuracy_before:.3f} → {s.accuracy_after:.3f}")
+    if args.accept:
+        best = max(found, key=lambda pair: pair[0].delta, default=(None, None))[0]
+        if best is None or best.delta <= 0:
+            raise LabelflowError("no suggestion raises dev accuracy; nothing accepted (try --suggest with more slices)")
+        path = accept_suggestion(project, best)
+        project.apply(progress=not args.json)
+        metrics = project.evaluate(project.fit(args.model))
+        result["accepted"] = {"name": best.name, "suite": str(path), "metrics": metrics}
+        if not args.json:
+            print(f"\naccepted {best.name} into {path}; refit: dev accuracy {metrics[args.split]['accuracy']:.3f}")
+    return result
+
+
 def _ui(args: argparse.Namespace) -> NoReturn:
     """Replace this process with ``streamlit run app/main.py`` (signals go straight to the server)."""
     import labelflow
@@ -301,7 +346,7 @@ def _ui(args: argparse.Namespace) -> NoReturn:
 
 
 COMMANDS = {"init": _init, "apply": _apply, "fit": _fit, "summary": _summary, "export": _export,
-            "demo": _demo, "bench": _bench, "fm": _fm, "ui": _ui}
+            "demo": _demo, "bench": _bench, "fm": _fm, "analyze": _analyze, "ui": _ui}
 
 
 # --- helpers -----------------------------------------------------------------------------------------

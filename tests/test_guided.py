@@ -161,3 +161,21 @@ def test_analysis_of_external_predictions(youtube_project):
         analyze(project, predictions=flipped.slice(1))
     with pytest.raises(LabelflowError, match="is not a class 0..1"):
         analyze(project, predictions=flipped.with_columns(pl.lit(5).alias("pred")))
+
+
+def test_cli_analyze_suggests_and_accepts(youtube_project, capsys):
+    """`labelflow analyze --suggest N --accept` writes the best suggestion into the suite, applies and refits."""
+    import json
+
+    from labelflow.cli import main
+
+    root = str(youtube_project.root)
+    assert main(["analyze", "-p", root, "--accept"]) == 2  # no --suggest: nothing to accept
+    assert "no suggestion raises dev accuracy" in capsys.readouterr().err
+    assert main(["analyze", "-p", root, "--suggest", "3", "--accept", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["slices"] and doc["suggestions"]
+    best = max(doc["suggestions"], key=lambda s: s["delta"])
+    assert doc["accepted"]["name"] == best["name"] and best["delta"] > 0
+    assert doc["accepted"]["metrics"]["dev"]["accuracy"] == pytest.approx(best["dev_accuracy_after"])
+    assert best["code"].strip().splitlines()[-1] in youtube_project.suite_path.read_text()
