@@ -44,7 +44,7 @@ if not analysis.slices:
 
 by_name = {s.name: s for s in analysis.slices}
 chosen = by_name[st.selectbox("Slice", list(by_name), key="slice",
-                              format_func=lambda n: f"{n} — {by_name[n].errors} errors in {by_name[n].size} rows")]
+                              format_func=lambda n: f"{n} — {by_name[n].errors} wrong of {by_name[n].size} rows")]
 in_slice = pl.col("id").is_in(chosen.row_ids)
 st.dataframe(analysis.rows.filter(in_slice).sort("correct").select(
     "id", "text", loaders.class_name("gold", names), loaders.class_name("pred", names), "correct", "covered"),

@@ -39,7 +39,7 @@ st.dataframe(table, hide_index=True, column_config={
 if applied and "emp_acc" in table.columns:
     chart = alt.Chart(table.drop("polarity")).mark_bar().encode(
         x=alt.X("coverage:Q", axis=alt.Axis(format="%")), y=alt.Y("lf:N", sort=None, title=None),
-        color=alt.Color("emp_acc:Q", title="accuracy", scale=alt.Scale(scheme="redyellowgreen", domain=[0.5, 1])),
+        color=alt.Color("emp_acc:Q", title="accuracy", scale=alt.Scale(scheme="redyellowgreen", domain=[0.5, 1], clamp=True)),
         tooltip=["lf", alt.Tooltip("coverage:Q", format=".1%"), alt.Tooltip("emp_acc:Q", format=".3f")])
     st.altair_chart(chart.properties(height=22 * table.height + 30), width="stretch")
 with st.expander(f"Source of {project.suite_path.name}"):
