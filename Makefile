@@ -10,8 +10,9 @@ TORCH ?= torch==2.13.0
 LLAMA_VERSION ?= 0.3.36
 WHEELS ?= $(HOME)/.cache/labelflow/wheels
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test chromium clean
 
 setup: $(VENV)/.installed
 
@@ -31,8 +32,12 @@ $(VENV)/.llama: $(VENV)/.installed
 demo: setup
 	$(BIN)/labelflow demo
 
-test: setup $(VENV)/.llama
+# The app's browser test drives the system Chromium (Debian's `chromium` package) through Playwright.
+chromium:
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+
+test: setup $(VENV)/.llama chromium
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) labelflow-demo .pytest_cache
+	rm -rf $(VENV) labelflow-demo .pytest_cache test-artifacts
