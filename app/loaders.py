@@ -68,6 +68,12 @@ def class_name(column: str, names: list[str]) -> pl.Expr:
 # --- loaders (each keyed by the project folder and its stamp) ----------------------------------------
 
 
+@st.cache_data(max_entries=8)
+def splits(root: str, stamp: Stamp) -> list[str]:
+    """The dataset's split names, in order of first appearance."""
+    return Project.open(root).dataset().splits()
+
+
 @st.cache_data(show_spinner="Loading rows…", max_entries=8)
 def rows(root: str, stamp: Stamp, model: str) -> pl.DataFrame:
     """One row per data row for browsing.

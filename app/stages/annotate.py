@@ -21,6 +21,7 @@ def label(root: str, row_id: str, label: int | None, annotator: str) -> None:
 
 
 def skip(row_id: str) -> None:
+    """Button callback: leave this row for later (in this browser session)."""
     st.session_state.setdefault(SKIPPED, set()).add(row_id)
 
 
@@ -33,11 +34,11 @@ annotator = st.session_state.get("annotator", "").strip()
 if not annotator:
     st.warning("Enter your name as **Annotator** in the sidebar to label rows.")
 
-splits = project.dataset().splits()
-gold_splits = [s for s in splits if s != "train"] or splits
-split = st.radio("Split", gold_splits, key="annotate_split", horizontal=True,
-                 index=gold_splits.index("dev") if "dev" in gold_splits else 0)
-rows, mine = loaders.annotation_queue(root, loaders.stamp(project), split, annotator)
+stamp = loaders.stamp(project)
+splits = [s for s in loaders.splits(root, stamp) if s != "train"] or loaders.splits(root, stamp)
+split = st.radio("Split", splits, key="annotate_split", horizontal=True,
+                 index=splits.index("dev") if "dev" in splits else 0)
+rows, mine = loaders.annotation_queue(root, stamp, split, annotator)
 done = int(rows["labeled"].sum())
 st.progress(done / max(rows.height, 1), text=f"{done} of {rows.height} {split} rows labeled by {annotator or 'you'}")
 

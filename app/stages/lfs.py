@@ -14,16 +14,18 @@ root = str(project.root)
 st.title("Labeling functions")
 widgets.show_flashes()
 
-splits = project.dataset().splits()
-split = st.selectbox("Statistics on split", splits, key="summary_split", index=splits.index("dev") if "dev" in splits else 0)
+stamp = loaders.stamp(project)
+splits = loaders.splits(root, stamp)
+split = st.selectbox("Statistics on split", splits, key="summary_split",
+                     index=splits.index("dev") if "dev" in splits else 0)
 try:
-    source, table, applied = loaders.suite(root, loaders.stamp(project), split)
+    source, table, applied = loaders.suite(root, stamp, split)
 except LabelflowError as exc:
     st.error(f"The LF suite does not load: {exc}")
     st.stop()
 
-st.caption(f"Suite `{project.suite_path.resolve()}` · {table.height} LFs · coverage, overlaps and conflicts are fractions "
-           f"of the {split} rows; accuracy is measured on its gold labels")
+st.caption(f"Suite `{project.suite_path.resolve()}` · {table.height} LFs · coverage, overlaps and conflicts are "
+           f"fractions of the {split} rows; accuracy is measured on its gold labels")
 if not applied:
     st.info("The suite has not been applied yet: press **Apply LFs and fit** on the Label model page.")
 elif table["coverage"].is_null().any():
@@ -52,7 +54,7 @@ code = st.text_area("LF code", key="lf_code", height=180, placeholder=(
     '@labeling_function()\ndef mentions_free(x):\n    return 1 if "free" in x.text.lower() else ABSTAIN\n\n'
     '# or: my_words = keyword_lf("my_words", ["subscribe", "channel"], label=1)'))
 if code.strip():
-    result = loaders.trial(root, loaders.stamp(project), code)
+    result = loaders.trial(root, stamp, code)
     if result.error:
         st.error(result.error)
     else:
@@ -64,7 +66,7 @@ if code.strip():
         st.dataframe(result.examples, hide_index=True, column_config={
             "text": st.column_config.TextColumn(width="large")})
     if st.button("Save to the suite", key="save", type="primary", disabled=result.error is not None):
-        before = loaders.metrics_or_none(root, loaders.stamp(project), model)
+        before = loaders.metrics_or_none(root, stamp, model)
         try:
             path = save_lf(project, code)
         except LabelflowError as exc:

@@ -177,6 +177,20 @@ def test_error_analysis_shows_slices_and_accepting_a_suggestion_changes_the_suit
     assert not at.code  # the accepted suggestions are gone until asked for again
 
 
+def test_error_analysis_maps_the_rows_by_their_embedding_when_the_project_has_one(app_project, open_page):
+    ids = app_project.dataset().frame["id"]
+    app_project.save_fm_output("embedding", ids, np.random.default_rng(0).normal(size=(len(ids), 8)))
+    analysis = analyze(app_project, split="dev")
+    at = open_page("error_analysis")
+    assert not any("No embedding column" in c.value for c in at.caption)
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 2  # the confusion matrix and the map
+    spec = json.loads(charts[1].proto.spec)
+    assert spec["title"] == "dev rows by embedding (PCA); the slice's rows are large"
+    assert spec["encoding"]["color"]["field"] == "prediction"
+    assert analysis.embedding_2d.shape == (60, 2)
+
+
 # --- Annotate ---------------------------------------------------------------------------------------
 
 

@@ -49,3 +49,13 @@ def test_ui_on_a_folder_that_is_no_project_says_so_and_starts_nothing(tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("labelflow: error: ") and "is not a labelflow project" in err
     assert execve == []
+
+
+def test_ui_without_the_app_folder_says_where_it_looked(app_project, execve, capsys, monkeypatch, tmp_path):
+    import labelflow
+
+    monkeypatch.setattr(labelflow, "__file__", str(tmp_path / "site-packages" / "labelflow" / "__init__.py"))
+    assert main(["ui", "-p", str(app_project.root)]) == 2
+    err = capsys.readouterr().err
+    assert f"the app is missing: {tmp_path / 'site-packages' / 'app' / 'main.py'} does not exist" in err
+    assert execve == []
