@@ -132,7 +132,7 @@ def suite(root: str, stamp: Stamp, split: str) -> tuple[str, pl.DataFrame, bool]
                                                                       maintain_order="left"), True
 
 
-@st.cache_data(show_spinner="Trying the LF on every row…", max_entries=32)
+@st.cache_data(show_spinner="Trying the LF on every row…", max_entries=8)
 def trial(root: str, stamp: Stamp, code: str) -> LFTrial:
     """:func:`labelflow.guided.try_lf` on ``code``."""
     return try_lf(Project.open(root), code)

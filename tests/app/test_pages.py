@@ -40,6 +40,17 @@ def test_a_folder_that_is_no_project_shows_why(tmp_path, monkeypatch, open_page,
     assert not at.dataframe
 
 
+def test_a_project_not_applied_yet_opens_on_every_page_and_says_what_to_do(app_project, open_page):
+    (app_project.store / "matrix.parquet").unlink()
+    shown = {page: open_page(page) for page in PAGES}
+    assert all(not errors(at) for at in shown.values())
+    assert shown["data"].dataframe[0].value["votes"].map(len).sum() == 0
+    assert "No predictions: labelflow is not fit on the current LFs" in shown["data"].info[0].value
+    assert "The suite has not been applied yet" in shown["lfs"].info[0].value
+    assert "has no label matrix yet" in shown["label_model"].info[0].value
+    assert "labelflow is not fit on the current LFs" in shown["error_analysis"].info[0].value
+
+
 # --- Data -------------------------------------------------------------------------------------------
 
 
@@ -76,6 +87,7 @@ def test_data_page_filters_rows_and_shows_votes_and_labels(app_project, open_pag
     assert len(shown_rows(at)) == (frame["split"] == "train").sum() == 290
     at.selectbox(key="label").select("SPAM").run()
     assert len(shown_rows(at)) == 0  # train labels are hidden
+    assert not at.exception
 
 
 # --- LFs --------------------------------------------------------------------------------------------
@@ -90,6 +102,10 @@ def test_lfs_page_shows_the_suite_with_its_statistics(app_project, open_page):
     assert list(table.loc[table["lf"] == "keyword_my", "polarity"].iloc[0]) == ["SPAM"]
     assert at.expander[0].label == "Source of youtube_spam.py"
     assert at.code[0].value == app_project.suite_path.read_text().rstrip("\n")
+
+    at.selectbox(key="summary_split").select("train").run()  # no gold labels there: no accuracy
+    table = at.dataframe[0].value
+    assert "emp_acc" not in table and len(table) == 18 and not errors(at)
 
 
 @pytest.mark.parametrize("code, message", [
@@ -224,6 +240,20 @@ def test_annotating_needs_a_name_and_saves_every_label_at_once(app_project, open
     assert stored(app_project) == [(dev_ids[0], "ann", 0, "app")]
     at.radio(key="annotate_split").set_value("test").run()
     assert at.progress[0].proto.text == "0 of 369 test rows labeled by ann"
+
+
+def test_labeling_a_row_that_is_gone_says_so_and_saves_nothing(app_project, open_page):
+    at = open_page("annotate")
+    at.sidebar.text_input(key="annotator").input("ann").run()
+    shown = app_project.dataset().frame.filter(split="dev")["id"][0]
+    config = app_project.config  # re-import the data without file 01, where the shown row comes from
+    Project.init(app_project.root, sources={"test": [app_project.root / config.sources["test"][0]]},
+                 classes=["HAM", "SPAM"], text="CONTENT", id="COMMENT_ID", label="label", duplicates="drop_identical",
+                 lfs=app_project.suite_path)
+    at.button(key="class_1").click().run()
+    assert errors(at) == [f"Not saved: {app_project.root}: no row with id {shown!r} in the dataset (it may have been "
+                          "removed when the data was re-imported); the annotation was not saved"]
+    assert app_project.annotations.frame().is_empty()
 
 
 # --- Fine-tune --------------------------------------------------------------------------------------
