@@ -338,9 +338,10 @@ def suggest_lfs(project, analysis: Analysis, slice: Slice, *, max_suggestions: i
     ``"keyword"`` / ``"regex"`` candidates are the words / two-word phrases most
     common in those rows (not made only of numbers or one-letter words);
     ``"knn"`` is a nearest-neighbour LF whose neighbours are the slice's gold rows
-    (embeds every row once, then cached). Candidates with fewer than 3
-    dev votes, or whose dev precision is not above 0.5 with 95 % confidence, are dropped; the 8 that would fix most
-    of the slice's errors are each added to the current label matrix and the
+    (embeds every row once, then cached). Candidates with fewer than 3 dev votes,
+    whose dev precision is not above 0.5 with 95 % confidence, or whose votes an
+    existing LF already casts are dropped; the 8 that would fix most of the slice's
+    errors are each added to the current label matrix and the
     analysis's model refit on the train rows, and scored on dev.
     """
     target, wrong = _target(analysis, slice)
@@ -436,7 +437,7 @@ def _measure(project, analysis: Analysis, slice: Slice, target: int, wrong: np.n
     for j, (kind, code, lf) in enumerate(lfs):
         v = votes[:, j]
         on_dev = dev & (v != ABSTAIN)
-        if on_dev.sum() < MIN_DEV_VOTES:
+        if on_dev.sum() < MIN_DEV_VOTES or _redundant(v, matrix.values):
             continue
         precision = float((v[on_dev] == gold[on_dev]).mean())
         if wilson_lower(precision, int(on_dev.sum())) >= MIN_PRECISION:
@@ -448,6 +449,12 @@ def _measure(project, analysis: Analysis, slice: Slice, target: int, wrong: np.n
         after = _dev_accuracy(project, analysis.model_name, np.column_stack([matrix.values, votes[:, j]]), train, dev, gold)
         out.append(Suggestion(lf.name, kind, target, code, precision, float((votes[:, j] != ABSTAIN).mean()), before, after))
     return sorted(out, key=lambda s: (-s.delta, -s.precision, s.name))[:max_suggestions]
+
+
+def _redundant(v: np.ndarray, L: np.ndarray) -> bool:
+    """Whether an existing LF (a column of ``[n, m]`` ``L``) already casts every vote of ``[n]`` ``v``."""
+    voted = v != ABSTAIN
+    return bool(((L[voted] == v[voted, None]).all(axis=0)).any())
 
 
 def wilson_lower(p: float, n: int, z: float = 1.645) -> float:
