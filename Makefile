@@ -10,6 +10,9 @@ TORCH ?= torch==2.13.0
 LLAMA_VERSION ?= 0.3.36
 WHEELS ?= $(HOME)/.cache/labelflow/wheels
 BIN := $(VENV)/bin
+# The Label Studio server the round-trip test starts; it pins its own Django stack, so it gets a venv of its own.
+STUDIO_VENV ?= .venv-studio
+LABEL_STUDIO ?= label-studio==1.23.2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test chromium clean
@@ -36,8 +39,13 @@ demo: setup
 chromium:
 	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
 
-test: setup $(VENV)/.llama chromium
+$(STUDIO_VENV)/.installed:
+	$(PYTHON) -m venv $(STUDIO_VENV)
+	$(STUDIO_VENV)/bin/python -m pip install --quiet "$(LABEL_STUDIO)"
+	touch $@
+
+test: setup $(VENV)/.llama chromium $(STUDIO_VENV)/.installed
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) labelflow-demo .pytest_cache test-artifacts
+	rm -rf $(VENV) $(STUDIO_VENV) labelflow-demo .pytest_cache test-artifacts

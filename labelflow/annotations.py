@@ -75,7 +75,14 @@ class AnnotationStore:
         if not isinstance(annotator, str) or not annotator.strip():
             raise ProjectError(f"an annotation needs a non-empty annotator name; got {annotator!r}")
         stamp = _time.time() if time is None else float(time)
-        rows = [(str(i), annotator.strip(), int(label), stamp, source) for i, label in labels]
+        self.put([(str(i), annotator.strip(), int(label), stamp, source) for i, label in labels])
+
+    def put(self, rows: Iterable[tuple[str, str, int, float, str]]) -> None:
+        """Store ``(id, annotator, label, time, source)`` rows, each replacing that row's and annotator's
+        label, in one transaction (all or nothing)."""
+        rows = list(rows)
+        if not rows:
+            return
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?, ?, ?)", rows)

@@ -114,6 +114,24 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept", action="store_true",
                    help="write the suggestion that raises dev accuracy most into the suite file, then apply and fit")
 
+    p = command("studio", "Label Studio round trip: push rows to label, pull finished labels as gold.", project=False,
+                json_out=False)
+    studio = p.add_subparsers(dest="studio", required=True, metavar="ACTION")
+    for action, help_text in (("push", "create/update the Label Studio project and import rows with pre-annotations"),
+                              ("pull", "store finished annotations as gold labels (annotator, time)"),
+                              ("status", "tasks, finished tasks and conflicts")):
+        s = studio.add_parser(action, help=help_text, description=help_text)
+        s.add_argument("-p", "--project", default=".", help="project folder (default: current directory)")
+        s.add_argument("--json", action="store_true", help="print one JSON document")
+        s.add_argument("--url", help="Label Studio URL (saved in labelflow.json); the API key comes from the "
+                                     "environment variable in studio_api_key_env (default LABEL_STUDIO_API_KEY)")
+        if action == "push":
+            s.add_argument("--rows", default="sample", help="'sample', 'entropy' (least certain first) or comma-separated row ids")
+            s.add_argument("--splits", default="dev,test", help="splits to pick unlabeled rows from (default dev,test)")
+            s.add_argument("-n", type=int, default=100, help="rows to push (default 100)")
+            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--model", help="label model whose predictions become pre-annotations (default: the project's)")
+
     p = command("ui", "Open the app (Streamlit) on a project in the browser.", json_out=False)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
@@ -325,6 +343,39 @@ def _analyze(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _studio(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import asdict, replace
+
+    from labelflow import studio
+    from labelflow.io import write_json
+    from labelflow.project import CONFIG_FILE
+
+    project = _open(args)
+    if args.url and args.url != project.config.studio_url:
+        project.config = replace(project.config, studio_url=args.url)
+        write_json(project.root / CONFIG_FILE, asdict(project.config))
+    if args.studio == "push":
+        rows = args.rows if args.rows in ("sample", "entropy") else [r.strip() for r in args.rows.split(",") if r.strip()]
+        result = asdict(studio.push(project, rows=rows, splits=tuple(args.splits.split(",")), n=args.n, seed=args.seed,
+                                    model=args.model))
+        text = (f"Label Studio project {result['project_id']} at {result['url']}: {result['created']} tasks created, "
+                f"{result['updated']} updated, {result['unchanged']} unchanged; {result['predictions_added']} "
+                f"pre-annotations (model_version {result['model_version']})")
+    elif args.studio == "pull":
+        result = asdict(studio.pull(project))
+        text = (f"pulled from Label Studio project {result['project_id']}: {result['added']} labels added, "
+                f"{result['changed']} changed, {result['unchanged']} unchanged, {result['skipped']} skipped")
+        text += "".join(f"\n  disagreement on row {c['id']}: {c['annotators']} gave {c['labels']} (no gold label)"
+                        for c in result["conflicts"])
+    else:
+        result = studio.status(project)
+        text = (f"Label Studio project {result['project_id']} at {result['url']}: {result['tasks']} tasks, "
+                f"{result['annotated']} annotated, {result['pending']} pending; {result['conflicts']} conflicts in the store")
+    if not args.json:
+        print(text)
+    return result
+
+
 def _ui(args: argparse.Namespace) -> NoReturn:
     """Replace this process with ``streamlit run app/main.py`` (signals go straight to the server)."""
     import labelflow
@@ -346,7 +397,7 @@ def _ui(args: argparse.Namespace) -> NoReturn:
 
 
 COMMANDS = {"init": _init, "apply": _apply, "fit": _fit, "summary": _summary, "export": _export,
-            "demo": _demo, "bench": _bench, "fm": _fm, "analyze": _analyze, "ui": _ui}
+            "demo": _demo, "bench": _bench, "fm": _fm, "analyze": _analyze, "studio": _studio, "ui": _ui}
 
 
 # --- helpers -----------------------------------------------------------------------------------------

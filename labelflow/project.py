@@ -65,6 +65,8 @@ class ProjectConfig:
     duplicates: Literal["error", "drop_identical"] = "error"
     lfs: str | None = None
     label_model: str = "labelflow"
+    studio_url: str | None = None
+    studio_api_key_env: str = "LABEL_STUDIO_API_KEY"
     format: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
