@@ -344,16 +344,13 @@ def _analyze(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _studio(args: argparse.Namespace) -> dict[str, Any]:
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from labelflow import studio
-    from labelflow.io import write_json
-    from labelflow.project import CONFIG_FILE
 
     project = _open(args)
     if args.url and args.url != project.config.studio_url:
-        project.config = replace(project.config, studio_url=args.url)
-        write_json(project.root / CONFIG_FILE, asdict(project.config))
+        project.update_config(studio_url=args.url)
     if args.studio == "push":
         rows = args.rows if args.rows in ("sample", "entropy") else [r.strip() for r in args.rows.split(",") if r.strip()]
         result = asdict(studio.push(project, rows=rows, splits=tuple(args.splits.split(",")), n=args.n, seed=args.seed,

@@ -170,6 +170,16 @@ class Project:
             raise ProjectError(f"{path}: missing keys {missing}")
         return cls(root, ProjectConfig(**raw))
 
+    def update_config(self, **changes: Any) -> None:
+        """Change config fields (validated as a whole) and rewrite ``labelflow.json`` atomically."""
+        from dataclasses import replace
+
+        unknown = sorted(set(changes) - set(ProjectConfig.__dataclass_fields__))
+        if unknown:
+            raise ProjectError(f"unknown config keys {unknown}")
+        self.config = replace(self.config, **changes)
+        write_json(self.root / CONFIG_FILE, asdict(self.config))
+
     # --- pipeline steps -----------------------------------------------------------------------------
 
     @property

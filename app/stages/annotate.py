@@ -5,7 +5,8 @@ import streamlit as st
 
 import loaders
 import widgets
-from labelflow.errors import ProjectError
+from labelflow import studio
+from labelflow.errors import LabelflowError, ProjectError
 from labelflow.project import Project
 
 SKIPPED = "_skipped"
@@ -18,6 +19,27 @@ def label(root: str, row_id: str, label: int | None, annotator: str) -> None:
         Project.open(root).annotate(row_id, label, annotator=annotator)
     except ProjectError as exc:
         widgets.flash("error", f"Not saved: {exc}")
+
+
+def studio_action(root: str, action: str, url: str, rows: str, n: int, splits: tuple[str, ...]) -> None:
+    """Button callback: push to / pull from Label Studio at ``url`` and say what happened."""
+    try:
+        project = Project.open(root)
+        if url and url != project.config.studio_url:
+            project.update_config(studio_url=url)
+        if action == "push":
+            r = studio.push(project, rows=rows, splits=splits, n=n)
+            widgets.flash("success", f"Label Studio project {r.project_id}: {r.created} tasks created, {r.updated} "
+                                     f"updated, {r.unchanged} unchanged; {r.predictions_added} pre-annotations")
+        else:
+            r = studio.pull(project)
+            widgets.flash("success", f"Pulled: {r.added} labels added, {r.changed} changed, {r.unchanged} unchanged, "
+                                     f"{r.skipped} skipped")
+            for c in r.conflicts:
+                widgets.flash("warning", f"Annotators disagree on row {c['id']} ({', '.join(c['annotators'])}): "
+                                         "no gold label until they agree")
+    except LabelflowError as exc:
+        widgets.flash("error", f"Label Studio {action} failed: {exc}")
 
 
 def skip(row_id: str) -> None:
@@ -67,3 +89,17 @@ if not mine.is_empty():
     st.button(f"Undo the last one ({mine['id'][0]} → {mine['label'][0]})", key="undo", shortcut="U",
               on_click=label, args=(root, mine["id"][0], None, annotator))
     st.dataframe(mine.head(20), hide_index=True)
+
+with st.expander("Label Studio"):
+    st.caption(f"The API key is read from the environment variable `{project.config.studio_api_key_env}` of the "
+               "process running the app; it is never stored.")
+    url = st.text_input("Label Studio URL", value=project.config.studio_url or "", key="studio_url",
+                        placeholder="http://127.0.0.1:8080")
+    how = st.radio("Rows to push", ["sample", "entropy"], horizontal=True, key="studio_rows",
+                   captions=["seeded random unlabeled rows", "rows the label model is least sure about"])
+    n = st.number_input("How many", min_value=1, value=50, key="studio_n")
+    push_col, pull_col = st.columns(2)
+    push_col.button(f"Push unlabeled {split} rows", key="studio_push", on_click=studio_action,
+                    args=(root, "push", url, how, int(n), (split,)), width="stretch")
+    pull_col.button("Pull finished labels", key="studio_pull", on_click=studio_action,
+                    args=(root, "pull", url, how, int(n), (split,)), width="stretch")

@@ -256,6 +256,24 @@ def test_labeling_a_row_that_is_gone_says_so_and_saves_nothing(app_project, open
     assert app_project.annotations.frame().is_empty()
 
 
+def test_label_studio_buttons_save_the_url_and_report_an_unreachable_server(app_project, open_page, monkeypatch):
+    """The Label Studio round trip itself runs against a real server in tests/test_studio.py."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once the socket closes
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "not-used")
+    at = open_page("annotate")
+    at.text_input(key="studio_url").input(url).run()
+    at.button(key="studio_push").click().run()
+    assert errors(at) and errors(at)[0].startswith(f"Label Studio push failed: cannot reach Label Studio at {url}")
+    assert Project.open(app_project.root).config.studio_url == url
+    at.button(key="studio_pull").click().run()
+    assert errors(at)[0].startswith("Label Studio pull failed:") and "has not pushed" in errors(at)[0]
+    assert app_project.annotations.frame().is_empty()
+
+
 # --- Fine-tune --------------------------------------------------------------------------------------
 
 
