@@ -160,11 +160,12 @@ def analysis(root: str, stamp: Stamp, model: str, split: str) -> Analysis:
 
 
 @st.cache_data(show_spinner="Proposing LFs and refitting the label model with each…", max_entries=16)
-def suggestions(root: str, stamp: Stamp, model: str, split: str, slice_name: str) -> list[Suggestion]:
-    """:func:`labelflow.guided.suggest_lfs` for the slice named ``slice_name`` of :func:`analysis`."""
+def suggestions(root: str, stamp: Stamp, model: str, split: str, slice_name: str,
+                kinds: tuple[str, ...] = ("keyword", "regex")) -> list[Suggestion]:
+    """:func:`labelflow.guided.suggest_lfs` of ``kinds`` for the slice named ``slice_name`` of :func:`analysis`."""
     found = analysis(root, stamp, model, split)
     chosen = next(s for s in found.slices if s.name == slice_name)
-    return suggest_lfs(Project.open(root), found, chosen)
+    return suggest_lfs(Project.open(root), found, chosen, kinds=kinds)
 
 
 @st.cache_data(max_entries=16)

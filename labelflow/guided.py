@@ -103,8 +103,7 @@ def try_lf(project, code: str) -> LFTrial:
     """Compile ``code`` (one LF definition, in the suite file's namespace) and apply it to every row."""
     try:
         lf, _ = _compile_into_suite(project, code)
-        votes = apply_lfs(project.dataset(), [lf], cardinality=project.schema.k, cache=VoteCache(project.store / "votes"),
-                          fm_cache=project.fm_cache).values[:, 0].astype(np.int64)
+        votes = _apply_beside_suite(project, lf)
     except LabelflowError as exc:
         return LFTrial(None, str(exc), np.empty(0, dtype=np.int64), 0.0, 0.0, None, pl.DataFrame())
     frame = project.dataset().frame
@@ -130,6 +129,16 @@ def save_lf(project, code: str) -> Path:
     with atomic_path(project.suite_path) as tmp:
         tmp.write_text(source, encoding="utf-8")
     return project.suite_path
+
+
+def _apply_beside_suite(project, lf: LabelingFunction, *, suite: Sequence[LabelingFunction] | None = None,
+                        dataset=None) -> np.ndarray:
+    """``[n]`` votes of ``lf`` applied together with the project's suite (cached votes), so an LF with a
+    ``budget`` sees the other LFs' votes; an LF of the suite with the same name is left out."""
+    others = [other for other in (project.lfs() if suite is None else suite) if other.name != lf.name]
+    matrix = apply_lfs(dataset or project.dataset(), [*others, lf], cardinality=project.schema.k,
+                       cache=VoteCache(project.store / "votes"), fm_cache=project.fm_cache)
+    return matrix.values[:, -1].astype(np.int64)
 
 
 def _compile_into_suite(project, code: str) -> tuple[LabelingFunction, str]:
@@ -338,7 +347,8 @@ def suggest_lfs(project, analysis: Analysis, slice: Slice, *, max_suggestions: i
     ``"keyword"`` / ``"regex"`` candidates are the words / two-word phrases most
     common in those rows (not made only of numbers or one-letter words);
     ``"knn"`` is a nearest-neighbour LF whose neighbours are the slice's gold rows
-    (embeds every row once, then cached). Candidates with fewer than 3 dev votes,
+    (embeds every row once, then cached); ``"prompt"`` asks the default local LLM
+    (Gemma 3 270M) about the target class on the rows no other LF covers. Candidates with fewer than 3 dev votes,
     whose dev precision is not above 0.5 with 95 % confidence, or whose votes an
     existing LF already casts are dropped; the 8 that would fix most of the slice's
     errors are each added to the current label matrix and the
@@ -348,8 +358,7 @@ def suggest_lfs(project, analysis: Analysis, slice: Slice, *, max_suggestions: i
     if target is None:
         return []
     module_globals = _suite_globals(project)
-    label_code = next((n for n, v in module_globals.items() if n.isupper() and v == target and type(v) is int
-                       and n == project.schema.names[target].upper()), str(target))
+    label_code = _label_code(project, target, module_globals)
     taken = {lf.name for lf in project.lfs()}
     candidates = []
     if {"keyword", "regex"} & set(kinds):
@@ -361,6 +370,8 @@ def suggest_lfs(project, analysis: Analysis, slice: Slice, *, max_suggestions: i
                 candidates.append(_ngram_code(gram, kind, label_code, taken, module_globals))
     if "knn" in kinds:
         candidates.append(_knn_code(slice, taken, module_globals))
+    if "prompt" in kinds:
+        candidates.append(_prompt_code(project, target, label_code, taken, module_globals))
     return _measure(project, analysis, slice, target, wrong, candidates, max_suggestions)
 
 
@@ -416,6 +427,31 @@ def _knn_code(slice: Slice, taken: set[str], module_globals: dict) -> tuple[str,
                          f'{name} = knn_lf("{name}", neighbors=3, min_similarity="auto", reference=[\n{ids}\n])\n')
 
 
+def _label_code(project, c: int, module_globals: dict) -> str:
+    """How the suite file names class ``c``: its upper-case constant (``SPAM = 1``) if it has one, else the number."""
+    name = project.schema.names[c].upper()
+    return name if type(module_globals.get(name)) is int and module_globals[name] == c else str(c)
+
+
+def _prompt_code(project, target: int, label_code: str, taken: set[str], module_globals: dict) -> tuple[str, str, str]:
+    """A prompt LF (the default local LLM) on the rows no other LF covers, asking about the target class."""
+    names = list(project.schema.names)
+    what = project.config.classes[target].get("description") or names[target]
+    name = _free_name(f"prompt_{names[target].lower()}", taken, module_globals)
+    if len(names) == 2:
+        other = _label_code(project, 1 - target, module_globals)
+        question, answers = f"Is it {what}?", f'{{{label_code}: ["yes"], {other}: ["no"]}}'
+    else:
+        question = "Which is it: " + ", ".join(names) + "?"
+        answers = "{" + ", ".join(f'{_label_code(project, c, module_globals)}: ["{n.lower()}"]'
+                                  for c, n in enumerate(names)) + "}"
+    imports = "" if "prompt_lf" in module_globals else "from labelflow.fm import prompt_lf\n\n"
+    return "prompt", name, (f'{imports}{name} = prompt_lf(\n    "{name}",\n'
+                            f"    template='Text: \"{{text}}\"\\nQuestion: {question}\\nAnswer:',\n"
+                            f"    answers={answers},\n    provider_config={{\"max_length\": 96}},\n"
+                            f'    min_confidence="auto",\n    budget="uncovered",\n)\n')
+
+
 def _measure(project, analysis: Analysis, slice: Slice, target: int, wrong: np.ndarray,
              candidates: list[tuple[str, str, str]], max_suggestions: int) -> list[Suggestion]:
     if not candidates:
@@ -429,8 +465,10 @@ def _measure(project, analysis: Analysis, slice: Slice, target: int, wrong: np.n
             lfs.append((kind, code, _compile_into_suite(project, code)[0]))
         except LFError:
             continue
-    votes = apply_lfs(dataset, [lf for _, _, lf in lfs], cardinality=project.schema.k,
-                      cache=VoteCache(project.store / "votes"), fm_cache=project.fm_cache).values
+    if not lfs:
+        return []
+    suite = project.lfs()
+    votes = np.column_stack([_apply_beside_suite(project, lf, suite=suite, dataset=dataset) for _, _, lf in lfs])
     slice_ids = set(np.asarray(slice.row_ids)[wrong[slice.rows]].tolist())
     fixes = dataset.frame["id"].is_in(list(slice_ids)).to_numpy()
     kept = []

@@ -179,3 +179,21 @@ def test_cli_analyze_suggests_and_accepts(youtube_project, capsys):
     assert doc["accepted"]["name"] == best["name"] and best["delta"] > 0
     assert doc["accepted"]["metrics"]["dev"]["accuracy"] == pytest.approx(best["dev_accuracy_after"])
     assert best["code"].strip().splitlines()[-1] in youtube_project.suite_path.read_text()
+
+
+@pytest.mark.slow
+def test_prompt_suggestion_asks_the_llm_only_about_uncovered_rows(youtube_project):
+    """The prompt candidate (Gemma 3 270M) is readable code that votes only where no other LF does."""
+    project = youtube_project
+    analysis = analyze(project)
+    uncovered = next(s for s in analysis.slices if s.kind == "uncovered")
+    found = suggest_lfs(project, analysis, uncovered, kinds=("prompt",), max_suggestions=5)
+    assert all(s.kind == "prompt" and s.accuracy_before == pytest.approx(analysis.accuracy) for s in found)
+    from labelflow.guided import _prompt_code, _suite_globals
+
+    _, name, code = _prompt_code(project, 0, "HAM", set(), _suite_globals(project))
+    assert 'answers={HAM: ["yes"], SPAM: ["no"]}' in code and 'budget="uncovered"' in code
+    trial = try_lf(project, code)
+    assert trial.error is None and trial.name == name
+    covered = (project.matrix().values != -1).any(axis=1)
+    assert (trial.votes[covered] == -1).all() and (trial.votes[~covered] != -1).any()

@@ -65,13 +65,19 @@ else:
         width="stretch")
 
 st.subheader("Suggested LFs")
-request = (model, split, chosen.name)
-if st.button("Suggest LFs for this slice", key="suggest"):
+kinds = tuple(st.multiselect(
+    "Kinds", ["keyword", "regex", "knn", "prompt"], default=["keyword", "regex"], key="suggest_kinds",
+    help="knn: neighbours among the slice's gold rows (embeds every row once with all-MiniLM-L6-v2, then cached); "
+         "prompt: asks Gemma 3 270M about the rows no LF covers (slow on a CPU)"))
+request = (model, split, chosen.name, kinds)
+if st.button("Suggest LFs for this slice", key="suggest", disabled=not kinds):
     st.session_state[SUGGEST] = request
 if st.session_state.get(SUGGEST) == request:
-    suggestions = loaders.suggestions(root, stamp, model, split, chosen.name)
+    with st.spinner("Applying each candidate and refitting the label model with it…"):
+        suggestions = loaders.suggestions(root, stamp, model, split, chosen.name, kinds)
     if not suggestions:
-        st.info("No candidate LF for this slice votes on at least 3 dev rows with precision ≥ 0.75.")
+        st.info("No candidate LF for this slice votes on at least 3 dev rows with a dev precision above 0.5 "
+                "(95 % confidence) and adds votes no LF already casts.")
     for s in suggestions:
         with st.container(border=True):
             st.markdown(f"**{s.name}** · {s.kind} LF voting **{names[s.label]}**")
