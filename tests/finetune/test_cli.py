@@ -1,0 +1,110 @@
+"""``finetune`` and ``predict`` through finetune.cli (what ``labelflow finetune`` / ``labelflow predict`` run): on
+a project, on an export file, and their predictions back into error analysis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import polars as pl
+import pytest
+
+pytest.importorskip("peft")
+
+from finetune.cli import COMMANDS, add_parsers, main  # noqa: E402
+
+
+def run(capsys, *argv: str) -> tuple[int, dict | str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    try:
+        return code, json.loads(out), err
+    except json.JSONDecodeError:
+        return code, out, err
+
+
+def tiny_args(tiny_model) -> list[str]:
+    return ["--base-model", str(tiny_model), "--method", "full", "--epochs", "3", "--batch-size", "4", "--lr", "5e-3",
+            "--max-length", "32", "--device", "cpu"]
+
+
+def test_finetune_a_project_then_predict_into_error_analysis(tmp_path, capsys, project, tiny_model):
+    from labelflow.guided import analyze
+
+    project.apply()
+    project.fit()
+    out = tmp_path / "student"
+    code, doc, err = run(capsys, "finetune", "-p", str(project.root), "--out", str(out), *tiny_args(tiny_model),
+                         "--json")
+    assert code == 0, err
+    m = doc["metrics"]
+    assert m["task"] == project.config.name and m["classes"] == ["HAM", "SPAM"]
+    assert m["dev"]["rows"] == 4 and m["test"]["rows"] == 4 and m["train"]["train_rows"] == 8
+    # the label model's scores equal the project's own evaluation where it does not abstain
+    labels = pl.read_parquet(out / "labels.parquet")
+    assert labels.columns == ["id", "text", "split", "label", "prob_HAM", "prob_SPAM", "pred", "covered"]
+
+    preds_path = tmp_path / "preds.parquet"
+    code, doc, err = run(capsys, "predict", "--model", str(out), str(project.root), "--out", str(preds_path), "--json")
+    assert code == 0, err
+    assert doc["rows"] == 16 and sum(doc["counts"].values()) == 16
+    preds = pl.read_parquet(preds_path)
+    analysis = analyze(project, predictions=preds)
+    assert analysis is not None
+
+    code, text, err = run(capsys, "predict", "--model", str(out), str(project.root))
+    assert code == 0 and "prob_SPAM" in text and "pred_name" in text
+
+
+def test_finetune_an_export_file_prints_lines_and_resumes(tmp_path, capsys, export, tiny_model):
+    labels = tmp_path / "labels.csv"
+    export().write_csv(labels)
+    out = tmp_path / "run"
+    code, text, err = run(capsys, "finetune", "--labels", str(labels), "--out", str(out), *tiny_args(tiny_model))
+    assert code == 0, err
+    assert f"into {out}" in text and "student accuracy" in text and "label model accuracy" in text
+    code, text, err = run(capsys, "finetune", "--out", str(out), *tiny_args(tiny_model), "--resume")
+    assert code == 0 and "resumed from step 36" in text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["finetune", "--out", "RUN", "--labels", "NOPE.parquet"], "training labels file NOPE.parquet does not exist"),
+    (["finetune", "--out", "RUN", "--labels", "LABELS", "--batch-size", "0"], "batch_size must be an integer ≥ 1; got 0"),
+    (["finetune", "--out", "RUN", "--labels", "LABELS", "--base-model", "/nope"], "base model '/nope' cannot be found"),
+    (["finetune", "--out", "RUN", "-p", "NOPROJECT"], "is not a labelflow project"),
+    (["predict", "--model", "RUN", "LABELS"], "is not a fine-tuned model folder: config.json is missing"),
+    (["predict", "--model", "TINY", "LABELS", "--text-column", "body"], "has no text column 'body'"),
+    (["predict", "--model", "TINY", "LABELS", "--out", "x.txt"], "--out must end in one of"),
+])
+def test_errors_print_one_line_and_exit_2(tmp_path, capsys, export, tiny_model, argv, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    export().write_parquet(tmp_path / "LABELS")
+    export().write_parquet(tmp_path / "labels.parquet")
+    argv = [str(tmp_path / "labels.parquet") if a == "LABELS" else str(tiny_model) if a == "TINY" else a for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("labelflow: error: ") and message in err and err.count("\n") == 1
+
+
+def test_add_parsers_takes_labelflows_command_helper():
+    parser = argparse.ArgumentParser(prog="labelflow")
+    sub = parser.add_subparsers(dest="command", required=True)
+    seen = []
+
+    def command(name, help, *, project=True, json_out=True):
+        seen.append((name, project, json_out))
+        p = sub.add_parser(name, help=help)
+        if project:
+            p.add_argument("-p", "--project", default=".")
+        if json_out:
+            p.add_argument("--json", action="store_true")
+        return p
+
+    add_parsers(sub, command)
+    assert seen == [("finetune", True, True), ("predict", False, True)]
+    args = parser.parse_args(["finetune", "--out", "r", "--lora-r", "4", "--target-modules", "query,value"])
+    from finetune.cli import config_from_args
+
+    cfg = config_from_args(args)
+    assert cfg.lora_r == 4 and cfg.lora_target_modules == ("query", "value") and cfg.patience == 3
+    assert set(COMMANDS) == {"finetune", "predict"}
