@@ -40,7 +40,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--lora-r", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--method", choices=("lora", "full"), default="lora")
+    parser.add_argument("--method", choices=("lora", "full"), default=None)
     parser.add_argument("--weighting", default=None)
     parser.add_argument("--drop-uncovered", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,13 +51,16 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def student_config(cfg: argparse.Namespace):
-    """The student's :class:`FinetuneConfig`: the defaults, with the options given on the command line."""
-    from finetune import FinetuneConfig
+    """The student's :class:`FinetuneConfig`: the demo's (:data:`finetune.demo.DEMO_CONFIG`), with the options
+    given on the command line."""
+    import dataclasses
+
+    from finetune.demo import DEMO_CONFIG
 
     opts = {"epochs": cfg.epochs, "lr": cfg.lr, "lora_r": cfg.lora_r, "batch_size": cfg.batch_size,
-            "weighting": cfg.weighting, "cpu_threads": cfg.cpu_threads}
-    return FinetuneConfig(method=cfg.method, drop_uncovered=cfg.drop_uncovered, seed=cfg.seed, device=cfg.device,
-                          progress=not cfg.no_progress, **{k: v for k, v in opts.items() if v is not None})
+            "weighting": cfg.weighting, "cpu_threads": cfg.cpu_threads, "method": cfg.method}
+    return dataclasses.replace(DEMO_CONFIG, drop_uncovered=cfg.drop_uncovered, seed=cfg.seed, device=cfg.device,
+                               progress=not cfg.no_progress, **{k: v for k, v in opts.items() if v is not None})
 
 
 def main(cfg: argparse.Namespace) -> dict:

@@ -58,7 +58,7 @@ def add_parsers(subparsers: Any, command: Command | None = None) -> None:
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"rows per micro-batch (default {d.batch_size})")
     g.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 5e-4 for LoRA, 5e-5 for full)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 for LoRA, 5e-5 for full)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
     g.add_argument("--scheduler", choices=("linear", "cosine", "constant"), default=d.scheduler)

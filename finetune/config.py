@@ -8,7 +8,7 @@ Examples
 --------
 >>> cfg = FinetuneConfig(epochs=3, lora_r=8)
 >>> cfg.learning_rate, cfg.lora_settings("bert")["target_modules"]
-(0.0005, ['query', 'key', 'value', 'dense'])
+(0.001, ['query', 'key', 'value', 'dense'])
 >>> FinetuneConfig(batch_size=0)
 Traceback (most recent call last):
 ...
@@ -96,7 +96,7 @@ class FinetuneConfig:
     grad_accum
         Micro-batches per optimizer step.
     lr
-        Peak learning rate; ``None``: 5e-4 for LoRA, 5e-5 for full fine-tuning.
+        Peak learning rate; ``None``: 1e-3 for LoRA, 5e-5 for full fine-tuning.
     weight_decay, warmup_ratio, scheduler, max_grad_norm
         AdamW decay, warm-up fraction of all steps, schedule after it, clipping norm.
     max_length
@@ -142,9 +142,9 @@ class FinetuneConfig:
     lora_alpha: float | None = None
     lora_dropout: float | None = None
     lora_target_modules: tuple[str, ...] | None = None
-    epochs: int = 6
+    epochs: int = 5
     max_steps: int | None = None
-    batch_size: int = 16
+    batch_size: int = 32
     grad_accum: int = 1
     lr: float | None = None
     weight_decay: float = 0.01
@@ -215,10 +215,10 @@ class FinetuneConfig:
 
     @property
     def learning_rate(self) -> float:
-        """``lr``, or the method's default (5e-4 for LoRA, 5e-5 for full fine-tuning)."""
+        """``lr``, or the method's default (1e-3 for LoRA, 5e-5 for full fine-tuning)."""
         if self.lr is not None:
             return float(self.lr)
-        return 5e-4 if self.method == "lora" else 5e-5
+        return 1e-3 if self.method == "lora" else 5e-5
 
     def lora_settings(self, model_type: str) -> dict[str, Any]:
         """``{"r", "alpha", "dropout", "target_modules"}`` for ``model_type``: the options set here over

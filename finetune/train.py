@@ -483,7 +483,7 @@ class _Trainer:
                  "train_loss": train_loss, "dev_accuracy": acc_, "dev_macro_f1": m["macro_f1"], "dev_loss": loss}
         st["history"].append(entry)
         best = st["best"]
-        improved = best is None or score > best["score"]
+        improved = best is None or _better(score, best["score"])
         if improved:
             st["best"] = {"step": st["step"], "epoch": entry["epoch"], "score": score,
                           "state": trainable_state(self.acc.unwrap_model(self.model))}
@@ -515,6 +515,18 @@ class _Trainer:
 
 
 # --- runtime helpers -------------------------------------------------------------------------------
+
+
+def _better(score: list[float], best: list[float], *, min_delta: float = 1e-4) -> bool:
+    """Whether dev ``score`` beats ``best``: ``[accuracy or macro-F1, -loss]`` (the loss breaks an exact tie) or
+    ``[-loss]``, higher is better; a loss must improve by more than ``min_delta``.
+
+    >>> _better([0.9, -0.3], [0.8, -0.1]), _better([0.9, -0.3], [0.9, -0.30001]), _better([-0.2], [-0.3])
+    (True, False, True)
+    """
+    if score[0] != best[0]:
+        return score[0] > best[0] + (min_delta if len(score) == 1 else 0.0)
+    return len(score) > 1 and score[1] > best[1] + min_delta
 
 
 def make_accelerator(cfg: FinetuneConfig) -> tuple[Any, Any, Any]:

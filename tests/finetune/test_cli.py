@@ -108,3 +108,31 @@ def test_add_parsers_takes_labelflows_command_helper():
     cfg = config_from_args(args)
     assert cfg.lora_r == 4 and cfg.lora_target_modules == ("query", "value") and cfg.patience == 3
     assert set(COMMANDS) == {"finetune", "predict"}
+
+
+def test_demo_student_stage_and_comparison_table(tmp_path, project, tiny_config):
+    from finetune.demo import comparison_table, student_stage
+
+    project.apply()
+    project.fit()
+    report = {"test": project.evaluate(project.label_model())}
+    report["test"] = {"majority_vote": report["test"]["test"], "label_model": report["test"]["test"]}
+    stage = student_stage(project, config=tiny_config(method="full"), out=tmp_path / "student")
+    assert set(stage["test"]) == {"student"}  # no class descriptions: no zero-shot
+    assert (tmp_path / "student" / "metrics.json").is_file()
+    report["test"].update(stage["test"])
+    rows = comparison_table(report)
+    assert [r["stage"] for r in rows] == ["majority_vote", "label_model", "student"]
+    assert rows[-1]["accuracy"] == stage["student_metrics"]["test"]["student"]["accuracy"]
+
+
+def test_fm_zero_shot_baseline_uses_the_class_descriptions(tmp_path, project_files):
+    from finetune.demo import fm_zero_shot
+    from labelflow.project import Project
+
+    project = Project.init(tmp_path / "described", sources={s: [project_files[s]] for s in ("train", "dev", "test")},
+                           classes={"HAM": "a comment about the song", "SPAM": "an ad: subscribe, free cash, a link"},
+                           id="id", label="label", hide_labels=["train"], lfs=project_files["suite"])
+    out = fm_zero_shot(project)
+    assert set(out) == {"dev", "test"} and out["test"]["n"] == 4
+    assert 0.0 <= out["test"]["accuracy"] <= 1.0

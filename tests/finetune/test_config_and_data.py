@@ -47,7 +47,7 @@ def test_lora_defaults_per_architecture_and_overrides():
     custom = FinetuneConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules=["query"])
     assert custom.lora_target_modules == ("query",)
     assert custom.lora_settings("bert") == {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query"]}
-    assert cfg.learning_rate == 5e-4 and FinetuneConfig(method="full").learning_rate == 5e-5
+    assert cfg.learning_rate == 1e-3 and FinetuneConfig(method="full").learning_rate == 5e-5
     assert FinetuneConfig(lr=1e-3).learning_rate == 1e-3
 
 
