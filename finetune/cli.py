@@ -3,16 +3,14 @@
 
 :func:`add_parsers` adds both commands to the ``labelflow`` parser; :data:`COMMANDS`
 maps their names to handlers that return the JSON document (and print lines unless
-``--json``). ``python -m finetune`` runs the same two commands on their own.
+``--json``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +19,9 @@ from labelflow.errors import LabelflowError
 Command = Callable[..., argparse.ArgumentParser]
 
 
-def add_parsers(subparsers: Any, command: Command | None = None) -> None:
-    """Add ``finetune`` and ``predict`` to ``subparsers``.
-
-    Parameters
-    ----------
-    subparsers
-        The ``labelflow`` parser's ``add_subparsers()`` object.
-    command
-        ``labelflow.cli``'s ``command(name, help, *, project=True, json_out=True)``
-        helper (it adds ``-p/--project`` and ``--json``); ``None``: an equivalent one.
-    """
-    command = command or _command_helper(subparsers)
+def add_parsers(command: Command) -> None:
+    """Add ``finetune`` and ``predict`` through ``labelflow.cli``'s ``command(name, help, *, project=True,
+    json_out=True)`` helper (it adds the subparser with ``-p/--project`` and ``--json``)."""
     from finetune.config import FinetuneConfig
 
     d = FinetuneConfig()
@@ -190,40 +179,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 """Command name → handler, for ``labelflow.cli.COMMANDS``."""
 
 
-# --- standalone: python -m finetune ----------------------------------------------------------------
-
-
-def make_parser() -> argparse.ArgumentParser:
-    """A parser with just ``finetune`` and ``predict`` (``python -m finetune``)."""
-    parser = argparse.ArgumentParser(prog="python -m finetune", description="labelflow's fine-tuner.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parsers(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; errors print ``labelflow: error: ...`` and return 2, as ``labelflow`` does."""
-    args = make_parser().parse_args(argv)
-    try:
-        result = COMMANDS[args.command](args)
-    except LabelflowError as exc:
-        print(f"labelflow: error: {exc}", file=sys.stderr)
-        return 2
-    if getattr(args, "json", False):
-        print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-def _command_helper(sub: Any) -> Command:
-    def command(name: str, help: str, *, project: bool = True, json_out: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        if project:
-            p.add_argument("-p", "--project", default=".", help="project folder (default: current directory)")
-        if json_out:
-            p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-        return p
-
-    return command
+# --- helpers ---------------------------------------------------------------------------------------
 
 
 def _is_project(folder: str) -> bool:

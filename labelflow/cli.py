@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import polars as pl
 
+from finetune.cli import COMMANDS as FINETUNE_COMMANDS
 from labelflow.errors import LabelflowError
 
 
@@ -74,9 +75,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", default=None, help="only this split; repeatable")
     p.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="format (default: from the extension)")
 
+    from finetune.cli import add_parsers as add_finetune_parsers
+
+    add_finetune_parsers(command)
+
     p = command("demo", "The whole pipeline on the shipped YouTube spam data.", project=False)
     p.add_argument("--workdir", default="labelflow-demo", help="project folder the demo creates (default ./labelflow-demo)")
     p.add_argument("--no-fm", action="store_true", help="skip the foundation-model LFs")
+    p.add_argument("--no-student", action="store_true", help="skip fine-tuning the student (and FM zero-shot)")
 
     p = command("fm", "Foundation-model outputs, cached, stored as columns LFs read (x.NAME).", project=False,
                 json_out=False)
@@ -234,7 +240,7 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
 def _demo(args: argparse.Namespace) -> dict[str, Any]:
     from labelflow.demo import run_demo
 
-    report = run_demo(args.workdir, fm=not args.no_fm, progress=not args.json)
+    report = run_demo(args.workdir, fm=not args.no_fm, student=not args.no_student, progress=not args.json)
     if not args.json:
         print(f"labelflow demo: YouTube spam, {report['rows']['total']} rows × {report['rows']['lfs']} LFs "
               f"(project in {report['project']}, {report['cached_lfs']} LFs from cache)\n")
@@ -244,6 +250,10 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
         _print_metrics({stage: {s: report[s][stage] for s in ("dev", "test")} for stage in report["test"]})
         for suite, reason in report["label_model_choice"].items():
             print(f"label_model ({suite} suite): {reason}")
+        if "comparison" in report:
+            print(f"\non test, from a foundation model alone to the fine-tuned student (run folder "
+                  f"{report['student_run']}, trained in {report['student_seconds']:.0f} s):")
+            _print_frame(pl.DataFrame(report["comparison"]))
         print(f"finished in {report['seconds']:.1f} s")
     return report
 
@@ -394,7 +404,8 @@ def _ui(args: argparse.Namespace) -> NoReturn:
 
 
 COMMANDS = {"init": _init, "apply": _apply, "fit": _fit, "summary": _summary, "export": _export,
-            "demo": _demo, "bench": _bench, "fm": _fm, "analyze": _analyze, "studio": _studio, "ui": _ui}
+            "demo": _demo, "bench": _bench, "fm": _fm, "analyze": _analyze, "studio": _studio, "ui": _ui,
+            **FINETUNE_COMMANDS}
 
 
 # --- helpers -----------------------------------------------------------------------------------------

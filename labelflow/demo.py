@@ -26,8 +26,8 @@ STAGES = {"majority_vote": ("majority_vote", False), "snorkel": ("snorkel", Fals
 """Demo stage → (registered label model, whether it gets the dev gold)."""
 
 
-def run_demo(workdir: str | Path, *, fm: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Init a project in ``workdir``, apply the YouTube LF suites, fit and score each stage.
+def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Init a project in ``workdir``, apply the YouTube LF suites, fit and score each stage, fine-tune a student.
 
     Split: train = files 01–04 without their labels, dev = a fixed seeded sample of
     120 train rows with gold kept, test = file 05. Stages ``majority_vote``,
@@ -35,7 +35,9 @@ def run_demo(workdir: str | Path, *, fm: bool = True, progress: bool = False) ->
     cross-validated dev accuracy, refit with the dev gold) use the plain suite
     (``lfs/youtube_spam.py``); with ``fm``, the same three ``..._with_fm`` use it
     plus the FM LFs of ``lfs/youtube_spam_fm.py`` (embedding kNN, zero-shot, a Gemma
-    prompt).
+    prompt). With ``student``, the last label model's probabilistic labels train the
+    student (:func:`finetune.demo.student_stage`: the bundled MiniLM with LoRA, run folder
+    ``<workdir>/store/runs/student``) and FM zero-shot is scored beside it.
 
     Returns
     -------
@@ -44,7 +46,9 @@ def run_demo(workdir: str | Path, *, fm: bool = True, progress: bool = False) ->
         ``dev`` and ``test`` (``{stage: {"accuracy", "macro_f1", "coverage", ...}}``),
         ``label_model`` (the model behind the ``label_model`` stages), ``label_model_choice``
         (what ``auto`` picked and why, per suite), ``fm_calls``
-        (model calls the FM LFs made; 0 when all was cached), ``cached_lfs`` and ``seconds``.
+        (model calls the FM LFs made; 0 when all was cached), ``cached_lfs`` and ``seconds``; with
+        ``student``, stages ``student`` and ``fm_zero_shot`` in ``dev``/``test``, ``student_run``,
+        ``student_seconds`` and ``comparison`` (:func:`finetune.demo.comparison_table` on test).
     """
     start = time.perf_counter()
     missing = [p for p in (DATA, SUITE) if not p.exists()]
@@ -74,5 +78,13 @@ def run_demo(workdir: str | Path, *, fm: bool = True, progress: bool = False) ->
     report["label_model"] = STAGES["label_model"][0]
     report["lf_summary"] = project.summary("dev").to_dicts()
     report["rows"] = {"total": matrix.shape[0], "lfs": matrix.shape[1]}
+    if student:
+        from finetune.demo import comparison_table, student_stage
+
+        stage = student_stage(project, progress=progress)
+        for split in ("dev", "test"):
+            report[split].update(stage.pop(split))
+        report.update(student_run=stage["student_run"], student_seconds=stage["student_seconds"])
+        report["comparison"] = comparison_table(report)
     report["seconds"] = round(time.perf_counter() - start, 2)
     return report

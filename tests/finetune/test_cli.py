@@ -1,9 +1,8 @@
-"""``finetune`` and ``predict`` through finetune.cli (what ``labelflow finetune`` / ``labelflow predict`` run): on
+"""``labelflow finetune`` and ``labelflow predict``: on
 a project, on an export file, and their predictions back into error analysis."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import polars as pl
@@ -11,7 +10,8 @@ import pytest
 
 pytest.importorskip("peft")
 
-from finetune.cli import COMMANDS, add_parsers, main  # noqa: E402
+from finetune.cli import COMMANDS  # noqa: E402
+from labelflow.cli import main  # noqa: E402
 
 
 def run(capsys, *argv: str) -> tuple[int, dict | str, str]:
@@ -86,28 +86,16 @@ def test_errors_print_one_line_and_exit_2(tmp_path, capsys, export, tiny_model, 
     assert err.startswith("labelflow: error: ") and message in err and err.count("\n") == 1
 
 
-def test_add_parsers_takes_labelflows_command_helper():
-    parser = argparse.ArgumentParser(prog="labelflow")
-    sub = parser.add_subparsers(dest="command", required=True)
-    seen = []
-
-    def command(name, help, *, project=True, json_out=True):
-        seen.append((name, project, json_out))
-        p = sub.add_parser(name, help=help)
-        if project:
-            p.add_argument("-p", "--project", default=".")
-        if json_out:
-            p.add_argument("--json", action="store_true")
-        return p
-
-    add_parsers(sub, command)
-    assert seen == [("finetune", True, True), ("predict", False, True)]
-    args = parser.parse_args(["finetune", "--out", "r", "--lora-r", "4", "--target-modules", "query,value"])
+def test_options_become_the_config():
     from finetune.cli import config_from_args
+    from labelflow.cli import COMMANDS as ALL, make_parser
 
+    args = make_parser().parse_args(["finetune", "--out", "r", "--lora-r", "4", "--target-modules", "query,value",
+                                     "--patience", "0"])
     cfg = config_from_args(args)
-    assert cfg.lora_r == 4 and cfg.lora_target_modules == ("query", "value") and cfg.patience == 3
-    assert set(COMMANDS) == {"finetune", "predict"}
+    assert cfg.lora_r == 4 and cfg.lora_target_modules == ("query", "value") and cfg.patience is None
+    assert cfg.base_model == "all-MiniLM-L6-v2" and cfg.method == "lora"
+    assert ALL["finetune"] is COMMANDS["finetune"] and ALL["predict"] is COMMANDS["predict"]
 
 
 def test_demo_student_stage_and_comparison_table(tmp_path, project, tiny_config):

@@ -197,7 +197,7 @@ def _kill_after_first_checkpoint(cmd: list[str], checkpoint: Path, timeout: floa
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, export, tiny_model):
-    from finetune.cli import main
+    from labelflow.cli import main
 
     labels = tmp_path / "labels.parquet"
     export(n_train=400).write_parquet(labels)
@@ -205,7 +205,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, export, tiny_mode
             "--lr", "5e-3", "--max-length", "32", "--device", "cpu", "--patience", "0", "--checkpoint-every", "20",
             "--cpu-threads", "1", "--json"]
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    _kill_after_first_checkpoint([sys.executable, "-m", "finetune", *args, "--out", str(killed)],
+    _kill_after_first_checkpoint([sys.executable, "-m", "labelflow", *args, "--out", str(killed)],
                                  killed / "checkpoints" / "last.pt")
     assert not (killed / "metrics.json").exists()
     assert json.loads((killed / "finetune.json").read_text())["status"] == "training"
