@@ -36,8 +36,6 @@ from finetune.errors import FinetuneError
 
 ABSTAIN = -1
 PROB_PREFIX = "prob_"
-READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl",
-           ".ndjson": "jsonl"}
 
 
 @dataclass(frozen=True)
@@ -169,28 +167,19 @@ def read_soft_labels(
 
 
 def _read(source: Any) -> tuple[pl.DataFrame, str]:
-    if isinstance(source, pl.DataFrame):
-        return source, "the training frame"
-    if type(source).__module__.startswith("pandas"):
-        return pl.from_pandas(source), "the training frame"
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FinetuneError(f"training labels file {path} does not exist (write one with `labelflow export`)")
-        kind = READERS.get(path.suffix.lower())
-        if kind is None:
-            raise FinetuneError(f"training labels file {path} must be one of {sorted(READERS)}; got {path.suffix!r}")
-        try:
-            if kind == "parquet":
-                return pl.read_parquet(path), str(path)
-            if kind == "csv":
-                return pl.read_csv(path, separator="\t" if path.suffix.lower() == ".tsv" else ",",
-                                   infer_schema_length=None), str(path)
-            return pl.read_ndjson(path), str(path)
-        except Exception as exc:  # polars raises several types for unreadable files
-            raise FinetuneError(f"cannot read training labels file {path}: {exc}") from None
-    raise FinetuneError(f"training labels must be a file path, a polars frame or a pandas frame; "
-                        f"got {type(source).__name__}")
+    from labelflow.dataset import read_table
+    from labelflow.errors import DataError
+
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise FinetuneError(f"training labels file {source} does not exist (write one with `labelflow export`)")
+    if not isinstance(source, (str, Path, pl.DataFrame)) and not type(source).__module__.startswith("pandas"):
+        raise FinetuneError(f"training labels must be a file path, a polars frame or a pandas frame; "
+                            f"got {type(source).__name__}")
+    try:
+        where, frame = read_table(source)
+    except DataError as exc:
+        raise FinetuneError(f"training labels: {exc}") from None
+    return frame, where
 
 
 def _probs(frame: pl.DataFrame, names: Sequence[str], ids: list[str], where: str) -> np.ndarray:

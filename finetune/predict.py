@@ -28,8 +28,6 @@ from finetune.evaluate import predict_probs
 from finetune.model import EXTRA, quiet_transformers
 
 DEFAULT_MAX_LENGTH = 128
-READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl",
-           ".ndjson": "jsonl"}
 
 
 @dataclass
@@ -148,17 +146,13 @@ def _frame(data: Any, text: str) -> pl.DataFrame:
             return dataset.frame.select("id", "split", pl.col("text").alias(text))
         if not path.is_file():
             raise FinetuneError(f"data file {path} does not exist")
-        kind = READERS.get(path.suffix.lower())
-        if kind is None:
-            raise FinetuneError(f"data file {path} must be one of {sorted(READERS)} or a project folder; "
-                                f"got {path.suffix!r}")
+        from labelflow.dataset import read_table
+        from labelflow.errors import DataError
+
         try:
-            frame = {"parquet": pl.read_parquet, "jsonl": pl.read_ndjson,
-                     "csv": lambda p: pl.read_csv(p, separator="\t" if p.suffix.lower() == ".tsv" else ",",
-                                                  infer_schema_length=None)}[kind](path)
-        except Exception as exc:  # polars raises several types for unreadable files
-            raise FinetuneError(f"cannot read data file {path}: {exc}") from None
-        where = str(path)
+            where, frame = read_table(path)
+        except DataError as exc:
+            raise FinetuneError(f"{exc} (or pass a project folder)") from None
     else:
         raise FinetuneError(f"data must be a file, a project folder, a frame or a list of texts; got {type(data).__name__}")
     if text not in frame.columns:

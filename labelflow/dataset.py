@@ -181,7 +181,7 @@ def load_dataset(
 
     frames = []
     for split_name, src in parts:
-        where, frame = _read_source(src)
+        where, frame = read_table(src)
         frames.append(_normalize(frame, where, mapped, text_map, schema, split_name, default_split, multi=len(parts) > 1))
     frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     if duplicates == "drop_identical":
@@ -247,8 +247,13 @@ def _is_frame(obj: Any) -> bool:
     return isinstance(obj, pl.DataFrame) or type(obj).__module__.startswith("pandas")
 
 
-def _read_source(src: Source) -> tuple[str, pl.DataFrame]:
-    """Read one source into a frame; returns a name for messages and the frame."""
+def read_table(src: Source) -> tuple[str, pl.DataFrame]:
+    """Read one source (a .csv/.tsv/.parquet/.jsonl file, a polars or pandas frame) into a frame.
+
+    Returns ``(where, frame)``: a name for messages (the path) and the frame. Raises
+    :class:`DataError` naming the file when it is missing, of another type, not UTF-8
+    or unreadable.
+    """
     if isinstance(src, pl.DataFrame):
         return "the polars frame", src
     if _is_frame(src):

@@ -120,7 +120,7 @@ def test_missing_text_column_and_file(export, tmp_path):
         read_soft_labels(export(), text="CONTENT")
     with pytest.raises(FinetuneError, match="does not exist"):
         read_soft_labels(tmp_path / "nope.parquet")
-    with pytest.raises(FinetuneError, match="must be one of"):
+    with pytest.raises(FinetuneError, match="unsupported file type ..xlsx.; expected one of"):
         (tmp_path / "x.xlsx").write_text("")
         read_soft_labels(tmp_path / "x.xlsx")
 
