@@ -114,6 +114,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = command("analyze", "Error analysis on dev gold: slices where the label model fails, and LFs that would fix them.")
     p.add_argument("--split", default="dev", help="gold split to analyse (default dev)")
     p.add_argument("--model", help="fitted label model (default: the project's)")
+    p.add_argument("--predictions", metavar="FILE", help="analyse these predictions (columns id, pred) instead of "
+                   "the label model's, e.g. a student's from `labelflow predict`")
     p.add_argument("--slices", type=int, default=10, help="slices to list (default 10)")
     p.add_argument("--suggest", type=int, default=0, metavar="N", help="suggest LFs for the top N slices")
     p.add_argument("--kinds", default="keyword,regex", help="suggestion kinds: keyword, regex, knn (default keyword,regex)")
@@ -321,13 +323,19 @@ def _analyze(args: argparse.Namespace) -> dict[str, Any]:
     from labelflow.guided import accept_suggestion, analyze, suggest_lfs
 
     project = _open(args)
-    analysis = analyze(project, model=args.model, split=args.split)
+    predictions = None
+    if args.predictions:
+        from labelflow.dataset import read_table
+
+        predictions = read_table(args.predictions)[1]
+    analysis = analyze(project, model=args.model, split=args.split, predictions=predictions)
     slices = [{"slice": s.name, "kind": s.kind, "size": s.size, "coverage": s.coverage, "accuracy": s.accuracy,
                "errors": s.errors, "top_confusion": s.top_confusion} for s in analysis.slices[:args.slices]]
-    result: dict[str, Any] = {"model": analysis.model_name, "split": args.split, "accuracy": analysis.accuracy,
+    name = args.predictions or analysis.model_name
+    result: dict[str, Any] = {"model": name, "split": args.split, "accuracy": analysis.accuracy,
                               "slices": slices, "suggestions": []}
     if not args.json:
-        print(f"{analysis.model_name} on {args.split}: accuracy {analysis.accuracy:.3f} over {analysis.rows.height} gold rows")
+        print(f"{name} on {args.split}: accuracy {analysis.accuracy:.3f} over {analysis.rows.height} gold rows")
         _print_frame(pl.DataFrame(slices))
     found = []
     for sl in analysis.slices[:args.suggest]:

@@ -50,7 +50,11 @@ def test_finetune_a_project_then_predict_into_error_analysis(tmp_path, capsys, p
     assert doc["rows"] == 16 and sum(doc["counts"].values()) == 16
     preds = pl.read_parquet(preds_path)
     analysis = analyze(project, predictions=preds)
-    assert analysis is not None
+    code, doc, err = run(capsys, "analyze", "-p", str(project.root), "--predictions", str(preds_path), "--json")
+    assert code == 0, err
+    assert doc["model"] == str(preds_path) and doc["accuracy"] == pytest.approx(analysis.accuracy)
+    dev = preds.filter(pl.col("split") == "dev").join(labels.select("id", "label"), on="id")
+    assert analysis.accuracy == pytest.approx((dev["pred"] == dev["label"]).mean())
 
     code, text, err = run(capsys, "predict", "--model", str(out), str(project.root))
     assert code == 0 and "prob_SPAM" in text and "pred_name" in text
