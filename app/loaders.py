@@ -18,13 +18,20 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
+from finetune.export import METRICS_FILE
+from finetune.runs import RunInfo, split_predictions
 from labelflow.errors import ProjectError
 from labelflow.guided import Analysis, LFTrial, Suggestion, analyze, suggest_lfs, try_lf
 from labelflow.project import CONFIG_FILE, Project
 from labelflow.typing import ABSTAIN
 
 ENV = "LABELFLOW_PROJECT"
+PREDICTIONS_OF = "predictions_of"
+"""Session key of the Error analysis page's choice: ``LABEL_MODEL`` or a complete run's name."""
+LABEL_MODEL = ""
 Stamp = tuple[tuple[str, int, int], ...]
+Student = tuple[str, int]
+"""A finished run to analyse: its folder and the ``mtime_ns`` of its ``metrics.json`` (a rewritten run is new)."""
 
 
 def project() -> Project:
@@ -153,17 +160,30 @@ def metrics_or_none(root: str, stamp: Stamp, model: str) -> dict[str, dict] | No
         return None
 
 
+def student(run: RunInfo) -> Student:
+    """The :data:`Student` key of a complete run."""
+    return str(run.path), (run.path / METRICS_FILE).stat().st_mtime_ns
+
+
+@st.cache_data(show_spinner="Predicting with the student…", max_entries=8)
+def student_predictions(root: str, stamp: Stamp, student: Student, split: str) -> pl.DataFrame:
+    """:func:`finetune.runs.split_predictions` of the student on ``split``'s gold rows."""
+    return split_predictions(Project.open(root), student[0], split)
+
+
 @st.cache_data(show_spinner="Analysing errors…", max_entries=16)
-def analysis(root: str, stamp: Stamp, model: str, split: str) -> Analysis:
-    """:func:`labelflow.guided.analyze` of ``model`` on ``split``."""
-    return analyze(Project.open(root), model=model, split=split)
+def analysis(root: str, stamp: Stamp, model: str, split: str, student: Student | None = None) -> Analysis:
+    """:func:`labelflow.guided.analyze` of ``model`` on ``split``, or of a student's predictions there."""
+    predictions = None if student is None else student_predictions(root, stamp, student, split)
+    return analyze(Project.open(root), model=model, split=split, predictions=predictions)
 
 
 @st.cache_data(show_spinner="Proposing LFs and refitting the label model with each…", max_entries=16)
 def suggestions(root: str, stamp: Stamp, model: str, split: str, slice_name: str,
-                kinds: tuple[str, ...] = ("keyword", "regex")) -> list[Suggestion]:
-    """:func:`labelflow.guided.suggest_lfs` of ``kinds`` for the slice named ``slice_name`` of :func:`analysis`."""
-    found = analysis(root, stamp, model, split)
+                kinds: tuple[str, ...] = ("keyword", "regex"), student: Student | None = None) -> list[Suggestion]:
+    """:func:`labelflow.guided.suggest_lfs` of ``kinds`` for the slice named ``slice_name`` of :func:`analysis`
+    (of the label model, or of ``student``)."""
+    found = analysis(root, stamp, model, split, student)
     chosen = next(s for s in found.slices if s.name == slice_name)
     return suggest_lfs(Project.open(root), found, chosen, kinds=kinds)
 

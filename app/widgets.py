@@ -71,3 +71,17 @@ def confusion_chart(confusion: np.ndarray, class_names: list[str]) -> alt.LayerC
     text = base.mark_text(fontSize=16).encode(
         text="rows:Q", color=alt.condition(alt.datum.rows > half, alt.value("white"), alt.value("black")))
     return (cells + text).properties(width=alt.Step(70), height=alt.Step(50))
+
+
+def history_chart(history: list[dict[str, Any]]) -> alt.FacetChart:
+    """Train loss and dev accuracy by optimizer step, side by side; ``history`` is a run's ``metrics.json``
+    ``"history"`` (one entry per evaluation: ``step``, ``train_loss``, ``dev_accuracy``, ...)."""
+    series = {"train_loss": "train loss", "dev_accuracy": "dev accuracy"}
+    data = pl.DataFrame([{"step": h["step"], "metric": name, "value": float(h[key])}
+                         for h in history for key, name in series.items() if h.get(key) is not None],
+                        schema={"step": pl.Int64, "metric": pl.String, "value": pl.Float64})
+    line = alt.Chart(data).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="optimizer step"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+        color=alt.Color("metric:N", legend=None, sort=list(series.values())), tooltip=["metric", "step", "value"])
+    return line.properties(width=320, height=200).facet(
+        column=alt.Column("metric:N", title=None, sort=list(series.values()))).resolve_scale(y="independent")

@@ -13,6 +13,9 @@ Example::
     result.metrics["test"]["student"]["accuracy"], result.metrics["test"]["label_model"]["accuracy"]
     predict("runs/student", ["subscribe to my channel!"])   # id, pred, pred_name, prob_<class>
 
+:mod:`finetune.runs` runs ``labelflow finetune`` for a project in the background (start, progress,
+stop, resume; the app's Fine-tune page is a view over it).
+
 Heavy dependencies (torch, transformers, peft, accelerate) import when a function
 needs them; install them with ``pip install 'labelflow[finetune]'``.
 """

@@ -10,6 +10,7 @@ A finished run folder is a Hugging Face model folder::
     RUN_DIR/metrics.json                     dev and test metrics of the student and the label model
     RUN_DIR/README.md                        the model card
     RUN_DIR/train.log, checkpoints/last.pt   the log and the resumable state
+    RUN_DIR/progress.json                    the last progress (status "complete")
 
 so ``AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`` serves it
 without labelflow or peft.

@@ -7,6 +7,8 @@ folder, trains, picks the best dev checkpoint and writes the run (see
     RUN_DIR/finetune.json          task, config, data fingerprint, status
     RUN_DIR/labels.parquet         the soft labels it trains on (a resume may reuse them)
     RUN_DIR/train.log              log lines (loss, samples/s, dev scores)
+    RUN_DIR/progress.json          where training is (see :data:`PROGRESS_FILE`), rewritten at each log
+                                   window and evaluation
     RUN_DIR/checkpoints/last.pt    the resumable state (atomic): trainable weights, optimizer,
                                    schedule, RNG, position in the epoch, best dev weights, history
 
@@ -46,6 +48,10 @@ from finetune.model import EXTRA, check_base_model, load_base_model, load_traina
 RUN_FILE = "finetune.json"
 LABELS_FILE = "labels.parquet"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+PROGRESS_FILE = "progress.json"
+"""``{"status": "training" | "complete", "step", "total_steps", "epoch" (fractional), "loss" (mean train loss of
+the last log window, or null), "samples_per_s" (of that window, or null), "dev_accuracy" (of the last evaluation,
+or null), "time" (Unix seconds)}``, written atomically by the main process."""
 FORMAT = 1
 RUNTIME_OPTIONS = ("device", "precision", "tf32", "compile", "cpu_threads", "eval_batch_size", "log_every",
                    "progress")
@@ -313,6 +319,7 @@ class _Trainer:
                       "train_seconds": 0.0, "samples": 0, "tokens": 0, "loss_sum": 0.0, "loss_steps": 0,
                       "done": False}
         self.resumed_from = None
+        self.last_window: dict[str, float | None] = {"loss": None, "samples_per_s": None}
         if self.resume:
             self._load_checkpoint(model)
         if cfg.compile:
@@ -359,6 +366,7 @@ class _Trainer:
                      "autocast " + str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "fp32")
             if not self.rows.dev.any():
                 log.warning("no dev rows with gold labels: the last checkpoint is kept and nothing stops early")
+            self._write_progress("training")
             if not st["done"]:
                 self._train()
             unwrapped = self.acc.unwrap_model(self.model)
@@ -367,6 +375,7 @@ class _Trainer:
             metrics = None
             if self.is_main:
                 metrics = export_run(self, unwrapped)
+                self._write_progress("complete")
             self.acc.wait_for_everyone()
         if metrics is None:
             metrics = json.loads((self.run_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -458,6 +467,22 @@ class _Trainer:
                  st["epoch"] + (st["batch_in_epoch"] > 0), loss, self.scheduler.get_last_lr()[0], sps, tps)
         bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{sps:.1f}")
         window.update(loss=0.0, n=0, samples=0, tokens=0, seconds=0.0)
+        self.last_window = {"loss": loss, "samples_per_s": sps}
+        self._write_progress("training")
+
+    def _epoch_position(self) -> float:
+        """Epochs done so far, fractional (3 decimals)."""
+        return round(self.state["epoch"] + self.state["batch_in_epoch"] / max(self.per_rank, 1), 3)
+
+    def _write_progress(self, status: str) -> None:
+        """Write :data:`PROGRESS_FILE` (main process only)."""
+        if not self.is_main:
+            return
+        st = self.state
+        dev = next((h["dev_accuracy"] for h in reversed(st["history"]) if "dev_accuracy" in h), None)
+        write_json(self.run_dir / PROGRESS_FILE, {
+            "status": status, "step": st["step"], "total_steps": self.total_steps, "epoch": self._epoch_position(),
+            **self.last_window, "dev_accuracy": dev, "time": time.time()})
 
     def _evaluate(self) -> bool:
         """Score dev, keep the best weights; True when training should stop early."""
@@ -468,6 +493,7 @@ class _Trainer:
             st["history"].append({"step": st["step"], "train_loss": train_loss})
             st["best"] = {"step": st["step"], "epoch": st["epoch"], "score": None,
                           "state": trainable_state(self.acc.unwrap_model(self.model))}
+            self._write_progress("training")
             return False
         dev = np.flatnonzero(self.rows.dev)
         probs = self.student_probs(dev)
@@ -479,9 +505,10 @@ class _Trainer:
         m = metrics(gold, preds, class_names=self.rows.data.class_names)
         loss = dev_loss(probs, gold)
         score = {"accuracy": [acc_, -loss], "macro_f1": [m["macro_f1"], -loss], "loss": [-loss]}[cfg.select]
-        entry = {"step": st["step"], "epoch": round(st["epoch"] + st["batch_in_epoch"] / max(self.per_rank, 1), 3),
-                 "train_loss": train_loss, "dev_accuracy": acc_, "dev_macro_f1": m["macro_f1"], "dev_loss": loss}
+        entry = {"step": st["step"], "epoch": self._epoch_position(), "train_loss": train_loss, "dev_accuracy": acc_,
+                 "dev_macro_f1": m["macro_f1"], "dev_loss": loss}
         st["history"].append(entry)
+        self._write_progress("training")
         best = st["best"]
         improved = best is None or _better(score, best["score"])
         if improved:

@@ -1,4 +1,5 @@
-"""Error analysis: where the label model fails on a gold split, and the LFs that would fix a slice."""
+"""Error analysis: where the label model (or a fine-tuned student) fails on a gold split, and the LFs that would fix
+a slice."""
 
 import altair as alt
 import polars as pl
@@ -6,6 +7,7 @@ import streamlit as st
 
 import loaders
 import widgets
+from finetune.runs import list_runs
 from labelflow.errors import LabelflowError
 from labelflow.guided import accept_suggestion
 
@@ -23,12 +25,30 @@ if not fitted:
     st.info(f"{model} is not fit on the current LFs, or no split has gold labels: fit it on the Label model page.")
     st.stop()
 splits = list(fitted)
-split = st.selectbox("Split", splits, key="analysis_split", index=splits.index("dev") if "dev" in splits else 0)
-analysis = loaders.analysis(root, stamp, model, split)
+students = {run.name: run for run in list_runs(project) if run.status == "complete"}
+if st.session_state.get(loaders.PREDICTIONS_OF) not in (loaders.LABEL_MODEL, *students):
+    st.session_state.pop(loaders.PREDICTIONS_OF, None)  # its run is gone
+source_col, split_col = st.columns(2)
+source = source_col.selectbox(
+    "Predictions of", [loaders.LABEL_MODEL, *students], key=loaders.PREDICTIONS_OF,
+    format_func=lambda s: f"the label model ({model})" if s == loaders.LABEL_MODEL else f"student {s}",
+    help="The label model chosen in the sidebar, or a finished run of the Fine-tune page")
+split = split_col.selectbox("Split", splits, key="analysis_split", index=splits.index("dev") if "dev" in splits else 0)
+student = loaders.student(students[source]) if source != loaders.LABEL_MODEL else None
+try:
+    analysis = loaders.analysis(root, stamp, model, split, student)
+except LabelflowError as exc:
+    st.error(f"Cannot analyse student {source}: {exc}")
+    st.stop()
 names = analysis.class_names
+if student is not None:
+    st.caption(f"Where student **{source}** errs on {split}. Suggested LFs are still measured by refitting {model} "
+               "with each: they fix the labels the next student learns from.")
 
 accuracy, errors, slices = st.columns(3)
-accuracy.metric(f"{split} accuracy", f"{analysis.accuracy:.3f}")
+lm_accuracy = fitted[split]["accuracy"]
+accuracy.metric(f"{split} accuracy", f"{analysis.accuracy:.3f}",
+                None if student is None else f"{analysis.accuracy - lm_accuracy:+.3f} vs the label model")
 errors.metric("Wrong rows", f"{int((~analysis.rows['correct']).sum())} of {analysis.rows.height}")
 slices.metric("Slices with errors", len(analysis.slices))
 matrix, table = st.columns([1, 2])
@@ -69,12 +89,12 @@ kinds = tuple(st.multiselect(
     "Kinds", ["keyword", "regex", "knn", "prompt"], default=["keyword", "regex"], key="suggest_kinds",
     help="knn: neighbours among the slice's gold rows (embeds every row once with all-MiniLM-L6-v2, then cached); "
          "prompt: asks Gemma 3 270M about the rows no LF covers (slow on a CPU)"))
-request = (model, split, chosen.name, kinds)
+request = (model, source, split, chosen.name, kinds)
 if st.button("Suggest LFs for this slice", key="suggest", disabled=not kinds):
     st.session_state[SUGGEST] = request
 if st.session_state.get(SUGGEST) == request:
     with st.spinner("Applying each candidate and refitting the label model with it…"):
-        suggestions = loaders.suggestions(root, stamp, model, split, chosen.name, kinds)
+        suggestions = loaders.suggestions(root, stamp, model, split, chosen.name, kinds, student)
     if not suggestions:
         st.info("No candidate LF for this slice votes on at least 3 dev rows with a dev precision above 0.5 "
                 "(95 % confidence) and adds votes no LF already casts.")
@@ -84,7 +104,8 @@ if st.session_state.get(SUGGEST) == request:
             precision, coverage, after = st.columns(3)
             precision.metric("Precision on dev", f"{s.precision:.3f}")
             coverage.metric("Coverage", f"{s.coverage:.1%}")
-            after.metric(f"{split} accuracy after refit", f"{s.accuracy_after:.3f}", f"{s.delta:+.3f}")
+            after.metric(f"{split} accuracy after refit", f"{s.accuracy_after:.3f}", f"{s.delta:+.3f}",
+                         help=f"of {model}, the label model, refit with this LF")
             st.code(s.code, language="python")
             if st.button("Accept", key=f"accept_{s.name}", type="primary"):
                 try:

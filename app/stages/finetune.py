@@ -1,12 +1,193 @@
-"""Fine-tune: the LoRA fine-tuner's page; empty until the fine-tuner lands."""
+"""Fine-tune: train a student on the label model's probabilistic labels in the background, watch it, compare it.
 
+A view over :mod:`finetune.runs`: the form starts a ``labelflow finetune`` process,
+the runs table and the chosen run's panel read the run folders (refreshed every
+few seconds while the run trains).
+"""
+
+import shlex
+from datetime import datetime
+
+import polars as pl
 import streamlit as st
 
 import loaders
+import widgets
+from finetune.config import DEFAULT_BASE_MODEL, FinetuneConfig
+from finetune.export import CARD_FILE
+from finetune.runs import RunInfo, list_runs, new_run_name, run_info, runs_folder, start_run, stop_run
+from labelflow.errors import LabelflowError
+
+REFRESH_S = 2
+RUN = "ft_run"
+NAME = "ft_name"
 
 project = loaders.project()
+model = st.session_state["model"]
+root = str(project.root)
 st.title("Fine-tune")
-st.info("The LoRA fine-tuner (`finetune/`, `labelflow finetune`) is still being built, so there is nothing to run "
-        "here yet. Once it lands, this page trains a small model on the label model's probabilistic labels and "
-        "compares it with the label model on dev and test.")
-st.markdown(f"Until then, export the labels to train on with `labelflow export -p {project.root} labels.parquet`.")
+st.caption(f"Train a small classifier (the *student*) on the probabilistic labels of **{model}** (the label model "
+           "chosen in the sidebar), in the background; dev gold picks its checkpoint and it is scored beside the "
+           "label model on dev and test.")
+widgets.show_flashes()
+fitted = loaders.metrics_or_none(root, loaders.stamp(project), model)
+
+defaults = FinetuneConfig()
+with st.form("new_run"):
+    st.subheader("New run")
+    name_col, base_col = st.columns([1, 2])
+    name = name_col.text_input("Run name", value=new_run_name(project), key=NAME,
+                               help=f"A folder in `{runs_folder(project)}`: letters, digits, '-' and '_'.")
+    base_model = base_col.text_input("Base model", value=DEFAULT_BASE_MODEL, key="ft_base_model",
+                                     help="all-MiniLM-L6-v2 (bundled, runs offline), a local model folder, or a "
+                                          "Hugging Face id already in the local cache")
+    method_col, epochs_col, batch_col, lr_col = st.columns(4)
+    method = method_col.selectbox("Method", ["lora", "full"], key="ft_method",
+                                  help="lora: train low-rank adapters and the head; full: every weight")
+    epochs = epochs_col.number_input("Epochs", min_value=1, value=defaults.epochs, key="ft_epochs")
+    batch_size = batch_col.number_input("Batch size", min_value=1, value=defaults.batch_size, key="ft_batch_size")
+    lr = lr_col.number_input("Learning rate", value=None, min_value=0.0, format="%.1e", key="ft_lr",
+                             placeholder="default", help="Blank: 1e-3 for LoRA, 5e-5 for full fine-tuning")
+    length_col, weighting_col, drop_col = st.columns([1, 1, 2])
+    max_length = length_col.number_input("Max length (tokens)", min_value=8, value=defaults.max_length,
+                                         key="ft_max_length")
+    weighting = weighting_col.selectbox("Weighting", ["none", "max_prob", "margin", "entropy"], key="ft_weighting",
+                                        help="Weight each row's loss by its label's confidence")
+    drop_uncovered = drop_col.checkbox("Drop uncovered rows", key="ft_drop_uncovered",
+                                       help="Train only on rows at least one LF voted on")
+    start = st.form_submit_button("Start", type="primary", key="ft_start", disabled=fitted is None)
+if fitted is None:
+    st.info(f"{model} is not fit on the current LFs: fit it on the Label model page first. The student learns its "
+            "probabilistic labels.")
+elif start:
+    try:
+        config = FinetuneConfig(base_model=base_model.strip(), method=method, epochs=int(epochs),
+                                batch_size=int(batch_size), lr=lr, max_length=int(max_length), weighting=weighting,
+                                drop_uncovered=drop_uncovered)
+        started = start_run(project, name.strip(), config, label_model=model)
+    except LabelflowError as exc:
+        st.error(f"Not started: {exc}")
+    else:
+        widgets.flash("success", f"Started {started.name}: training in the background (log in "
+                                 f"`{started.path / 'train.log'}`).")
+        st.session_state[RUN] = started.name
+        del st.session_state[NAME]  # the next free name next time
+        st.rerun()
+
+st.subheader("Runs")
+runs = list_runs(project)
+if not runs:
+    st.info(f"No runs yet. Each run is a folder in `{runs_folder(project)}`.")
+    st.stop()
+
+
+def accuracy(run: RunInfo, split: str) -> float | None:
+    """The student's accuracy on ``split``: from metrics.json when complete, else the last dev evaluation."""
+    metrics = run.metrics
+    if metrics is not None:
+        return (metrics.get(split) or {}).get("student", {}).get("accuracy")
+    return (run.progress or {}).get("dev_accuracy") if split == "dev" else None
+
+
+st.dataframe(pl.DataFrame([{
+    "run": r.name, "status": r.status, "started": datetime.fromtimestamp(r.started), "progress": r.done,
+    "base model": r.config["base_model"], "method": r.config["method"],
+    "dev accuracy": accuracy(r, "dev"), "test accuracy": accuracy(r, "test")} for r in runs],
+    schema_overrides={"dev accuracy": pl.Float64, "test accuracy": pl.Float64}), hide_index=True,
+    column_config={"started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+                   "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+                   "dev accuracy": st.column_config.NumberColumn(format="%.3f"),
+                   "test accuracy": st.column_config.NumberColumn(format="%.3f")})
+names = [r.name for r in runs]
+if st.session_state.get(RUN) not in names:
+    st.session_state.pop(RUN, None)
+chosen = runs[names.index(st.selectbox("Run", names, key=RUN,
+                                       format_func=lambda n: f"{n} ({runs[names.index(n)].status})"))]
+
+
+def show_progress(run: RunInfo) -> None:
+    """Progress bar and the last log window's speed, loss and dev accuracy."""
+    p = run.progress or {}
+    if "total_steps" not in p:
+        st.progress(0.0, text=f"{run.name}: starting (loading the base model and the labels)…")
+        return
+    st.progress(run.done, text=f"{run.name}: step {p['step']} of {p['total_steps']} · epoch {p['epoch']:.2f}")
+    speed, loss, dev = st.columns(3)
+    speed.metric("Samples/s", "–" if p.get("samples_per_s") is None else f"{p['samples_per_s']:.1f}")
+    loss.metric("Train loss", "–" if p.get("loss") is None else f"{p['loss']:.4f}")
+    dev.metric("Dev accuracy", "–" if p.get("dev_accuracy") is None else f"{p['dev_accuracy']:.3f}")
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_progress(name: str) -> None:
+    """:func:`show_progress`, re-read every ``REFRESH_S`` seconds; the whole page reruns once the run ends."""
+    run = run_info(project, name)
+    if run.status != "training":
+        st.rerun()
+    show_progress(run)
+
+
+def show_metrics(run: RunInfo) -> None:
+    """A finished run: student vs label model on dev and test, per-class F1, the training curves, how to use it."""
+    m = run.metrics
+    scored = [split for split in ("dev", "test") if m.get(split)]
+    shown = [(split, key, label) for split in scored for key, label in (("accuracy", "accuracy"),
+                                                                         ("macro_f1", "macro-F1"))]
+    for column, (split, key, label) in zip(st.columns(len(shown)), shown):
+        student, lm = m[split]["student"][key], m[split]["label_model"][key]
+        column.metric(f"{split} {label} · student", f"{student:.3f}", f"{student - lm:+.3f}",
+                      help=f"The label model scores {lm:.3f} on the same {m[split]['rows']} gold rows (rows where "
+                           "no LF voted count as wrong for it); the change is the student's gain.")
+    classes = m["classes"]
+    st.dataframe(pl.DataFrame([
+        {"split": split, "model": who.replace("_", " "), "accuracy": m[split][who]["accuracy"],
+         "macro_f1": m[split][who]["macro_f1"],
+         **{f"F1 {c}": m[split][who]["per_class_f1"][c] for c in classes}, "rows": m[split]["rows"]}
+        for split in scored for who in ("student", "label_model")]), hide_index=True,
+        column_config={c: st.column_config.NumberColumn(format="%.3f")
+                       for c in ["accuracy", "macro_f1", *(f"F1 {c}" for c in classes)]})
+    if m.get("history"):
+        st.altair_chart(widgets.history_chart(m["history"]), width="content")
+    t = m["train"]
+    st.caption(f"{t['steps']} steps ({t['epochs']} epochs) in {t['seconds']:.0f} s on {t['device']}, "
+               f"{t['samples_per_s']} samples/s; best dev checkpoint at step "
+               f"{m['best']['step'] if m.get('best') else t['steps']}; trained on {t['train_kept']} of "
+               f"{t['train_rows']} train rows.")
+    card = run.path / CARD_FILE
+    st.markdown(f"Model card: `{card}` · the folder is a Hugging Face model (`{run.path}`). Predict with it:")
+    st.code(shlex.join(["labelflow", "predict", "--model", str(run.path), root, "--out", "predictions.parquet"]),
+            language="bash")
+    with st.expander("Model card"):
+        st.markdown(card.read_text(encoding="utf-8").split("---\n", 2)[-1])
+    if st.button("Analyse its errors", key="ft_analyse", help="The Error analysis page, on this student's predictions"):
+        st.session_state[loaders.PREDICTIONS_OF] = run.name
+        st.switch_page("stages/error_analysis.py")
+
+
+if chosen.status == "training":
+    live_progress(chosen.name)
+    if st.button("Stop", key="ft_stop", help="Stop the run; Resume continues from its last checkpoint."):
+        try:
+            stop_run(project, chosen.name)
+        except LabelflowError as exc:
+            st.error(f"Not stopped: {exc}")
+        else:
+            widgets.flash("info", f"Stopped {chosen.name}.")
+            st.rerun()
+elif chosen.status == "complete":
+    show_metrics(chosen)
+else:
+    if chosen.status == "failed":
+        st.error(f"{chosen.name} failed:")
+        st.code(chosen.error, language="text")
+    else:
+        show_progress(chosen)
+        st.warning(f"{chosen.name} is not running; Resume continues it from its last checkpoint.")
+    if st.button("Resume", key="ft_resume", type="primary"):
+        try:
+            start_run(project, chosen.name, resume=True)
+        except LabelflowError as exc:
+            st.error(f"Not resumed: {exc}")
+        else:
+            widgets.flash("success", f"Resumed {chosen.name}.")
+            st.rerun()

@@ -192,7 +192,8 @@ def test_every_page_in_the_browser(app, new_page):
     shot(page, "8-annotate-labeled")
 
     visit(page, app, "finetune", "Fine-tune")
-    expect_text(page, re.compile("still being built"))
+    expect_text(page, re.compile("No runs yet"))
+    expect(page.get_by_role("button", name="Start")).to_be_enabled(timeout=TIMEOUT_MS)
     shot(page, "9-finetune")
 
 

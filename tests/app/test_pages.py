@@ -18,6 +18,8 @@ PAGES = {"data": "Data", "lfs": "Labeling functions", "label_model": "Label mode
 
 
 def errors(at) -> list[str]:
+    """The page's st.error messages; an exception the page raised fails the test."""
+    assert not at.exception, [e.value for e in at.exception]
     return [e.value for e in at.error]
 
 
@@ -277,7 +279,165 @@ def test_label_studio_buttons_save_the_url_and_report_an_unreachable_server(app_
 # --- Fine-tune --------------------------------------------------------------------------------------
 
 
-def test_finetune_page_says_it_is_not_there_yet_and_shows_nothing_else(app_project, open_page):
+TIMEOUT = 240  # seconds a background run of the tiny model may take on a busy machine
+
+
+def tiny_config(tiny_model, **overrides):
+    from finetune import FinetuneConfig
+
+    return FinetuneConfig(**{"base_model": str(tiny_model), "method": "full", "epochs": 2, "max_length": 32,
+                             "device": "cpu", "cpu_threads": 1, "progress": False, **overrides})
+
+
+@pytest.fixture
+def finished_run(app_project, tiny_model, tmp_path):
+    """``student-1``: a run of the tiny BERT on the project's labels, trained in this process."""
+    pytest.importorskip("peft")
+    from finetune import finetune
+    from finetune.runs import run_info, runs_folder
+
+    labels = app_project.export(tmp_path / "labels.parquet")
+    finetune(labels, out=runs_folder(app_project) / "student-1", config=tiny_config(tiny_model),
+             classes=list(app_project.schema.names), task=app_project.config.name)
+    return run_info(app_project, "student-1")
+
+
+@pytest.fixture
+def runs_of(app_project, stop_runs_after):
+    """The project's runs; any still training at teardown is stopped."""
+    from finetune.runs import list_runs
+
+    stop_runs_after(app_project)
+    return lambda: list_runs(app_project)
+
+
+def test_finetune_page_without_runs_offers_a_new_run(app_project, open_page):
     at = open_page("finetune")
-    assert "still being built" in at.info[0].value
-    assert not at.metric and not at.dataframe and not at.button
+    assert at.text_input(key="ft_name").value == "student-1"
+    assert at.text_input(key="ft_base_model").value == "all-MiniLM-L6-v2"
+    assert at.selectbox(key="ft_method").value == "lora" and at.number_input(key="ft_lr").value is None
+    assert not at.button(key="ft_start").disabled
+    assert at.info[0].value.startswith("No runs yet.") and not at.metric and not at.dataframe and not errors(at)
+
+
+def test_finetune_needs_a_fitted_label_model(app_project, open_page):
+    at = open_page("finetune")
+    at.sidebar.selectbox(key="model").select("majority_vote").run()
+    assert at.button(key="ft_start").disabled
+    assert at.info[0].value.startswith("majority_vote is not fit on the current LFs: fit it on the Label model page")
+
+
+def test_finetune_page_compares_a_finished_run_with_the_label_model(app_project, finished_run, open_page):
+    m = finished_run.metrics
+    at = open_page("finetune")
+    assert at.dataframe[0].value[["run", "status"]].values.tolist() == [["student-1", "complete"]]
+    assert at.text_input(key="ft_name").value == "student-2"
+    shown = {x.label: (x.value, x.proto.delta) for x in at.metric}
+    for split in ("dev", "test"):
+        for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
+            student, lm = m[split]["student"][key], m[split]["label_model"][key]
+            assert shown[f"{split} {label} · student"] == (f"{student:.3f}", f"{student - lm:+.3f}")
+    table = at.dataframe[1].value
+    assert table[["split", "model"]].values.tolist() == [["dev", "student"], ["dev", "label model"],
+                                                         ["test", "student"], ["test", "label model"]]
+    assert table["F1 SPAM"].iloc[2] == pytest.approx(m["test"]["student"]["per_class_f1"]["SPAM"])
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert spec["facet"]["column"]["field"] == "metric"  # train loss and dev accuracy by step
+    assert at.code[0].value == f"labelflow predict --model {finished_run.path} {app_project.root} --out predictions.parquet"
+    assert [b.key for b in at.button] == ["ft_start", "ft_analyse"] and not errors(at)
+
+
+def test_the_start_button_launches_a_run_that_completes(app_project, open_page, tiny_model, runs_of):
+    from finetune.runs import wait_run
+
+    at = open_page("finetune")
+    at.text_input(key="ft_name").input("tiny")
+    at.text_input(key="ft_base_model").input(str(tiny_model))
+    at.selectbox(key="ft_method").select("full")
+    at.number_input(key="ft_epochs").set_value(1)
+    at.number_input(key="ft_max_length").set_value(32)
+    at.button(key="ft_start").click().run()
+    assert not errors(at) and at.success[0].value.startswith("Started tiny: training in the background")
+    assert [r.name for r in runs_of()] == ["tiny"] and at.selectbox(key="ft_run").value == "tiny"
+    assert at.text_input(key="ft_name").value == "student-1"
+    run = wait_run(app_project, "tiny", timeout=TIMEOUT)
+    assert run.status == "complete", run.error
+    assert run.config == tiny_config(tiny_model, epochs=1, cpu_threads=None, device="auto").to_dict()
+    at.run()
+    assert at.metric[0].label == "dev accuracy · student" and not errors(at)
+
+
+def test_a_training_run_shows_its_progress_and_stops(app_project, open_page, tiny_model, runs_of, wait_for_step):
+    from finetune.runs import run_info, start_run
+
+    start_run(app_project, "long", tiny_config(tiny_model, epochs=500, checkpoint_every=10))
+    wait_for_step(app_project, "long", 10)
+    at = open_page("finetune")
+    assert at.progress[0].proto.text.startswith("long: step ") and " of 5000 · epoch " in at.progress[0].proto.text
+    assert [m.label for m in at.metric] == ["Samples/s", "Train loss", "Dev accuracy"]
+    assert at.metric[0].value != "–" and at.dataframe[0].value["status"].tolist() == ["training"]
+    at.button(key="ft_stop").click().run()
+    assert at.info[0].value == "Stopped long." and run_info(app_project, "long").status == "stopped"
+    assert at.warning[0].value.startswith("long is not running") and not errors(at)
+    assert [b.key for b in at.button] == ["ft_start", "ft_resume"]
+
+
+def test_a_run_that_fails_shows_why_and_a_stopped_one_resumes(app_project, finished_run, open_page, runs_of):
+    from finetune.runs import wait_run
+
+    meta = json.loads((finished_run.path / "finetune.json").read_text())
+    (finished_run.path / "finetune.json").write_text(json.dumps({**meta, "status": "training"}))  # as if killed
+    at = open_page("finetune")
+    assert at.warning[0].value == "student-1 is not running; Resume continues it from its last checkpoint."
+    at.text_input(key="ft_name").input("broken")
+    at.text_input(key="ft_base_model").input("/no/such/model")
+    at.button(key="ft_start").click().run()
+    assert wait_run(app_project, "broken", timeout=TIMEOUT).status == "failed"
+    at.run()
+    assert at.selectbox(key="ft_run").value == "broken"
+    assert errors(at) == ["broken failed:"] and "base model '/no/such/model' cannot be found" in at.code[0].value
+
+    at.selectbox(key="ft_run").select("student-1").run()
+    at.button(key="ft_resume").click().run()
+    assert at.success[0].value == "Resumed student-1."
+    resumed = wait_run(app_project, "student-1", timeout=TIMEOUT)
+    assert resumed.status == "complete" and resumed.metrics["train"]["resumed_from"] == resumed.metrics["train"]["steps"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("ft_lr", 2.0, "Not started: lr must be a number in (0, 1); got 2.0"),
+    ("ft_name", "../up", "Not started: run name '../up' must be a plain folder name"),
+    ("ft_name", "student-1", "Not started: a run named 'student-1' exists already"),
+])
+def test_a_bad_option_shows_an_error_and_starts_nothing(app_project, finished_run, open_page, field, value, message):
+    from finetune.runs import list_runs
+
+    at = open_page("finetune")
+    widget = at.number_input(key=field) if field == "ft_lr" else at.text_input(key=field)
+    widget.set_value(value)
+    at.button(key="ft_start").click().run()
+    assert len(errors(at)) == 1 and errors(at)[0].startswith(message) and not at.success
+    assert [r.name for r in list_runs(app_project)] == ["student-1"]
+
+
+def test_error_analysis_of_a_student(app_project, finished_run, open_page):
+    from finetune.runs import split_predictions
+
+    expected = analyze(app_project, split="dev", predictions=split_predictions(app_project, finished_run.path, "dev"))
+    label_model = analyze(app_project, split="dev").accuracy
+    at = open_page("error_analysis")
+    assert at.selectbox(key="predictions_of").options == ["the label model (labelflow)", "student student-1"]
+    assert at.metric[0].value == f"{label_model:.3f}"
+    at.selectbox(key="predictions_of").select("student-1").run()
+    assert not errors(at)
+    assert (at.metric[0].value, at.metric[0].proto.delta) == (f"{expected.accuracy:.3f}",
+                                                               f"{expected.accuracy - label_model:+.3f} vs the label model")
+    assert list(at.dataframe[0].value["slice"]) == [s.name for s in expected.slices]
+    assert "Where student **student-1** errs on dev" in at.caption[0].value
+
+
+def test_a_finished_run_opens_its_error_analysis(finished_run, open_page):
+    at = open_page("finetune")
+    at.button(key="ft_analyse").click().run()
+    assert [t.value for t in at.title] == ["Error analysis"]
+    assert at.selectbox(key="predictions_of").value == "student-1" and not errors(at)

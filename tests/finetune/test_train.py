@@ -52,10 +52,14 @@ def test_full_fine_tuning_loss_falls_and_run_folder_is_complete(tmp_path, export
     assert m["train"]["steps"] == 24 and m["train"]["samples_per_s"] > 0 and m["train"]["tokens_per_s"] > 0
     assert m["best"]["step"] in [h["step"] for h in m["history"]]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "finetune.json", "metrics.json", "README.md",
-                 "labels.parquet", "train.log", "checkpoints/last.pt"):
+                 "labels.parquet", "train.log", "progress.json", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
     assert not (run / "adapter").exists()  # full fine-tuning has no adapter
     assert json.loads((run / "finetune.json").read_text())["status"] == "complete"
+    progress = json.loads((run / "progress.json").read_text())
+    assert progress == {**progress, "status": "complete", "step": 24, "total_steps": 24, "epoch": 4.0,
+                        "dev_accuracy": m["history"][-1]["dev_accuracy"]}
+    assert progress["loss"] > 0 and progress["samples_per_s"] > 0
     assert json.loads((run / "metrics.json").read_text()) == json.loads(json.dumps(m))
     card = (run / "README.md").read_text()
     assert "# tiny: a student classifier distilled by labelflow" in card and "| test | 16 | student |" in card

@@ -1,0 +1,330 @@
+"""A project's fine-tuning runs in the background: start, watch, stop and resume them.
+
+Each run is a ``labelflow finetune`` process (:func:`start_run`) detached from the
+caller, so a run outlives the app page or notebook that started it. Its files
+live in the project's store::
+
+    store/runs/NAME/              the run folder (see :mod:`finetune.train` and :mod:`finetune.export`)
+    store/runs/NAME.pid           the launch: {"pid", "started" (Unix seconds), "argv", "config",
+                                  "label_model"} (JSON, written atomically)
+    store/runs/NAME.console.log   the process's stdout and stderr (rewritten at each launch)
+    store/runs/NAME.exit          its exit status once it ends by itself (absent while it runs or after
+                                  :func:`stop_run`)
+
+Example::
+
+    from finetune import FinetuneConfig
+    from finetune.runs import list_runs, start_run, stop_run, wait_run
+    start_run(project, "student-1", FinetuneConfig(epochs=3))
+    [(r.name, r.status, r.progress) for r in list_runs(project)]
+    stop_run(project, "student-1")
+    start_run(project, "student-1", resume=True)   # continues from checkpoints/last.pt
+    wait_run(project, "student-1").metrics["test"]["student"]["accuracy"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from labelflow.io import write_json
+from labelflow.typing import ABSTAIN
+
+from finetune.config import FinetuneConfig
+from finetune.errors import FinetuneError
+from finetune.export import METRICS_FILE
+from finetune.train import LABELS_FILE, PROGRESS_FILE, RUN_FILE, read_run
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from labelflow.project import Project
+
+Status = Literal["training", "complete", "stopped", "failed"]
+"""``training``: its process is alive; ``complete``: finished (``metrics.json`` written); ``stopped``: not finished
+and no process (stopped, killed, or started elsewhere); ``failed``: its process exited with an error."""
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+ERROR_LINES = 20
+# Runs the command given after the exit file's path, then writes its exit status there (via a temporary file).
+_WRAPPER = 'exit_file=$1; shift; "$@"; echo $? > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"'
+# FinetuneConfig fields whose `labelflow finetune` option is a switch, set when the field differs from its default.
+_SWITCHES = {"drop_uncovered": "--drop-uncovered", "compile": "--compile", "tf32": "--no-tf32",
+             "group_by_length": "--no-group-by-length"}
+_CHILDREN: dict[int, subprocess.Popen] = {}
+"""The runs this process launched, by pid: polled (and so reaped) here."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run of a project, as :func:`list_runs` finds it.
+
+    Attributes
+    ----------
+    name, path
+        The run's name and folder (``store/runs/NAME``).
+    status
+        See :data:`Status`.
+    started
+        Unix seconds of its last launch (of ``finetune.json`` for a run started elsewhere).
+    progress
+        :func:`run_progress` of the folder (``None`` before the first write).
+    config
+        The fine-tuning options it runs with (:meth:`FinetuneConfig.to_dict` form).
+    error
+        For a ``failed`` run: the last lines of its console output.
+    """
+
+    name: str
+    path: Path
+    status: Status
+    started: float
+    progress: dict[str, Any] | None
+    config: dict[str, Any]
+    error: str | None = None
+
+    @property
+    def done(self) -> float:
+        """Fraction of the planned optimizer steps done, in [0, 1]; 1 once complete (early stopping included)."""
+        if self.status == "complete":
+            return 1.0
+        p = self.progress or {}
+        return min(p.get("step", 0) / p["total_steps"], 1.0) if p.get("total_steps") else 0.0
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """``metrics.json`` of a complete run (see :func:`finetune.finetune`), else ``None``."""
+        path = self.path / METRICS_FILE
+        if self.status != "complete" or not path.is_file():
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+def runs_folder(project: Project) -> Path:
+    """``project.store / "runs"``: where the project's runs live."""
+    return project.store / "runs"
+
+
+def list_runs(project: Project) -> list[RunInfo]:
+    """Every run of the project (a folder with ``finetune.json``, or a launch record), newest first."""
+    folder = runs_folder(project)
+    if not folder.is_dir():
+        return []
+    names = {p.parent.name for p in folder.glob(f"*/{RUN_FILE}")} | {p.stem for p in folder.glob("*.pid")}
+    return sorted((run_info(project, n) for n in names if NAME_PATTERN.fullmatch(n)),
+                  key=lambda r: (-r.started, r.name))
+
+
+def run_info(project: Project, name: str) -> RunInfo:
+    """The run called ``name``; :class:`FinetuneError` when there is none."""
+    path = runs_folder(project) / _check_name(name)
+    launch = _read_json(_beside(path, "pid"))
+    meta = read_run(path) if (path / RUN_FILE).is_file() else None
+    if launch is None and meta is None:
+        raise FinetuneError(f"no fine-tuning run {name!r} in {runs_folder(project)}")
+    exit_file = _beside(path, "exit")
+    code = int(exit_file.read_text()) if exit_file.is_file() else None
+    error = None
+    if launch is not None and _alive(launch):
+        status: Status = "training"
+    elif meta is not None and meta.get("status") == "complete":
+        status = "complete"
+    elif code:
+        status = "failed"
+        console = _beside(path, "console.log")
+        lines = console.read_text(encoding="utf-8", errors="replace").splitlines() if console.is_file() else []
+        error = "\n".join(lines[-ERROR_LINES:]) or f"exit status {code}"
+    else:
+        status = "stopped"
+    started = launch["started"] if launch is not None else (path / RUN_FILE).stat().st_mtime
+    config = meta["config"] if meta is not None else launch["config"]
+    return RunInfo(name, path, status, started, run_progress(path), config, error)
+
+
+def run_progress(run_dir: str | Path) -> dict[str, Any] | None:
+    """``progress.json`` of a run folder (see :data:`finetune.train.PROGRESS_FILE`), or ``None`` before the first."""
+    return _read_json(Path(run_dir) / PROGRESS_FILE)
+
+
+def new_run_name(project: Project, prefix: str = "student") -> str:
+    """``"<prefix>-<n>"`` with the smallest ``n ≥ 1`` that no run or file in the runs folder uses."""
+    folder, n = runs_folder(project), 1
+    while (folder / f"{prefix}-{n}").exists() or any(folder.glob(f"{prefix}-{n}.*")):
+        n += 1
+    return f"{prefix}-{n}"
+
+
+def start_run(project: Project, name: str, config: FinetuneConfig | None = None, *, resume: bool = False,
+              label_model: str | None = None) -> RunInfo:
+    """Launch ``labelflow finetune`` on the project's labels into ``store/runs/NAME``, detached; return at once.
+
+    Parameters
+    ----------
+    name
+        The run's name: a plain folder name (letters, digits, ``-``, ``_``). A new run
+        needs a name no run has; ``resume`` needs an existing run that is not training.
+    config
+        Fine-tuning options (default :class:`FinetuneConfig()`; on ``resume``, the run's own).
+    resume
+        Continue the run from its last checkpoint (``--resume``), on the labels it started with.
+    label_model
+        The fitted label model whose labels to train on (default: the project's; on ``resume``,
+        the one the run started with). Unused when a resumed run has its labels already.
+
+    Raises
+    ------
+    FinetuneError
+        A bad or taken name, a run to resume that does not exist or is training, options
+        that ``labelflow finetune`` cannot express (:func:`config_argv`).
+    ProjectError
+        ``label_model`` is not fit on the current LFs (and its labels are needed).
+    """
+    path = runs_folder(project) / _check_name(name)
+    current = None
+    if _beside(path, "pid").is_file() or (path / RUN_FILE).is_file():
+        current = run_info(project, name)
+    if resume:
+        if current is None:
+            raise FinetuneError(f"no run {name!r} to resume in {runs_folder(project)}")
+        if current.status == "training":
+            raise FinetuneError(f"run {name!r} is training already")
+        config = config or FinetuneConfig.from_dict(current.config)
+        label_model = label_model or (_read_json(_beside(path, "pid")) or {}).get("label_model")
+    elif current is not None or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
+        raise FinetuneError(f"a run named {name!r} exists already in {runs_folder(project)}; choose another name "
+                            "(or resume it)")
+    config = config or FinetuneConfig()
+    if not (resume and (path / LABELS_FILE).is_file()):
+        project.label_model(label_model)  # fitted on the current LFs, or a ProjectError saying what to run
+    argv = [sys.executable, "-m", "labelflow", "finetune", "-p", str(project.root), "--out", str(path),
+            *config_argv(config), *(["--label-model", label_model] if label_model else []),
+            *(["--resume"] if resume else []), "--json"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _beside(path, "exit").unlink(missing_ok=True)
+    with open(_beside(path, "console.log"), "w", encoding="utf-8") as console:
+        proc = subprocess.Popen(["/bin/sh", "-c", _WRAPPER, "sh", str(_beside(path, "exit")), *argv],
+                                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    _CHILDREN[proc.pid] = proc
+    write_json(_beside(path, "pid"), {"pid": proc.pid, "started": time.time(), "argv": argv,
+                                          "config": config.to_dict(), "label_model": label_model})
+    return run_info(project, name)
+
+
+def stop_run(project: Project, name: str, *, wait: float = 10.0) -> RunInfo:
+    """Send SIGTERM to a training run's process group; wait up to ``wait`` seconds for it to end.
+
+    The run keeps its last checkpoint: ``start_run(project, name, resume=True)`` continues it.
+    Raises :class:`FinetuneError` when the run is not training.
+    """
+    info = run_info(project, name)
+    launch = _read_json(_beside(info.path, "pid"))
+    if info.status != "training" or launch is None:
+        raise FinetuneError(f"run {name!r} is not training (status {info.status!r})")
+    try:
+        os.killpg(launch["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # ended meanwhile
+    deadline = time.monotonic() + wait
+    while _alive(launch) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return run_info(project, name)
+
+
+def wait_run(project: Project, name: str, *, timeout: float | None = None, poll: float = 0.5) -> RunInfo:
+    """Block until the run is no longer training (``timeout`` seconds at most: then :class:`FinetuneError`)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while (info := run_info(project, name)).status == "training":
+        if deadline is not None and time.monotonic() > deadline:
+            raise FinetuneError(f"run {name!r} is still training after {timeout} s")
+        time.sleep(poll)
+    return info
+
+
+def config_argv(config: FinetuneConfig) -> list[str]:
+    """The ``labelflow finetune`` options (``finetune.cli``'s names) that give ``config``; options at their default
+    are left out, and ``progress`` (the CLI sets it from ``--json``) too.
+
+    >>> config_argv(FinetuneConfig(lora_target_modules=("q", "v"), epochs=2, drop_uncovered=True, patience=None))
+    ['--target-modules', 'q,v', '--epochs', '2', '--drop-uncovered', '--patience', '0']
+    """
+    default, argv = FinetuneConfig(), []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name == "progress" or value == getattr(default, f.name):
+            continue
+        if f.name == "max_grad_norm":
+            raise FinetuneError(f"labelflow finetune has no option for max_grad_norm (here {value!r}); "
+                                f"keep the default {default.max_grad_norm}")
+        if f.name in _SWITCHES:
+            argv.append(_SWITCHES[f.name])
+        elif f.name == "lora_target_modules":
+            argv += ["--target-modules", ",".join(value)]
+        elif f.name == "patience":
+            argv += ["--patience", str(value or 0)]
+        else:
+            argv += ["--" + f.name.replace("_", "-"), str(value)]
+    return argv
+
+
+def split_predictions(project: Project, run: str | Path, split: str) -> pl.DataFrame:
+    """The student of a finished run folder on the gold-labelled rows of ``split``: :func:`finetune.predict`'s
+    frame (``id``, ``split``, ``pred``, ``pred_name``, ``prob_<class>``), for ``analyze(..., predictions=...)``."""
+    import polars as pl
+
+    from finetune.predict import predict
+
+    frame = project.dataset().frame
+    rows = (frame["split"] == split) & pl.Series(project.gold() != ABSTAIN)
+    return predict(run, frame.filter(rows).select("id", "split", "text"), device="cpu")
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise FinetuneError(f"run name {name!r} must be a plain folder name: 1-64 letters, digits, '-' or '_', "
+                            "starting with a letter or digit")
+    return name
+
+
+def _beside(path: Path, kind: str) -> Path:
+    """``runs/NAME.<kind>`` for the run folder ``runs/NAME``."""
+    return path.parent / f"{path.name}.{kind}"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _alive(launch: dict[str, Any]) -> bool:
+    """Whether the process of a launch record runs (not a zombie) and, where ``/proc`` shows its command line, is
+    the launched one (so a recycled pid does not count)."""
+    pid, out = launch["pid"], launch["argv"][launch["argv"].index("--out") + 1]
+    if pid in _CHILDREN:
+        return _CHILDREN[pid].poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True  # no /proc here
+    return state != "Z" and out in cmdline
