@@ -3,6 +3,11 @@ fine-tuner a tiny BERT built from a config (no download) with small exports of s
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +237,27 @@ def wait_for_step():
         raise AssertionError(f"run {name!r} did not reach step {step} in {timeout} s")
 
     return wait
+
+
+def _kill_when(cmd: list[str], ready: Callable[[], bool], *, cwd: Path, timeout: float = 300) -> None:
+    """Run ``cmd`` and SIGKILL it as soon as ``ready()`` holds; fail unless it was killed mid-way."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ready():
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way (rc {proc.returncode}): {err[-2000:]!r}"
+
+
+@pytest.fixture
+def kill_when():
+    """:func:`_kill_when`: run a command and SIGKILL it once a condition holds (a killed-run test's first half)."""
+    return _kill_when

@@ -4,12 +4,8 @@ raises clear errors, and a killed run resumes to the same metrics."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -182,25 +178,8 @@ def test_run_folder_checks(tmp_path, export, tiny_config, tiny_model):
     assert again.resumed_from == again.metrics["train"]["steps"]
 
 
-def _kill_after_first_checkpoint(cmd: list[str], checkpoint: Path, timeout: float = 120) -> None:
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if checkpoint.is_file():
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.005)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way (rc {proc.returncode}): {err[-2000:]!r}"
-
-
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, export, tiny_model):
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, export, tiny_model, kill_when):
     from labelflow.cli import main
 
     labels = tmp_path / "labels.parquet"
@@ -209,8 +188,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, export, tiny_mode
             "--lr", "5e-3", "--max-length", "32", "--device", "cpu", "--patience", "0", "--checkpoint-every", "20",
             "--cpu-threads", "1", "--json"]
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    _kill_after_first_checkpoint([sys.executable, "-m", "labelflow", *args, "--out", str(killed)],
-                                 killed / "checkpoints" / "last.pt")
+    checkpoint = killed / "checkpoints" / "last.pt"
+    kill_when([sys.executable, "-m", "labelflow", *args, "--out", str(killed)], checkpoint.is_file, cwd=REPO)
     assert not (killed / "metrics.json").exists()
     assert json.loads((killed / "finetune.json").read_text())["status"] == "training"
     ckpt = torch.load(killed / "checkpoints" / "last.pt", weights_only=False)

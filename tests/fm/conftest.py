@@ -3,12 +3,7 @@ real frames cut from the shipped YouTube data."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -64,34 +59,10 @@ def yt40() -> pl.DataFrame:
     return pl.concat([dev.with_columns(split=pl.lit("dev")), train.with_columns(split=pl.lit("train"))])
 
 
-def _kill_when(cmd: list[str], ready: Callable[[], bool], *, cwd: Path, timeout: float = 300) -> None:
-    """Run ``cmd`` and SIGKILL it as soon as ``ready()`` holds; fail unless it was killed mid-way."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if ready():
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.01)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-way (rc {proc.returncode}): {err[-2000:]!r}"
-
-
 def _assert_intact(path: Path) -> None:
     """The SQLite file passes its integrity check."""
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-
-
-@pytest.fixture
-def kill_when():
-    """:func:`_kill_when`: run a command and SIGKILL it once a condition holds."""
-    return _kill_when
 
 
 @pytest.fixture
