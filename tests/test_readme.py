@@ -9,7 +9,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_python_example_runs(monkeypatch):
     monkeypatch.chdir(README.parent)
-    code = README.read_text().split("```python\n")[1].split("```")[0]
+    head, rest = README.read_text().split("```python\n", 1)
+    # blank lines first, so line numbers are the README's and inspect.getsource finds the LFs' source there
+    code = "\n" * (head.count("\n") + 1) + rest.split("```")[0]
     scope: dict = {}
     exec(compile(code, str(README), "exec"), scope)
     L, probs = scope["L"], scope["probs"]
