@@ -60,6 +60,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=("raise", "abstain"), default="raise",
                    help="an LF raising on a row stops the run (raise) or abstains there (abstain)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes for Python LFs (default: all CPUs)")
+    _engine_arguments(p)
 
     p = command("fit", "Fit a label model on the train rows and report dev/test metrics.")
     p.add_argument("--model", help="registered label model (default: the project's)")
@@ -96,6 +97,7 @@ def make_parser() -> argparse.ArgumentParser:
         f.add_argument("--name", default=default_name, help=f"column name of the output (default {default_name})")
         f.add_argument("--dry-run", action="store_true", help="count cached rows and model calls; compute nothing")
         f.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        _engine_arguments(f)
         if kind == "prompt":
             f.add_argument("--template", help="prompt template over the row's columns, e.g. 'Comment: {text}\\nSpam:'")
             f.add_argument("--template-file", help="read the template from this file")
@@ -156,6 +158,13 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _engine_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (this machine, in chunks) or ray (a Ray cluster; default: a new local one)")
+    p.add_argument("--address", help="Ray cluster to connect to: auto, ray://HOST:10001 or HOST:6379 "
+                                     "(default: the project's ray_address, else RAY_ADDRESS, else a new local cluster)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
@@ -200,7 +209,8 @@ def _init(args: argparse.Namespace) -> dict[str, Any]:
 
 def _apply(args: argparse.Namespace) -> dict[str, Any]:
     project = _open(args)
-    matrix, cache = project.apply(lfs=args.lfs, on_error=args.on_error, n_jobs=args.jobs, progress=True)
+    matrix, cache = project.apply(lfs=args.lfs, on_error=args.on_error, n_jobs=args.jobs, progress=True,
+                                  engine=args.engine, address=args.address)
     result = {
         "rows": matrix.shape[0], "lfs": list(matrix.lf_names),
         "applied": cache.misses, "cached": cache.hits,
@@ -276,7 +286,8 @@ def _fm(args: argparse.Namespace) -> dict[str, Any]:
     from labelflow.fm.run import fm_embed, fm_prompt, fm_zero_shot
 
     project = _open(args)
-    common = {"name": args.name, "dry_run": args.dry_run, "progress": not args.json}
+    common = {"name": args.name, "dry_run": args.dry_run, "progress": not args.json, "engine": args.engine,
+              "address": args.address}
     if args.fm == "embed":
         report = fm_embed(project, model=args.model, device=args.device, **common)
     elif args.fm == "zero-shot":

@@ -16,6 +16,7 @@ reads, its closure and its resources. Votes are cached under it.
 
 from __future__ import annotations
 
+import dis
 import hashlib
 import importlib.util
 import inspect
@@ -92,6 +93,26 @@ class PythonLF(LabelingFunction):
 
     def __call__(self, x: Any) -> int:
         return self.func(x, **self.resources)
+
+    def row_fields(self) -> tuple[str, ...] | None:
+        """The row attributes ``func`` reads, when its code touches the row only as ``x.NAME``; else ``None``.
+
+        Read from the bytecode: ``None`` when the row is passed on, stored, captured
+        by a nested function or comprehension, or not read at all. The votes of
+        an LF with known fields depend on those attributes alone, so the applier
+        may call it once per distinct combination of their values.
+
+        Examples
+        --------
+        >>> @labeling_function()
+        ... def short_by_bot(x):
+        ...     return 1 if len(x.text) < 20 and x.author.startswith("bot") else ABSTAIN
+        >>> short_by_bot.row_fields()
+        ('text', 'author')
+        >>> labeling_function(name="passes_row_on")(lambda x: len(vars(x)) > 3).row_fields() is None
+        True
+        """
+        return _row_attributes(self.func)
 
     def _identity(self) -> Iterable[str]:
         yield _callable_fingerprint(self.func, set())
@@ -335,26 +356,52 @@ def load_lf_suite(source: str | Path | types.ModuleType) -> list[LabelingFunctio
         raise LFError(f"{where}: {exc}") from None
 
 
+SUITE_MODULE_PREFIX = "labelflow_suite_"
+"""Suite files are imported as modules named ``labelflow_suite_<stem>_<hash of the path>``."""
+
+_SUITE_SOURCES: dict[str, tuple[str, bytes]] = {}
+"""Module name → (path, source) of every suite file imported, so a worker process can re-create it."""
+
+
 def _import_file(path: Path) -> types.ModuleType:
     if not path.is_file():
         raise LFError(f"LF suite file not found: {path}")
     digest = hashlib.blake2b(str(path.resolve()).encode(), digest_size=6).hexdigest()
     stem = re.sub(r"\W", "_", path.stem)
-    mod_name = f"labelflow_suite_{stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
+    # compile from the bytes on disk, never from __pycache__ or a stale linecache entry: an edit within
+    # the same second and of the same size must still change the code and its fingerprint
+    return exec_suite_module(f"{SUITE_MODULE_PREFIX}{stem}_{digest}", str(path), path.read_bytes())
+
+
+def exec_suite_module(name: str, path: str, source: bytes) -> types.ModuleType:
+    """Run a suite file's ``source`` as module ``name`` (registered in ``sys.modules``) and return it.
+
+    Raises :class:`LFError` naming the file and line when the code fails.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[mod_name] = module
+    sys.modules[name] = module
     try:
-        # compile from the bytes on disk, never from __pycache__ or a stale linecache entry: an edit within
-        # the same second and of the same size must still change the code and its fingerprint
-        source = path.read_bytes()
-        linecache.cache[str(path)] = (len(source), None, source.decode("utf-8").splitlines(True), str(path))
-        exec(compile(source, str(path), "exec", dont_inherit=True), module.__dict__)
+        linecache.cache[path] = (len(source), None, source.decode("utf-8").splitlines(True), path)
+        exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
     except Exception as exc:
-        sys.modules.pop(mod_name, None)
-        line = _error_line(exc, path)
+        sys.modules.pop(name, None)
+        line = _error_line(exc, Path(path))
         raise LFError(f"{path}{line}: the LF suite failed to import: {type(exc).__name__}: {exc}") from exc
+    _SUITE_SOURCES[name] = (path, source)
     return module
+
+
+def suite_sources(lfs: Iterable[LabelingFunction]) -> dict[str, tuple[str, bytes]]:
+    """``{module name: (path, source)}`` of the suite files whose code ``lfs`` run (see :func:`exec_suite_module`)."""
+    out = {}
+    for lf in lfs:
+        func = getattr(lf, "func", None)
+        func = getattr(func, "_f", func)  # a Snorkel LF's function
+        module = getattr(func, "__module__", None)
+        if module in _SUITE_SOURCES:
+            out[module] = _SUITE_SOURCES[module]
+    return out
 
 
 def _error_line(exc: BaseException, path: Path) -> str:
@@ -385,6 +432,10 @@ class _SnorkelLF(PythonLF):
     def __call__(self, x: Any) -> int:
         return self.func(x)
 
+    def row_fields(self) -> None:
+        """Unknown: preprocessors may read any field."""
+        return None
+
     def _identity(self) -> Iterable[str]:
         lf = self.func
         yield _callable_fingerprint(lf._f, set())
@@ -393,6 +444,30 @@ class _SnorkelLF(PythonLF):
             yield type(pre).__qualname__ + getattr(pre, "name", "")
             if callable(getattr(pre, "_f", None)):
                 yield _callable_fingerprint(pre._f, set())
+
+
+# --- row attributes a Python LF reads ---------------------------------------------------------------
+
+
+def _row_attributes(func: Any) -> tuple[str, ...] | None:
+    """Attribute names loaded from ``func``'s first argument, if that is all it does with it."""
+    if not isinstance(func, types.FunctionType) or func.__code__.co_argcount < 1:
+        return None
+    code = func.__code__
+    row = code.co_varnames[0]
+    if row in code.co_cellvars:  # captured by a nested function, lambda or comprehension
+        return None
+    fields: list[str] = []
+    instructions = list(dis.get_instructions(code))
+    for ins, nxt in zip(instructions, [*instructions[1:], None]):
+        names = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
+        if "FAST" not in ins.opname or row not in names:
+            continue
+        if not ins.opname.startswith("LOAD_FAST") or len(names) > 1 or nxt is None \
+                or nxt.opname not in ("LOAD_ATTR", "LOAD_METHOD") or str(nxt.argval).startswith("__"):
+            return None
+        fields.append(nxt.argval)
+    return tuple(dict.fromkeys(fields)) or None
 
 
 # --- fingerprints ----------------------------------------------------------------------------------

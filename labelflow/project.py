@@ -6,6 +6,7 @@ Layout of a project folder::
     store/dataset.parquet   the dataset, imported once by ``init``
     store/votes/            per-LF vote cache (one .npz per LF fingerprint and data hash)
     store/matrix.parquet    the label matrix of the last ``apply``
+    store/ray/              the dataset as Parquet shards for a Ray cluster (``apply --engine ray``)
     store/models/NAME.npz   fitted label models
     store/fm.sqlite         FM output cache (content-addressed)
     store/fm/NAME.parquet   named FM outputs (``labelflow fm ...``), joined to the dataset as column NAME
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,11 +30,12 @@ import polars as pl
 
 from labelflow.analysis import classification_metrics, lf_summary
 from labelflow.annotations import AnnotationStore
-from labelflow.apply import OnError, VoteCache, apply_lfs
+from labelflow.apply import Engine, OnError, VoteCache, apply_lfs
 from labelflow.dataset import Dataset, load_dataset
+from labelflow.distributed import RayEngine
 from labelflow.errors import DataError, ProjectError
 from labelflow.fm.cache import FMCache
-from labelflow.io import atomic_path, write_json
+from labelflow.io import atomic_path, write_json, write_parquet_parts
 from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model
 from labelflow.lf import LabelingFunction, load_lf_suite
 from labelflow.matrix import LabelMatrix
@@ -67,6 +69,7 @@ class ProjectConfig:
     label_model: str = "labelflow"
     studio_url: str | None = None
     studio_api_key_env: str = "LABEL_STUDIO_API_KEY"
+    ray_address: str | None = None
     format: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -200,6 +203,26 @@ class Project:
             frame = frame.join(pl.read_parquet(output), on="id", how="left", maintain_order="left")
         return Dataset(frame, self.schema, tuple(self.config.text))
 
+    def rows(self) -> pl.LazyFrame:
+        """The dataset with its FM output columns, as a lazy frame read a chunk at a time (what ``apply`` streams).
+
+        Raises :class:`ProjectError` naming an FM output whose rows do not line up with the dataset's.
+        """
+        path = self.store / "dataset.parquet"
+        if not path.is_file():
+            raise ProjectError(f"{path} is missing; re-create the project with `labelflow init`")
+        frames = [pl.scan_parquet(path)]
+        n = frames[0].select(pl.len()).collect().item()
+        for output in sorted((self.store / "fm").glob("*.parquet")):
+            fm = pl.scan_parquet(output)
+            ids = pl.concat([frames[0].select("id"), fm.select(pl.col("id").alias("fm_id"))], how="horizontal")
+            if fm.select(pl.len()).collect().item() != n \
+                    or ids.select((pl.col("id") != pl.col("fm_id")).any()).collect().item():
+                raise ProjectError(f"{output} does not hold the dataset's rows in its order; run `labelflow fm` "
+                                   f"again to recompute {output.stem!r}")
+            frames.append(fm.drop("id"))
+        return pl.concat(frames, how="horizontal") if len(frames) > 1 else frames[0]
+
     @property
     def fm_cache(self) -> FMCache:
         """The project's FM output cache."""
@@ -207,14 +230,33 @@ class Project:
 
     def save_fm_output(self, name: str, ids: pl.Series, values: np.ndarray) -> Path:
         """Store ``[n, d]`` FM outputs as column ``name`` (rows not computed: NaN → null)."""
+        return self.save_fm_output_chunks(name, [(ids, values)])
+
+    def save_fm_output_chunks(self, name: str, chunks: Iterable[tuple[pl.Series, np.ndarray]]) -> Path:
+        """Store FM outputs given as consecutive ``(ids, [rows, d] values)`` chunks of the dataset's rows,
+        one chunk in memory at a time; as :meth:`save_fm_output`. Nothing is stored if ``chunks`` raises."""
         if not name.isidentifier() or name in pl.read_parquet_schema(self.store / "dataset.parquet"):
             raise ProjectError(f"FM output name must be a Python identifier that is not a data column; got {name!r}")
-        frame = pl.DataFrame({"id": ids, name: values}).with_columns(
-            pl.when(pl.col(name).arr.first().is_nan()).then(None).otherwise(pl.col(name)).alias(name))
         path = self.store / "fm" / f"{name}.parquet"
-        with atomic_path(path) as tmp:
-            frame.write_parquet(tmp)
+        write_parquet_parts(path, (pl.DataFrame({"id": ids, name: values}).with_columns(
+            pl.when(pl.col(name).arr.first().is_nan()).then(None).otherwise(pl.col(name)).alias(name))
+            for ids, values in chunks))
         return path
+
+    def ray_engine(self, engine: Engine | RayEngine = "local", address: str | None = None) -> RayEngine | None:
+        """``None`` for the local engine; for Ray, the settings with this project's defaults: the address
+        ``address``, else the config's ``ray_address``; shards staged under ``store/ray``."""
+        if engine == "local":
+            return None
+        if engine == "ray":
+            engine = RayEngine(address=address or self.config.ray_address)
+        if not isinstance(engine, RayEngine):
+            raise ProjectError(f"engine must be 'local', 'ray' or a RayEngine; got {engine!r}")
+        if engine.staging is None:
+            from dataclasses import replace
+
+            engine = replace(engine, staging=str(self.store / "ray"))
+        return engine
 
     @property
     def suite_path(self) -> Path:
@@ -263,13 +305,16 @@ class Project:
         return gold
 
     def apply(self, *, lfs: str | Path | Sequence[LabelingFunction] | None = None, on_error: OnError = "raise",
-              n_jobs: int | None = None, progress: bool = False) -> tuple[LabelMatrix, VoteCache]:
+              n_jobs: int | None = None, progress: bool = False, engine: Engine | RayEngine = "local",
+              address: str | None = None) -> tuple[LabelMatrix, VoteCache]:
         """Apply the LF suite (a file, LF objects, or the configured suite) to every row, reusing cached
-        votes; saves ``store/matrix.parquet``."""
+        votes; saves ``store/matrix.parquet``. The rows are read and labeled a chunk at a time, here
+        or on Ray (``engine="ray"``, see :meth:`ray_engine`)."""
         cache = VoteCache(self.store / "votes")
         suite = lfs if isinstance(lfs, Sequence) and not isinstance(lfs, str) else self.lfs(lfs)
-        matrix = apply_lfs(self.dataset(), suite, cardinality=self.schema.k, cache=cache,
-                           on_error=on_error, n_jobs=n_jobs, progress=progress, fm_cache=self.fm_cache)
+        matrix = apply_lfs(self.rows(), suite, cardinality=self.schema.k, cache=cache, on_error=on_error,
+                           n_jobs=n_jobs, progress=progress, fm_cache=self.fm_cache,
+                           engine=self.ray_engine(engine, address) or "local")
         matrix.save(self.store / "matrix.parquet")
         return matrix, cache
 

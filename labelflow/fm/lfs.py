@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -24,6 +24,9 @@ from labelflow.fm.cache import FMCache
 from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax, template_fields, zero_shot_similarity
 from labelflow.lf import LabelingFunction
 from labelflow.typing import ABSTAIN, LABEL_DTYPE
+
+if TYPE_CHECKING:
+    from labelflow.distributed import RayEngine
 
 Budget = Literal["uncovered", "conflicts", "uncovered_or_conflicts"]
 Threshold = float | Literal["auto"]
@@ -77,8 +80,9 @@ class FMLF(LabelingFunction):
                 "budget": self.budget, "field": self.field}
 
     def votes(self, frame: pl.DataFrame, *, cardinality: int, cache: FMCache | None, rows: np.ndarray | None = None,
-              progress: bool = False) -> np.ndarray:
-        """``[n]`` int8 votes; ``rows`` (bool ``[n]``) limits where it may vote (and call the model)."""
+              progress: bool = False, engine: RayEngine | None = None) -> np.ndarray:
+        """``[n]`` int8 votes; ``rows`` (bool ``[n]``) limits where it may vote (and call the model);
+        ``engine`` runs the model on a Ray cluster."""
         missing = [c for c in self.columns() if c not in ("id", "split", "label") and c not in frame.columns]
         if missing:
             raise LFError(f"LF {self.name!r} reads column {missing[0]!r}, which the data lacks; columns are {frame.columns}")
@@ -91,7 +95,8 @@ class FMLF(LabelingFunction):
         conf = np.full(n, -np.inf)
         idx = np.flatnonzero(needed)
         if len(idx):
-            pred[idx], conf[idx] = self._predict(frame, idx, cache=cache, progress=progress)
+            provider = self.provider() if engine is None else engine.provider(self.provider_kind, self.provider_config)
+            pred[idx], conf[idx] = self._predict(frame, idx, provider=provider, cache=cache, progress=progress)
         if self.threshold == "auto":
             gold = frame["label"].fill_null(ABSTAIN).to_numpy()
             if not dev.any():
@@ -105,9 +110,9 @@ class FMLF(LabelingFunction):
     def _check(self, cardinality: int) -> None:
         """Raise if the LF's settings do not fit ``cardinality`` classes."""
 
-    def _predict(self, frame: pl.DataFrame, idx: np.ndarray, *, cache: FMCache | None,
+    def _predict(self, frame: pl.DataFrame, idx: np.ndarray, *, provider: Provider, cache: FMCache | None,
                  progress: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted class and confidence, ``[len(idx)]`` each, for rows ``idx``."""
+        """Predicted class and confidence, ``[len(idx)]`` each, for rows ``idx``, from ``provider``'s outputs."""
         raise NotImplementedError
 
     def _run(self, stats: RunStats) -> None:
@@ -142,10 +147,9 @@ class PromptLF(FMLF):
             raise LFError(f"LF {self.name!r}: the answer mapping has class(es) {outside} outside the schema's "
                           f"classes 0..{cardinality - 1}")
 
-    def _predict(self, frame, idx, *, cache, progress):
+    def _predict(self, frame, idx, *, provider, cache, progress):
         k = max(self.answers) + 1
         answers = [self.answers.get(c, []) for c in range(k)]
-        provider = self.provider()
         logp, stats = prompt_logprobs(frame[idx], template=self.template, answers=answers, provider=provider,
                                       cache=cache, progress=progress)
         self._run(stats)
@@ -176,9 +180,9 @@ class ZeroShotLF(FMLF):
         if len(self.descriptions) != cardinality:
             raise LFError(f"LF {self.name!r}: {len(self.descriptions)} descriptions for {cardinality} classes")
 
-    def _predict(self, frame, idx, *, cache, progress):
+    def _predict(self, frame, idx, *, provider, cache, progress):
         sims, stats = zero_shot_similarity(frame[self.field].gather(idx).to_list(), descriptions=self.descriptions,
-                                           provider=self.provider(), cache=cache, progress=progress)
+                                           provider=provider, cache=cache, progress=progress)
         self._run(stats)
         top2 = np.sort(sims, axis=1)[:, -2:]
         return sims.argmax(axis=1), top2[:, 1] - top2[:, 0]
@@ -201,7 +205,7 @@ class KnnLF(FMLF):
     def _spec(self) -> dict[str, Any]:
         return {**super()._spec(), "neighbors": self.neighbors, "reference": self.reference}
 
-    def _predict(self, frame, idx, *, cache, progress):
+    def _predict(self, frame, idx, *, provider, cache, progress):
         ref_rows = _dev_gold(frame)
         if self.reference is not None:
             ref_rows &= frame["id"].is_in(self.reference).to_numpy()
@@ -210,7 +214,6 @@ class KnnLF(FMLF):
             raise LFError(f"LF {self.name!r}: needs gold-labeled rows in split 'dev'"
                           + (" among its reference ids" if self.reference is not None else "") + " to find neighbours among")
         texts = frame[self.field].to_list()
-        provider = self.provider()
         emb, stats = embed_texts([texts[i] for i in idx], provider=provider, cache=cache, progress=progress)
         ref_emb, ref_stats = embed_texts([texts[i] for i in ref], provider=provider, cache=cache)
         stats.add(ref_stats)
