@@ -172,8 +172,8 @@ def apply_lfs(
     todo = [lf for lf in suite if lf.name not in votes and lf not in budgeted]
 
     whole = [lf for lf in todo if isinstance(lf, ExpressionLF) and not _row_wise(lf.expr)]
-    applier = ChunkApplier(tuple(lf for lf in todo if isinstance(lf, PythonLF) or isinstance(lf, ExpressionLF)
-                                 and lf not in whole), cardinality, on_error)
+    per_chunk = [lf for lf in todo if isinstance(lf, PythonLF) or (isinstance(lf, ExpressionLF) and lf not in whole)]
+    applier = ChunkApplier(tuple(per_chunk), cardinality, on_error)
     if applier.lfs:
         from tqdm.auto import tqdm
 

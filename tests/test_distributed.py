@@ -50,6 +50,17 @@ def test_bad_settings(settings, message):
         RayEngine(**settings)
 
 
+def test_cli_unreachable_address_exits_2(project, capsys):
+    from labelflow.cli import main
+
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("this process is connected to a Ray cluster already")
+    assert main(["apply", "-p", str(project.root), "--engine", "ray", "--address", "127.0.0.1:1"]) == 2
+    assert "labelflow: error: cannot reach the Ray cluster at '127.0.0.1:1'" in capsys.readouterr().err
+    assert not (project.store / "matrix.parquet").exists()
+
+
 def test_project_ray_engine_defaults(project):
     assert project.ray_engine("local") is None
     engine = project.ray_engine("ray", "auto")
@@ -205,3 +216,16 @@ def test_fm_embed_on_ray_actors_fills_the_local_cache(cluster, tmp_path, project
     assert fresh["computed"] == 16
     np.testing.assert_allclose(np.array(pl.read_parquet(fresh["stored"])["embedding"].to_list()), ray_values,
                                atol=1e-6)
+
+
+@pytest.mark.slow
+def test_fm_lfs_on_ray_actors_vote_as_locally(cluster, project):
+    from labelflow.fm import zero_shot_lf
+
+    zs = zero_shot_lf("zs", descriptions=["a fan's comment about the song", "an ad or a link"], margin=0.02)
+    on_ray = apply_lfs(project.rows(), [zs], cardinality=2, fm_cache=project.fm_cache,
+                       engine=RayEngine(fm_actors=1))
+    assert zs.stats.computed == 16 + 2  # the rows and the two descriptions, on the actor
+    local = apply_lfs(project.rows(), [zs], cardinality=2, fm_cache=project.fm_cache)
+    np.testing.assert_array_equal(local.values, on_ray.values)
+    assert zs.stats.computed == 18 and zs.stats.cached == 18  # the local run found every output cached
