@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -193,6 +194,10 @@ class RayEngine:
 # --- shards ------------------------------------------------------------------------------------------
 
 
+_STAGED_NAME = re.compile(r"[0-9a-f]{32}-[0-9]+")
+"""Name of a staged shard folder: the data's hash and the rows per shard."""
+
+
 class _staged:
     """Context manager: the rows as Parquet shards of ``shard_rows`` rows; yields their paths.
 
@@ -218,9 +223,9 @@ class _staged:
         shards = [self.folder / _shard_name(i) for i in range(len(bounds))]
         if manifest.is_file() and all(p.is_file() for p in shards):
             return shards
-        if self.keep:
+        if self.keep:  # shards of data that has changed since
             for old in self.folder.parent.glob("*-*"):
-                if old != self.folder and (old / "manifest.json").is_file():
+                if old != self.folder and _STAGED_NAME.fullmatch(old.name) and (old / "manifest.json").is_file():
                     shutil.rmtree(old, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         for path, (start, stop) in zip(shards, bounds):
