@@ -24,6 +24,7 @@ import linecache
 import re
 import sys
 import textwrap
+import tokenize
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -486,7 +487,7 @@ def _callable_fingerprint(func: Any, seen: set[int]) -> str:
     code = func.__code__
     try:
         parts = [textwrap.dedent(inspect.getsource(func))]
-    except (OSError, TypeError):
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):  # no source, or a file that is not its source
         parts = [repr(code.co_code), repr(code.co_consts)]
     module = func.__module__
     for name in sorted(_code_names(code)):

@@ -229,6 +229,20 @@ def test_fingerprint_is_stable_across_reloads(tmp_path):
     assert len(set(first.values())) == 3
 
 
+def test_fingerprint_of_an_lf_whose_file_is_not_its_source(tmp_path):
+    """Code compiled from a string under another file's name (exec in a notebook or a doc test): inspect finds
+    unrelated text there; the LF is fingerprinted from its bytecode instead, still stably and per body."""
+    other = tmp_path / "notes.md"
+    other.write_text("(\n" * 5)  # an open bracket where the LF's source would be
+    make = 'from labelflow import labeling_function\n@labeling_function()\ndef lf(x):\n    return {}\n'
+    fingerprints = []
+    for body in ("1", "1", "0"):
+        scope: dict = {}
+        exec(compile(make.format(body), str(other), "exec"), scope)
+        fingerprints.append(scope["lf"].fingerprint())
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]
+
+
 def test_fingerprint_follows_expression_name_resources_and_closure():
     assert keyword_lf("k", ["a"], label=1).fingerprint() == keyword_lf("k", ["a"], label=1).fingerprint()
     assert keyword_lf("k", ["a"], label=1).fingerprint() != keyword_lf("k", ["b"], label=1).fingerprint()
