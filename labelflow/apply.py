@@ -147,11 +147,9 @@ def apply_lfs(
     """
     if on_error not in ("raise", "abstain"):
         raise LFError(f"on_error must be 'raise' or 'abstain'; got {on_error!r}")
-    if engine not in ("local", "ray") and not isinstance(engine, RayEngine):
-        raise LFError(f"engine must be 'local', 'ray' or a RayEngine; got {engine!r}")
+    ray = RayEngine.of(engine)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise LFError(f"chunk_rows must be an integer ≥ 1; got {chunk_rows!r}")
-    ray = RayEngine() if engine == "ray" else engine if isinstance(engine, RayEngine) else None
     rows = data.frame if isinstance(data, Dataset) else data
     schema = rows.collect_schema()
     if "id" not in schema:

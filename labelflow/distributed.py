@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -102,6 +102,20 @@ class RayEngine:
                 raise EngineError(f"{name} must be an integer ≥ {low}; got {value!r}")
         if not self.connect_timeout_s > 0:
             raise EngineError(f"connect_timeout_s must be > 0; got {self.connect_timeout_s!r}")
+
+    @classmethod
+    def of(cls, engine: Literal["local", "ray"] | RayEngine, *, address: str | None = None) -> RayEngine | None:
+        """``None`` for ``"local"``; a ``RayEngine`` at ``address`` for ``"ray"``; a ``RayEngine`` as it is.
+
+        Raises :class:`EngineError` for anything else.
+        """
+        if isinstance(engine, RayEngine):
+            return engine
+        if engine == "ray":
+            return cls(address=address)
+        if engine == "local":
+            return None
+        raise EngineError(f"engine must be 'local', 'ray' or a RayEngine; got {engine!r}")
 
     # --- LF suites ----------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,8 +175,6 @@ class Project:
 
     def update_config(self, **changes: Any) -> None:
         """Change config fields (validated as a whole) and rewrite ``labelflow.json`` atomically."""
-        from dataclasses import replace
-
         unknown = sorted(set(changes) - set(ProjectConfig.__dataclass_fields__))
         if unknown:
             raise ProjectError(f"unknown config keys {unknown}")
@@ -246,17 +244,10 @@ class Project:
     def ray_engine(self, engine: Engine | RayEngine = "local", address: str | None = None) -> RayEngine | None:
         """``None`` for the local engine; for Ray, the settings with this project's defaults: the address
         ``address``, else the config's ``ray_address``; shards staged under ``store/ray``."""
-        if engine == "local":
+        engine = RayEngine.of(engine, address=address or self.config.ray_address)
+        if engine is None:
             return None
-        if engine == "ray":
-            engine = RayEngine(address=address or self.config.ray_address)
-        if not isinstance(engine, RayEngine):
-            raise ProjectError(f"engine must be 'local', 'ray' or a RayEngine; got {engine!r}")
-        if engine.staging is None:
-            from dataclasses import replace
-
-            engine = replace(engine, staging=str(self.store / "ray"))
-        return engine
+        return engine if engine.staging is not None else replace(engine, staging=str(self.store / "ray"))
 
     @property
     def suite_path(self) -> Path:
