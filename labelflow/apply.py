@@ -251,8 +251,8 @@ class ChunkApplier:
         return out, failures
 
 
-def merge_failures(into: Failures, more: Failures) -> None:
-    """Append the failures of a later chunk, keeping at most :data:`MAX_FAILURES_KEPT` per LF."""
+def merge_failures(into: dict[str, list[Any]], more: dict[str, list[Any]]) -> None:
+    """Append the failures of a later chunk (or piece of one), keeping at most :data:`MAX_FAILURES_KEPT` per LF."""
     for name, found in more.items():
         kept = into.setdefault(name, [])
         kept.extend(found[:MAX_FAILURES_KEPT - len(kept)])
@@ -449,9 +449,7 @@ def _run_rows(frame: pl.DataFrame, ids: pl.Series, lfs: list[PythonLF], k: int, 
     votes = np.concatenate([r[0] for r in results]) if results else np.empty((0, len(lfs)), LABEL_DTYPE)
     errors: dict[str, list[tuple[int, str]]] = {}
     for _, piece_errors in results:
-        for name, errs in piece_errors.items():
-            kept = errors.setdefault(name, [])
-            kept.extend(errs[:MAX_FAILURES_KEPT - len(kept)])
+        merge_failures(errors, piece_errors)
     return votes, errors
 
 
