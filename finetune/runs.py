@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -99,9 +100,9 @@ class RunInfo:
         p = self.progress or {}
         return min(p.get("step", 0) / p["total_steps"], 1.0) if p.get("total_steps") else 0.0
 
-    @property
+    @cached_property
     def metrics(self) -> dict[str, Any] | None:
-        """``metrics.json`` of a complete run (see :func:`finetune.finetune`), else ``None``."""
+        """``metrics.json`` of a complete run (see :func:`finetune.finetune`), else ``None``; read once."""
         path = self.path / METRICS_FILE
         if self.status != "complete" or not path.is_file():
             return None
