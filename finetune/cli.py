@@ -108,9 +108,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
     """``labelflow finetune``: train on ``--labels`` or on the project's labels exported now."""
-    from finetune.train import finetune
-
-    from finetune.train import LABELS_FILE
+    from finetune.train import LABELS_FILE, finetune
 
     cfg = config_from_args(args)
     out = Path(args.out)
