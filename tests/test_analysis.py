@@ -94,6 +94,24 @@ def test_classification_metrics_hand_computed():
     assert m["per_class_f1"] == pytest.approx({"a": 2 / 3, "b": 1 / 2, "c": 1.0})  # abstain counts as wrong
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     assert m["coverage"] == pytest.approx(4 / 5)
+    # covered gold rows 0, 1, 2, 4: three right
+    assert m["accuracy_covered"] == pytest.approx(3 / 4) and m["n_covered"] == 4
+    assert m["tied"] is None
+
+
+def test_classification_metrics_covered_and_tied_rows():
+    y = np.array([0, 1, 1, 0, -1])
+    preds = np.array([0, 0, 1, 1, 1])
+    covered = np.array([False, False, True, True, True])
+    tied = np.array([True, True, False, False, True])
+    m = classification_metrics(y, preds, class_names=["a", "b"], covered=covered, tied=tied)
+    assert (m["accuracy"], m["accuracy_covered"], m["coverage"], m["tied"]) == (0.5, 0.5, 0.5, 0.5)
+    none = classification_metrics(y, preds, class_names=["a", "b"], covered=np.zeros(5, bool))
+    assert none["accuracy_covered"] is None and none["coverage"] == 0.0 and none["n_covered"] == 0
+    everything = classification_metrics(y, preds, class_names=["a", "b"])
+    assert everything["accuracy_covered"] == everything["accuracy"] and everything["coverage"] == 1.0
+    with pytest.raises(LabelModelError, match=r"covered has shape \(3,\) but y has \(5,\)"):
+        classification_metrics(y, preds, class_names=["a", "b"], covered=covered[:3])
 
 
 def test_classification_metrics_equals_sklearn():

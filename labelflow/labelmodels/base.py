@@ -191,12 +191,27 @@ def load_label_model(path: str | Path) -> LabelModel:
     return model
 
 
+def tied_rows(probs: ProbArray, *, tol: float = 1e-5) -> np.ndarray:
+    """``[n]`` booleans: rows of ``[n, k]`` probabilities whose largest value is shared by two or more
+    classes (within ``tol``, as :func:`probs_to_preds` judges it), so a tie policy decides their class.
+
+    Examples
+    --------
+    >>> tied_rows(np.array([[0.2, 0.8, 0.0], [0.5, 0.5, 0.0], [1 / 3, 1 / 3 + 1e-9, 1 / 3 - 1e-9]]))
+    array([False,  True,  True])
+    """
+    return _is_max(np.asarray(probs), tol).sum(axis=1) > 1
+
+
 def probs_to_preds(probs: ProbArray, *, tie_policy: TiePolicy = "random", tol: float = 1e-5) -> PredArray:
     """``[n]`` argmax classes of ``[n, k]`` probabilities, with a policy for ties.
 
     ``"random"`` picks among tied classes by a deterministic hash of the row index,
     exactly as Snorkel's ``probs_to_preds`` does; ``"abstain"`` returns ``ABSTAIN``;
-    ``"first"`` takes the lowest tied class.
+    ``"first"`` takes the lowest tied class. The row index is the row's position in
+    ``probs``: predicting a slice of rows keys the hash by positions within the slice.
+    (A project predicts every row of its dataset at once and slices afterwards; see
+    :meth:`labelflow.project.Project.predictions`.)
 
     Examples
     --------
@@ -205,8 +220,7 @@ def probs_to_preds(probs: ProbArray, *, tie_policy: TiePolicy = "random", tol: f
     """
     if tie_policy not in ("random", "abstain", "first"):
         raise LabelModelError(f"tie_policy must be 'random', 'abstain' or 'first'; got {tie_policy!r}")
-    probs = np.asarray(probs)
-    is_max = np.abs(probs - probs.max(axis=1, keepdims=True)) < tol
+    is_max = _is_max(np.asarray(probs), tol)
     preds = is_max.argmax(axis=1).astype(np.int64)
     tied = np.flatnonzero(is_max.sum(axis=1) > 1)
     if tie_policy == "abstain":
@@ -216,3 +230,8 @@ def probs_to_preds(probs: ProbArray, *, tie_policy: TiePolicy = "random", tol: f
             options = np.flatnonzero(is_max[i])
             preds[i] = options[int(hashlib.sha1(str(i).encode()).hexdigest(), 16) % len(options)]
     return preds
+
+
+def _is_max(probs: np.ndarray, tol: float) -> np.ndarray:
+    """``[n, k]`` booleans: the classes within ``tol`` of their row's largest probability (Snorkel's test)."""
+    return np.abs(probs - probs.max(axis=1, keepdims=True)) < tol
