@@ -36,7 +36,8 @@ from labelflow.distributed import RayEngine
 from labelflow.errors import DataError, ProjectError
 from labelflow.fm.cache import FMCache
 from labelflow.io import atomic_path, write_json, write_parquet_parts
-from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model
+from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model, probs_to_preds
+from labelflow.labelmodels.base import tied_rows
 from labelflow.lf import LabelingFunction, load_lf_suite
 from labelflow.matrix import LabelMatrix
 from labelflow.schema import ClassSchema
@@ -82,6 +83,20 @@ class ProjectConfig:
     @property
     def schema(self) -> ClassSchema:
         return ClassSchema.from_dict(self.classes)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A label model's output for every row of a project's dataset (see :meth:`Project.predictions`)."""
+
+    probs: np.ndarray
+    """``[n, k]`` class probabilities."""
+    pred: np.ndarray
+    """``[n]`` predicted class: the argmax, exact ties broken by the row's position in the dataset."""
+    tied: np.ndarray
+    """``[n]`` booleans: ``pred`` came from a tie-break."""
+    covered: np.ndarray
+    """``[n]`` booleans: at least one LF voted on the row."""
 
 
 class Project:
@@ -356,18 +371,51 @@ class Project:
             )
         return model
 
-    def evaluate(self, model: LabelModel) -> dict[str, dict[str, Any]]:
-        """Metrics of ``model`` on every split that has gold labels: ``{split: metrics}``."""
-        matrix, dataset = self.matrix(), self.dataset()
-        preds = model.predict(matrix.values)
-        covered = (matrix.values != ABSTAIN).any(axis=1)
+    def predictions(self, model: LabelModel | str | None = None) -> Predictions:
+        """The label model's prediction for every row of the dataset, by labelflow's one prediction policy.
+
+        **Policy.** A row's prediction is the argmax of the label model's class
+        probabilities. Exact ties (equal within 1e-5, including rows no LF votes on
+        when the model gives them a uniform distribution) are broken by Snorkel's
+        deterministic hash (``tie_policy="random"``) of the row's position in the
+        project's full dataset, so a row gets the same class whichever split or
+        subset is looked at. A model may give uncovered rows a non-uniform
+        distribution (an estimated class prior); then the argmax decides them like
+        any other row. Nothing is left unpredicted: ``pred`` is always a class, and
+        ``tied`` says which rows a tie-break decided. ``fit``'s and ``evaluate``'s
+        metrics, ``export``, ``analyze`` and the app all read their predictions
+        from here (or, equally, from ``model.predict`` on the full matrix), so they
+        agree by construction. (``labelflow bench label-models`` keys the same hash by
+        the row's position in the test split, as WRENCH's and Snorkel's published
+        figures do.)
+
+        Parameters
+        ----------
+        model
+            A fitted label model, or the name of a saved one (default: the project's).
+        """
+        lm = model if isinstance(model, LabelModel) else self.label_model(model)
+        values = self.matrix().values
+        probs = lm.predict_proba(values)
+        return Predictions(probs=probs, pred=probs_to_preds(probs, tie_policy="random"), tied=tied_rows(probs),
+                           covered=(values != ABSTAIN).any(axis=1))
+
+    def evaluate(self, model: LabelModel | str | None = None) -> dict[str, dict[str, Any]]:
+        """Metrics of ``model`` on every split that has gold labels: ``{split: metrics}``.
+
+        Each split's metrics are :func:`~labelflow.analysis.classification_metrics` of
+        :meth:`predictions` on its gold rows: ``accuracy`` (all rows), ``accuracy_covered``
+        (rows some LF voted on), ``macro_f1``, ``per_class_f1``, ``coverage``, ``tied``
+        (the fraction decided by a tie-break), ``n`` and ``n_covered``.
+        """
+        predictions, dataset = self.predictions(model), self.dataset()
         gold, split = self.gold(), dataset.frame["split"].to_numpy()
         out = {}
         for name in dataset.splits():
             rows = (split == name) & (gold != ABSTAIN)
             if rows.any():
-                out[name] = classification_metrics(gold[rows], preds[rows], class_names=self.schema.names,
-                                                   covered=covered[rows])
+                out[name] = classification_metrics(gold[rows], predictions.pred[rows], class_names=self.schema.names,
+                                                   covered=predictions.covered[rows], tied=predictions.tied[rows])
         return out
 
     def summary(self, split: str = "dev") -> pl.DataFrame:
@@ -385,31 +433,32 @@ class Project:
         """Write probabilistic labels: one row per data row, atomically.
 
         Columns: ``id``, text field(s), ``split``, ``label`` (gold incl. human annotations, null when unknown),
-        ``prob_<class>`` for each class, ``pred`` (argmax; ``-1`` on ties and rows no
-        LF covers), ``pred_name`` and ``covered``.
+        ``prob_<class>`` for each class, ``pred`` and ``pred_name`` (the class :meth:`predictions` gives
+        the row: the argmax, ties broken by the row's position in the dataset, so accuracy recomputed
+        from ``pred`` equals ``fit``'s), ``covered`` (some LF voted on the row) and ``tied`` (``pred``
+        came from a tie-break; filter on it, or on ``covered``, to keep only decided rows).
         """
         out = Path(out)
         fmt = fmt or out.suffix.lstrip(".").lower()
         if fmt not in EXPORT_FORMATS:
             raise ProjectError(f"export format must be one of {list(EXPORT_FORMATS)}; got {fmt!r} (from {out})")
-        lm, matrix, dataset = self.label_model(model), self.matrix(), self.dataset()
-        probs = lm.predict_proba(matrix.values)
-        preds = lm.predict(matrix.values, tie_policy="abstain")
-        covered = (matrix.values != ABSTAIN).any(axis=1)
-        preds[~covered] = ABSTAIN
-        names = np.array([*self.schema.names, None], dtype=object)
-        gold = self.gold()
-        frame = dataset.frame.select("id", *self.config.text, "split").with_columns(
-            pl.Series("label", np.where(gold == ABSTAIN, None, gold).tolist(), dtype=pl.Int16),
-            *[pl.Series(f"prob_{c}", probs[:, i]) for i, c in enumerate(self.schema.names)],
-            pl.Series("pred", preds, dtype=pl.Int16),
-            pl.Series("pred_name", names[preds].tolist(), dtype=pl.String),
-            pl.Series("covered", covered),
-        )
+        dataset = self.dataset()
         if splits:
             unknown = sorted(set(splits) - set(dataset.splits()))
             if unknown:
                 raise ProjectError(f"unknown split(s) {unknown}; the dataset's splits are {dataset.splits()}")
+        predictions = self.predictions(model)
+        names = np.array(self.schema.names, dtype=object)
+        gold = self.gold()
+        frame = dataset.frame.select("id", *self.config.text, "split").with_columns(
+            pl.Series("label", np.where(gold == ABSTAIN, None, gold).tolist(), dtype=pl.Int16),
+            *[pl.Series(f"prob_{c}", predictions.probs[:, i]) for i, c in enumerate(self.schema.names)],
+            pl.Series("pred", predictions.pred, dtype=pl.Int16),
+            pl.Series("pred_name", names[predictions.pred].tolist(), dtype=pl.String),
+            pl.Series("covered", predictions.covered),
+            pl.Series("tied", predictions.tied),
+        )
+        if splits:
             frame = frame.filter(pl.col("split").is_in(list(splits)))
         with atomic_path(out) as tmp:
             getattr(frame, {"parquet": "write_parquet", "csv": "write_csv", "jsonl": "write_ndjson"}[fmt])(tmp)

@@ -56,6 +56,8 @@ def test_fit_and_evaluate_majority_vote(project):
     assert sorted(metrics) == ["dev", "test"]  # train has no gold
     assert metrics["dev"]["accuracy"] == metrics["test"]["accuracy"] == 1.0
     assert metrics["test"]["coverage"] == 1.0 and metrics["test"]["n"] == 4
+    assert metrics["test"]["accuracy_covered"] == 1.0 and metrics["test"]["n_covered"] == 4
+    assert metrics["test"]["tied"] == 0.0
 
 
 def test_fit_snorkel_with_dev_gold(project, expected):
@@ -86,7 +88,8 @@ def test_export(project, tmp_path, fmt):
     out = tmp_path / "out" / f"labels.{fmt}"
     project.export(out)
     frame = {"parquet": pl.read_parquet, "csv": pl.read_csv, "jsonl": pl.read_ndjson}[fmt](out)
-    assert frame.columns == ["id", "text", "split", "label", "prob_HAM", "prob_SPAM", "pred", "pred_name", "covered"]
+    assert frame.columns == ["id", "text", "split", "label", "prob_HAM", "prob_SPAM", "pred", "pred_name", "covered",
+                             "tied"]
     assert frame.height == 16
     np.testing.assert_allclose(frame["prob_HAM"] + frame["prob_SPAM"], 1.0)
     row = frame.filter(pl.col("id") == "d0").row(0, named=True)  # two SPAM votes
@@ -95,14 +98,64 @@ def test_export(project, tmp_path, fmt):
     assert frame["label"].to_list()[:8] == [None] * 8
 
 
-def test_export_uncovered_and_tied_rows_get_no_pred(project, tmp_path, project_files, expected):
+def test_export_uncovered_and_tied_rows_get_a_tie_broken_pred(project, tmp_path, project_files, expected):
     project_files["suite"].write_text(expected.suite + "\nLFS = [kw_sub, kw_song, kw_free, kw_link]\n")
     project.apply(n_jobs=1)
     project.fit("majority_vote")
     frame = project.export(tmp_path / "labels.parquet", splits=["train"])
     assert frame["split"].unique().to_list() == ["train"]
     t7 = frame.filter(pl.col("id") == "t7").row(0, named=True)  # only py_short voted, now removed
-    assert (t7["prob_HAM"], t7["pred"], t7["pred_name"], t7["covered"]) == (0.5, -1, None, False)
+    assert (t7["prob_HAM"], t7["covered"], t7["tied"]) == (0.5, False, True)
+    predictions = project.predictions("majority_vote")
+    assert t7["pred"] == predictions.pred[7] in (0, 1) and t7["pred_name"] == ["HAM", "SPAM"][t7["pred"]]
+    assert frame.filter(~pl.col("tied"))["covered"].all() and frame["pred"].min() >= 0
+
+
+def _tie_heavy_project(root, src, n=900, seed=0):
+    """A 2-class project whose keyword LFs often vote 1-1 or not at all: many ties for majority vote."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    words = []
+    for label in y:
+        # "good"/"nice" mean HAM, "buy"/"link" mean SPAM, each right 75 % of the time; ~1/4 of rows have none
+        row = [w for w, cls in (("good", 0), ("nice", 0), ("buy", 1), ("link", 1))
+               if rng.random() < (0.45 if cls == label else 0.15)]
+        words.append(" ".join(row + ["filler"]))
+    split = np.array(["train"] * (n // 3) + ["dev"] * (n // 3) + ["test"] * (n - 2 * (n // 3)))
+    src.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"id": [f"r{i}" for i in range(n)], "text": words, "label": y, "split": split}).write_csv(
+        src / "rows.csv")
+    (src / "suite.py").write_text(
+        "from labelflow import keyword_lf\n"
+        + "".join(f"kw_{w} = keyword_lf('kw_{w}', ['{w}'], label={c})\n"
+                  for w, c in (("good", 0), ("nice", 0), ("buy", 1), ("link", 1))))
+    project = Project.init(root, sources={"": [src / "rows.csv"]}, classes=["HAM", "SPAM"], id="id", label="label",
+                           split="split", hide_labels=["train"], lfs=src / "suite.py", label_model="majority_vote")
+    project.apply(n_jobs=1)
+    return project
+
+
+@pytest.mark.parametrize("model", ["majority_vote", "labelflow", "snorkel"])
+def test_accuracy_recomputed_from_the_export_equals_fit(tmp_path, model):
+    project = _tie_heavy_project(tmp_path / "proj", tmp_path / "src")
+    fitted = project.evaluate(project.fit(model, use_dev=model != "majority_vote"))
+    project.export(tmp_path / "labels.csv", model=model)
+    frame = pl.read_csv(tmp_path / "labels.csv", infer_schema_length=None)  # what a user reads back
+    if model == "majority_vote":
+        assert frame.filter(pl.col("split") != "train")["tied"].mean() > 0.3  # the hard case: many ties
+    for split in ("dev", "test"):
+        rows = frame.filter(pl.col("split") == split)
+        correct = rows["pred"] == rows["label"]
+        covered = rows["covered"]
+        assert fitted[split]["n"] == rows.height
+        assert fitted[split]["accuracy"] == correct.mean()
+        assert fitted[split]["accuracy_covered"] == correct.filter(covered).mean()
+        assert fitted[split]["coverage"] == covered.mean()
+        assert fitted[split]["tied"] == rows["tied"].mean()
+        assert 0.5 < fitted[split]["coverage"] < 1  # uncovered rows count in accuracy only
+    # the same figures when only one split is exported: predictions do not depend on what is exported
+    test_only = project.export(tmp_path / "test.parquet", model=model, splits=["test"])
+    assert fitted["test"]["accuracy"] == (test_only["pred"] == test_only["label"]).mean()
 
 
 def test_export_bad_format_and_split(project, tmp_path):
