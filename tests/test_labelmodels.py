@@ -11,7 +11,11 @@ from snorkel.labeling.model import MajorityLabelVoter
 from snorkel.utils import probs_to_preds as snorkel_probs_to_preds
 
 from labelflow import LabelModelError, get_label_model, label_model_names, load_label_model
-from labelflow.labelmodels import MajorityVote, SnorkelLabelModel, probs_to_preds, register_label_model
+from labelflow.labelmodels import (AutoLabelModel, LabelModel, MajorityVote, SnorkelLabelModel, probs_to_preds,
+                                   register_label_model)
+from labelflow.labelmodels.auto import stratified_folds
+from labelflow.labelmodels.base import _REGISTRY, tied_rows
+from labelflow.labelmodels.snorkel import dev_class_balance
 from labelflow.matrix import check_label_matrix
 
 # 3 classes, 3 LFs: shares, a lone vote, an uncovered row, a 1-1 tie, a 2-1 win for class 2
@@ -90,6 +94,12 @@ def test_probs_to_preds_first_takes_the_lowest_tied_class():
     assert set(first[tied].tolist()) == {0, 1}
 
 
+def test_tied_rows_are_the_rows_the_abstain_policy_leaves_open():
+    probs = _probs_with_ties(9)
+    np.testing.assert_array_equal(tied_rows(probs), probs_to_preds(probs, tie_policy="abstain") == -1)
+    assert tied_rows(P_HAND).tolist() == [False, False, True, True, False]
+
+
 def test_probs_to_preds_unknown_policy():
     with pytest.raises(LabelModelError, match="tie_policy must be 'random', 'abstain' or 'first'; got 'true-random'"):
         probs_to_preds(P_HAND, tie_policy="true-random")
@@ -120,12 +130,42 @@ def test_snorkel_adapter_equals_snorkel(snorkel_fit):
     assert (model.predict(L)[covered] == y[covered]).mean() > 0.8  # it learned something
 
 
-def test_snorkel_adapter_with_dev_labels_equals_snorkel():
+def test_snorkel_adapter_with_dev_labels_equals_snorkel_with_the_smoothed_dev_class_balance():
     L, y = synthetic_matrix(600, ACCURACIES, COVERAGES, k=3, seed=12)
     model = SnorkelLabelModel(3, seed=1, n_epochs=50).fit(L[:500], L_dev=L[500:], y_dev=y[500:])
+    counts = np.bincount(y[500:], minlength=3)
+    balance = (counts + 1) / (100 + 3)  # add-one smoothing; Snorkel's own Y_dev estimate is counts / 100
     ref = SnorkelLabelModelRef(cardinality=3, verbose=False)
-    ref.fit(L[:500], Y_dev=y[500:], n_epochs=50, seed=1, progress_bar=False)
+    ref.fit(L[:500], class_balance=balance.tolist(), n_epochs=50, seed=1, progress_bar=False)
     np.testing.assert_allclose(model.predict_proba(L), ref.predict_proba(L), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(model._model.p, balance)
+
+
+def test_snorkel_with_dev_gold_missing_a_class_fits():
+    # Snorkel's fit(Y_dev=...) raises "Y_dev has 3 class(es). Does not match LabelModel cardinality 4" here
+    L, y = synthetic_matrix(400, ACCURACIES, COVERAGES, k=4, seed=13)
+    dev = y[300:] != 3
+    with pytest.raises(ValueError, match="Does not match LabelModel cardinality 4"):
+        SnorkelLabelModelRef(cardinality=4, verbose=False).fit(L[:300], Y_dev=y[300:][dev], n_epochs=5,
+                                                               progress_bar=False)
+    model = SnorkelLabelModel(4, seed=1, n_epochs=20).fit(L[:300], L_dev=L[300:][dev], y_dev=y[300:][dev])
+    balance = np.asarray(model._model.p)
+    assert balance[3] == pytest.approx(1 / (dev.sum() + 4)) and balance.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(model.predict_proba(L).sum(axis=1), 1.0)
+
+
+def test_snorkel_class_balance_wins_over_dev_gold():
+    L, y = synthetic_matrix(400, ACCURACIES, COVERAGES, k=3, seed=14)
+    given = np.array([0.2, 0.3, 0.5])
+    with_both = SnorkelLabelModel(3, seed=1, n_epochs=20).fit(L[:300], L_dev=L[300:], y_dev=y[300:],
+                                                              class_balance=given)
+    only_balance = SnorkelLabelModel(3, seed=1, n_epochs=20).fit(L[:300], class_balance=given)
+    np.testing.assert_allclose(with_both._model.p, given)
+    np.testing.assert_array_equal(with_both.predict_proba(L), only_balance.predict_proba(L))
+
+
+def test_dev_class_balance_is_add_one_smoothed():
+    np.testing.assert_allclose(dev_class_balance(np.array([1, 1, 1, 2]), 4), [1 / 8, 4 / 8, 2 / 8, 1 / 8])
 
 
 def test_snorkel_adapter_save_load_is_identical_and_pickle_free(snorkel_fit, tmp_path):
@@ -161,6 +201,76 @@ def test_snorkel_needs_three_lfs():
 def test_snorkel_bad_hyperparameters(kwargs):
     with pytest.raises(LabelModelError, match="need n_epochs ≥ 1, lr > 0, l2 ≥ 0"):
         SnorkelLabelModel(2, **kwargs)
+
+
+# --- auto ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def failing_model():
+    """A registered label model that raises in fit; unregistered afterwards."""
+
+    @register_label_model
+    class Failing(LabelModel):
+        name = "failing_for_test"
+
+        def _fit(self, L, *, L_dev, y_dev, class_balance, progress):
+            raise RuntimeError("this model always fails")
+
+        def _predict_proba(self, L):
+            raise AssertionError("never fitted")
+
+        def _state(self):
+            return {}, {}
+
+        @classmethod
+        def _from_state(cls, cardinality, seed, config, arrays):
+            return cls(cardinality, seed=seed)
+
+    yield Failing.name
+    del _REGISTRY[Failing.name]
+
+
+def test_stratified_folds_put_every_class_with_two_rows_in_both_folds():
+    y = np.repeat(np.arange(9), [1, 2, 3, 5, 8, 13, 2, 2, 4])
+    folds = stratified_folds(y, 2, seed=4)
+    for c in range(9):
+        assert set(folds[y == c].tolist()) == ({0, 1} if (y == c).sum() >= 2 else {folds[y == c][0]})
+    assert abs(int((folds == 0).sum()) - int((folds == 1).sum())) <= 1
+    np.testing.assert_array_equal(folds, stratified_folds(y, 2, seed=4))  # seeded
+
+
+def test_auto_with_a_dev_set_missing_a_class(failing_model):
+    # 9 classes, the dev gold has 8 of them and one class only once: every fold's training half misses a class
+    L, y = synthetic_matrix(1200, ACCURACIES, COVERAGES, k=9, seed=15)
+    dev = np.arange(1000, 1200)
+    dev = dev[y[dev] != 8]
+    dev = np.concatenate([dev[y[dev] != 7], dev[y[dev] == 7][:1]])
+    auto = AutoLabelModel(9, seed=2).fit(L[:1000], L_dev=L[dev], y_dev=y[dev])
+    choice = auto.choice()
+    assert set(choice["scores"]) == {"labelflow", "snorkel", "majority_vote"}  # snorkel fit with 8 dev classes
+    assert choice["skipped"] == {failing_model: "RuntimeError: this model always fails"}
+    assert choice["chosen"] == auto.chosen.name and choice["scores"][choice["chosen"]] == max(choice["scores"].values())
+    assert f"{len(dev)} gold rows" in choice["reason"] and "failing_for_test (RuntimeError" in choice["reason"]
+    assert all(0 <= s <= 1 for s in choice["scores"].values())
+
+
+def test_auto_choice_survives_save_and_load(tmp_path):
+    L, y = synthetic_matrix(600, ACCURACIES, COVERAGES, k=3, seed=16)
+    auto = AutoLabelModel(3).fit(L[:500], L_dev=L[500:], y_dev=y[500:])
+    auto.save(tmp_path / "auto.npz")
+    loaded = load_label_model(tmp_path / "auto.npz")
+    assert loaded.choice() == auto.choice()
+
+
+def test_auto_without_dev_gold_takes_the_first_preferred_model_that_fits(failing_model):
+    auto = AutoLabelModel(3).fit(L_HAND)
+    assert auto.choice()["chosen"] == "labelflow" and "no dev gold" in auto.reason
+
+
+def test_auto_not_fitted_has_no_choice():
+    with pytest.raises(LabelModelError, match="label model 'auto' is not fitted"):
+        AutoLabelModel(3).choice()
 
 
 # --- registry -----------------------------------------------------------------------------------------

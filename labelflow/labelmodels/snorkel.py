@@ -18,6 +18,11 @@ class SnorkelLabelModel(LabelModel):
     Defaults are Snorkel's, except ``n_epochs=500`` (Snorkel's tutorial setting).
     Saved as its learned parameters (``mu``, class balance), not as a pickle.
     Snorkel needs at least 3 LFs.
+
+    Dev gold is used as Snorkel uses ``Y_dev``, for the class balance only, but
+    estimated here with add-one smoothing, ``(count_c + 1) / (n_dev + k)``, so a dev
+    set that misses a class still fits (Snorkel's own estimate rejects it). A
+    ``class_balance`` given to :meth:`fit` wins over the dev gold.
     """
 
     name = "snorkel"
@@ -35,10 +40,11 @@ class SnorkelLabelModel(LabelModel):
              class_balance: np.ndarray | None, progress: bool) -> None:
         if L.shape[1] < 3:
             raise LabelModelError(f"Snorkel's LabelModel needs at least 3 LFs; the matrix has {L.shape[1]}")
+        if class_balance is None and y_dev is not None and len(y_dev):
+            class_balance = dev_class_balance(y_dev, self.cardinality)
         self._model = self._snorkel.LabelModel(cardinality=self.cardinality, verbose=False, device=self.device)
         self._model.fit(
             L.astype(np.int64),
-            Y_dev=y_dev,
             class_balance=None if class_balance is None else class_balance.tolist(),
             progress_bar=progress,
             n_epochs=self.n_epochs,
@@ -66,3 +72,15 @@ class SnorkelLabelModel(LabelModel):
         model.p = arrays["class_balance"]
         self._model = model
         return self
+
+
+def dev_class_balance(y_dev: GoldArray, cardinality: int) -> np.ndarray:
+    """``[k]`` class balance of dev gold with add-one smoothing: ``(count_c + 1) / (n_dev + k)``.
+
+    Examples
+    --------
+    >>> dev_class_balance(np.array([0, 0, 1]), 3)
+    array([0.5       , 0.33333333, 0.16666667])
+    """
+    counts = np.bincount(np.asarray(y_dev, dtype=np.int64), minlength=cardinality).astype(np.float64)
+    return (counts + 1) / (counts.sum() + cardinality)
