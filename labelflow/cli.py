@@ -227,13 +227,18 @@ def _apply(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _fit(args: argparse.Namespace) -> dict[str, Any]:
+    from labelflow.labelmodels import AutoLabelModel
+
     project = _open(args)
     model = project.fit(args.model, seed=args.seed, use_dev=args.dev_gold, progress=not args.json)
     metrics = project.evaluate(model)
+    choice = model.choice() if isinstance(model, AutoLabelModel) else {"chosen": model.name, "reason": None}
     if not args.json:
         print(f"fitted label model {model.name!r}")
-        _print_metrics({model.name: metrics})
-    return {"model": model.name, "metrics": metrics}
+        if isinstance(model, AutoLabelModel):
+            print(f"auto chose {choice['chosen']!r}: {choice['reason']}")
+        _print_metrics({f"auto → {choice['chosen']}" if isinstance(model, AutoLabelModel) else model.name: metrics})
+    return {"model": model.name, **choice, "metrics": metrics}
 
 
 def _summary(args: argparse.Namespace) -> dict[str, Any]:
@@ -260,8 +265,8 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
         _print_frame(pl.DataFrame(report["lf_summary"]))
         print()
         _print_metrics({stage: {s: report[s][stage] for s in ("dev", "test")} for stage in report["test"]})
-        for suite, reason in report["label_model_choice"].items():
-            print(f"label_model ({suite} suite): {reason}")
+        for suite, choice in report["label_model_choice"].items():
+            print(f"label_model ({suite} suite): auto chose {choice['chosen']!r}: {choice['reason']}")
         if "comparison" in report:
             print(f"\non test, from a foundation model alone to the fine-tuned student (run folder "
                   f"{report['student_run']}, trained in {report['student_seconds']:.0f} s):")
@@ -278,7 +283,12 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.markdown and not args.json:
         print(markdown_table(results))
     elif not args.json:
-        _print_frame(pl.DataFrame(results))
+        _print_frame(pl.DataFrame(results).select(
+            "dataset", "model", "dev", "metric", "score", "accuracy", "accuracy_covered", "coverage", "fit_seconds",
+            "chosen", "error"), str_lengths=120)
+    failed = [f"{r['model']} on {r['dataset']}{' with dev gold' if r['dev'] else ''}" for r in results if r["error"]]
+    if failed and not args.json:
+        print(f"failed: {', '.join(failed)} (see the error column)", file=sys.stderr)
     return {"results": results}
 
 
@@ -448,14 +458,14 @@ def _pairs(items: list[str], first_key: str) -> str | dict[str, str]:
 
 
 def _print_metrics(per_stage: dict[str, dict[str, dict[str, Any]]]) -> None:
-    rows = [{"stage": stage, "split": split, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-             "coverage": m["coverage"], "n": m["n"]}
+    rows = [{"stage": stage, "split": split, "accuracy": m["accuracy"], "accuracy_covered": m.get("accuracy_covered"),
+             "macro_f1": m["macro_f1"], "coverage": m["coverage"], "n": m["n"]}
             for stage, splits in per_stage.items() for split, m in splits.items()]
     _print_frame(pl.DataFrame(rows))
 
 
-def _print_frame(frame: pl.DataFrame) -> None:
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40, tbl_hide_dataframe_shape=True,
+def _print_frame(frame: pl.DataFrame, *, str_lengths: int = 40) -> None:
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=str_lengths, tbl_hide_dataframe_shape=True,
                    tbl_hide_column_data_types=True, float_precision=3, tbl_width_chars=200):
         print(frame)
 

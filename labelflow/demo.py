@@ -45,7 +45,7 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
         ``project`` (folder), ``lf_summary`` (per LF of the last suite, on dev),
         ``dev`` and ``test`` (``{stage: {"accuracy", "macro_f1", "coverage", ...}}``),
         ``label_model`` (the model behind the ``label_model`` stages), ``label_model_choice``
-        (what ``auto`` picked and why, per suite), ``fm_calls``
+        (per suite, what ``auto`` picked and why: :meth:`~labelflow.labelmodels.AutoLabelModel.choice`), ``fm_calls``
         (model calls the FM LFs made; 0 when all was cached), ``cached_lfs`` and ``seconds``; with
         ``student``, stages ``student`` and ``fm_zero_shot`` in ``dev``/``test``, ``student_run``,
         ``student_seconds`` and ``comparison`` (:func:`finetune.demo.comparison_table` on test).
@@ -72,7 +72,7 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
             model = project.fit(model_name, use_dev=use_dev, progress=progress)
             metrics = project.evaluate(model)
             if stage == "label_model":
-                report.setdefault("label_model_choice", {})[suffix or "plain"] = model.reason
+                report.setdefault("label_model_choice", {})[suffix or "plain"] = model.choice()
             for split in ("dev", "test"):
                 report[split][stage + suffix] = metrics[split]
     report["label_model"] = STAGES["label_model"][0]

@@ -56,7 +56,9 @@ def test_full_pipeline_with_json(cli_project, capsys, tmp_path, expected):
 
     fitted = run_json(capsys, "fit", *p, "--model", "snorkel", "--seed", "1", "--dev-gold")
     assert fitted["model"] == "snorkel"
-    assert {"accuracy", "macro_f1", "per_class_f1", "coverage", "n"} <= set(fitted["metrics"]["dev"])
+    assert {"accuracy", "accuracy_covered", "macro_f1", "per_class_f1", "coverage", "tied", "n"} <= set(
+        fitted["metrics"]["dev"])
+    assert (fitted["chosen"], fitted["reason"]) == ("snorkel", None)
 
     summary = run_json(capsys, "summary", *p, "--split", "test")
     assert summary["split"] == "test"
@@ -68,7 +70,42 @@ def test_full_pipeline_with_json(cli_project, capsys, tmp_path, expected):
     assert capsys.readouterr().out == f"wrote 16 rows to {out}\n"
     frame = pl.read_ndjson(out)
     np.testing.assert_allclose(frame["prob_HAM"] + frame["prob_SPAM"], 1.0)
-    assert {"pred", "pred_name", "covered"} <= set(frame.columns)
+    assert {"pred", "pred_name", "covered", "tied"} <= set(frame.columns)
+
+
+def test_fit_auto_says_what_it_chose_and_why(cli_project, capsys):
+    p = ["-p", str(cli_project)]
+    assert main(["apply", *p, "--jobs", "1"]) == 0
+    capsys.readouterr()
+    fitted = run_json(capsys, "fit", *p, "--model", "auto", "--dev-gold")
+    assert fitted["model"] == "auto" and fitted["chosen"] in ("labelflow", "snorkel", "majority_vote")
+    assert f"{fitted['chosen']!r} has the best 2-fold dev accuracy over 4 gold rows" in fitted["reason"]
+    assert set(fitted["scores"]) == {"labelflow", "snorkel", "majority_vote"} and fitted["skipped"] == {}
+    assert main(["fit", *p, "--model", "auto", "--dev-gold"]) == 0
+    out = capsys.readouterr().out
+    assert f"auto chose {fitted['chosen']!r}: {fitted['reason']}" in out
+    assert f"auto → {fitted['chosen']}" in out and "accuracy_covered" in out
+    # without dev gold there is nothing to compare on, and it says so
+    fitted = run_json(capsys, "fit", *p, "--model", "auto")
+    assert fitted["chosen"] == "labelflow" and fitted["reason"].startswith("no dev gold to compare on")
+
+
+def test_fit_metrics_equal_the_exported_predictions(cli_project, capsys, tmp_path):
+    """`fit` and `export` agree on every row, ties and uncovered rows included."""
+    p = ["-p", str(cli_project)]
+    suite = Path(Project.open(cli_project).suite_path)
+    suite.write_text(suite.read_text() + "\nLFS = [kw_sub, kw_song]\n")  # leaves rows uncovered (tied for MV)
+    assert main(["apply", *p, "--jobs", "1"]) == 0
+    capsys.readouterr()
+    fitted = run_json(capsys, "fit", *p, "--model", "majority_vote")
+    out = tmp_path / "labels.parquet"
+    assert main(["export", str(out), *p, "--model", "majority_vote"]) == 0
+    frame = pl.read_parquet(out)
+    assert frame["tied"].sum() > 0 and (~frame["covered"]).sum() > 0
+    for split in ("dev", "test"):
+        rows = frame.filter(pl.col("split") == split)
+        assert fitted["metrics"][split]["accuracy"] == (rows["pred"] == rows["label"]).mean()
+        assert fitted["metrics"][split]["coverage"] == rows["covered"].mean()
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
@@ -79,7 +116,8 @@ def test_export_formats(cli_project, capsys, tmp_path, fmt):
     out = tmp_path / "labels.dat"
     assert main(["export", str(out), *p, "--format", fmt, "--split", "dev", "--split", "test"]) == 0
     frame = {"parquet": pl.read_parquet, "csv": pl.read_csv, "jsonl": pl.read_ndjson}[fmt](out)
-    assert frame.columns == ["id", "text", "split", "label", "prob_HAM", "prob_SPAM", "pred", "pred_name", "covered"]
+    assert frame.columns == ["id", "text", "split", "label", "prob_HAM", "prob_SPAM", "pred", "pred_name", "covered",
+                             "tied"]
     assert frame["id"].to_list() == ["d0", "d1", "d2", "d3", "s0", "s1", "s2", "s3"]
     assert frame["pred_name"].to_list() == ["SPAM", "HAM"] * 4
     assert frame["pred"].to_list() == frame["label"].to_list()
@@ -210,27 +248,117 @@ def test_demo(tmp_path, capsys):
     assert (tmp_path / "demo" / CONFIG_FILE).is_file()
 
 
-def test_bench_label_models_json_is_one_document(tmp_path, capsys):
-    """`bench label-models --json` on a tiny WRENCH folder prints one JSON document with every model."""
-    folder = tmp_path / "tiny" / "wrench"
+def _tiny_wrench(folder, *, classes=2, seed=0):
     folder.mkdir(parents=True)
-    (folder / "label.json").write_text(json.dumps({"0": "HAM", "1": "SPAM"}))
-    rng = np.random.default_rng(0)
+    (folder / "label.json").write_text(json.dumps({str(c): f"C{c}" for c in range(classes)}))
+    rng = np.random.default_rng(seed)
     for split, n in (("train", 60), ("valid", 20), ("test", 20)):
-        y = rng.integers(0, 2, n)
+        y = rng.integers(0, classes, n)
         rows = {str(i): {"label": int(y[i]), "data": {"text": f"row {i}"},
-                         "weak_labels": [int(y[i]) if rng.random() < 0.8 else int(1 - y[i]) for _ in range(4)]}
+                         "weak_labels": [-1 if rng.random() < 0.45 else int(y[i]) if rng.random() < 0.8
+                                         else int((y[i] + 1) % classes) for _ in range(4)]}
                 for i in range(n)}
         (folder / f"{split}.json").write_text(json.dumps(rows))
+    return folder
+
+
+def test_bench_label_models_json_is_one_document(tmp_path, capsys):
+    """`bench label-models --json` on a tiny WRENCH folder prints one JSON document with every model."""
+    folder = _tiny_wrench(tmp_path / "tiny" / "wrench")
     assert main(["bench", "label-models", str(folder), "--models", "majority_vote,labelflow", "--dev", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [(r["dataset"], r["model"], r["dev"], r["metric"]) for r in doc["results"]] == [
         ("tiny", "majority_vote", False, "accuracy"), ("tiny", "labelflow", False, "accuracy"),
         ("tiny", "majority_vote", True, "accuracy"), ("tiny", "labelflow", True, "accuracy")]
-    assert all(0 <= r["score"] <= 1 for r in doc["results"])
+    assert all(0 <= r["score"] <= 1 and r["error"] is None for r in doc["results"])
+    assert all(r["score"] == r["accuracy"] and 0 < r["coverage"] <= 1 and 0 <= r["accuracy_covered"] <= 1
+               for r in doc["results"])
     # --markdown prints the README's table: a row per dataset and mode, the best score in bold
     assert main(["bench", "label-models", str(folder), "--models", "majority_vote,labelflow", "--dev", "--markdown"]) == 0
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0] == "| dataset | metric | dev gold | majority_vote | labelflow |"
     assert [line.split(" | ")[:3] for line in table[2:]] == [["| tiny", "accuracy", "no"], ["| tiny", "accuracy", "yes"]]
     assert all(line.count("**") >= 2 for line in table[2:])
+
+
+def test_bench_scores_covered_rows_and_keys_ties_by_the_test_row(tmp_path):
+    from labelflow.bench import bench_label_models
+    from labelflow.dataset import read_wrench
+    from labelflow.labelmodels import MajorityVote, probs_to_preds
+
+    folder = _tiny_wrench(tmp_path / "tiny" / "wrench", seed=3)
+    [row] = bench_label_models([folder], models=["majority_vote"])
+    data, matrix = read_wrench(folder)
+    test = data.frame["split"].to_numpy() == "test"
+    L, y = matrix.values[test], data.gold()[test]
+    preds = probs_to_preds(MajorityVote(2).fit(L).predict_proba(L))  # the hash keyed by the row's place in test
+    covered = (L != -1).any(axis=1)
+    assert 0 < covered.mean() < 1
+    assert row["accuracy"] == round(float((preds == y).mean()), 4)
+    assert row["accuracy_covered"] == round(float((preds == y)[covered].mean()), 4)
+    assert row["coverage"] == round(float(covered.mean()), 4)
+
+
+@pytest.fixture
+def failing_model():
+    """A registered label model that raises in fit; unregistered afterwards."""
+    from labelflow.labelmodels import LabelModel, register_label_model
+    from labelflow.labelmodels.base import _REGISTRY
+
+    @register_label_model
+    class Failing(LabelModel):
+        name = "failing_for_test"
+
+        def _fit(self, L, *, L_dev, y_dev, class_balance, progress):
+            raise RuntimeError("this model always fails")
+
+        def _predict_proba(self, L):
+            raise AssertionError("never fitted")
+
+        def _state(self):
+            return {}, {}
+
+        @classmethod
+        def _from_state(cls, cardinality, seed, config, arrays):
+            return cls(cardinality, seed=seed)
+
+    yield Failing.name
+    del _REGISTRY[Failing.name]
+
+
+def test_bench_reports_a_failing_model_in_its_row_and_runs_the_others(tmp_path, capsys, failing_model):
+    folder = _tiny_wrench(tmp_path / "tiny" / "wrench")
+    models = f"majority_vote,{failing_model},auto"
+    doc = run_json(capsys, "bench", "label-models", str(folder), "--models", models, "--dev")
+    rows = {(r["model"], r["dev"]): r for r in doc["results"]}
+    assert set(rows) == {(m, d) for m in models.split(",") for d in (False, True)}
+    for dev in (False, True):
+        failed = rows[(failing_model, dev)]
+        assert failed["score"] is None and failed["error"] == "RuntimeError: this model always fails"
+        assert rows[("majority_vote", dev)]["error"] is None and rows[("majority_vote", dev)]["score"] is not None
+        assert rows[("auto", dev)]["error"] is None  # auto skips the failing candidate
+    assert rows[("auto", False)]["chosen"] == "labelflow"  # no dev gold: the first preferred model
+    assert rows[("auto", True)]["chosen"] in ("labelflow", "snorkel", "majority_vote")
+    # the table shows the error; the Markdown table says the model failed
+    assert main(["bench", "label-models", str(folder), "--models", models]) == 0
+    captured = capsys.readouterr()
+    assert "RuntimeError: this model always fails" in captured.out and "failing_for_test" in captured.err
+    assert main(["bench", "label-models", str(folder), "--models", models, "--markdown"]) == 0
+    assert "| failed: RuntimeError: this model always fails |" in capsys.readouterr().out
+
+
+def test_bench_unknown_model_is_a_one_line_error(tmp_path, capsys):
+    folder = _tiny_wrench(tmp_path / "tiny" / "wrench")
+    assert main(["bench", "label-models", str(folder), "--models", "majority_vote,nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("labelflow: error: models (--models): unknown label model(s) ['nope']") and err.count("\n") == 1
+
+
+def test_bench_nine_classes_with_a_dev_split_missing_a_class(tmp_path, capsys):
+    """Snorkel fit with dev gold used to die on "Y_dev has 8 class(es). Does not match LabelModel cardinality 9"."""
+    folder = _tiny_wrench(tmp_path / "nine" / "wrench", classes=9, seed=5)
+    valid = json.loads((folder / "valid.json").read_text())
+    (folder / "valid.json").write_text(json.dumps({i: r for i, r in valid.items() if r["label"] != 8}))
+    doc = run_json(capsys, "bench", "label-models", str(folder), "--models", "snorkel,auto", "--dev")
+    assert [(r["model"], r["dev"], r["error"]) for r in doc["results"]] == [
+        ("snorkel", False, None), ("auto", False, None), ("snorkel", True, None), ("auto", True, None)]
