@@ -22,6 +22,7 @@ from finetune.export import METRICS_FILE
 from finetune.runs import RunInfo, split_predictions
 from labelflow.errors import ProjectError
 from labelflow.guided import Analysis, LFTrial, Suggestion, analyze, suggest_lfs, try_lf
+from labelflow.labelmodels import AutoLabelModel
 from labelflow.project import CONFIG_FILE, Project
 from labelflow.typing import ABSTAIN
 
@@ -86,8 +87,9 @@ def rows(root: str, stamp: Stamp, model: str) -> pl.DataFrame:
     """One row per data row for browsing.
 
     Columns: ``id``, ``split``, ``label`` (gold with human annotations, class name, null
-    when unknown), ``pred`` (the label model's class name; all null when ``model`` is not
-    fit on the current LFs), text field(s), ``votes`` (``"lf: CLASS"`` for each LF
+    when unknown), ``pred`` (the label model's class name from :meth:`Project.predictions`, the
+    policy ``fit`` and ``export`` use; all null when ``model`` is not fit on the current LFs),
+    ``tied`` (``pred`` came from a tie-break), text field(s), ``votes`` (``"lf: CLASS"`` for each LF
     voting), ``annotations`` (``"annotator: CLASS"``) and ``voters`` (the LFs voting).
     """
     project = Project.open(root)
@@ -95,19 +97,19 @@ def rows(root: str, stamp: Stamp, model: str) -> pl.DataFrame:
     gold = pl.Series(project.gold())
     frame = project.dataset().frame.select(
         "id", "split", pl.when(gold != ABSTAIN).then(gold).alias("label"), pl.lit(None, pl.Int64).alias("pred"),
-        *project.config.text)
+        pl.lit(None, pl.Boolean).alias("tied"), *project.config.text)
     votes = pl.DataFrame(schema={"id": pl.String, "lf": pl.String, "vote": pl.Int8})
     if (project.store / "matrix.parquet").is_file():
         matrix = project.matrix()
         wide = pl.DataFrame({"id": matrix.ids} | {lf: matrix.values[:, j] for j, lf in enumerate(matrix.lf_names)})
         votes = wide.unpivot(index="id", variable_name="lf", value_name="vote").filter(pl.col("vote") != ABSTAIN)
         try:
-            pred = project.label_model(model).predict(matrix.values, tie_policy="abstain")
+            predictions = project.predictions(model)
         except ProjectError:
             pass  # not fit on the current LFs: no predictions
         else:
-            pred[(matrix.values == ABSTAIN).all(axis=1)] = ABSTAIN
-            frame = frame.with_columns(pl.Series("pred", pred, dtype=pl.Int64))
+            frame = frame.with_columns(pl.Series("pred", predictions.pred, dtype=pl.Int64),
+                                       pl.Series("tied", predictions.tied))
     per_row = votes.group_by("id").agg(pl.format("{}: {}", "lf", class_name("vote", names)).alias("votes"),
                                        pl.col("lf").alias("voters"))
     annotations = project.annotations.frame().group_by("id").agg(
@@ -150,6 +152,17 @@ def metrics(root: str, stamp: Stamp, model: str) -> dict[str, dict]:
     """``{split: metrics}`` of the fitted ``model``; raises ProjectError when it is not fit on the current LFs."""
     project = Project.open(root)
     return project.evaluate(project.label_model(model))
+
+
+@st.cache_data(max_entries=16)
+def choice(root: str, stamp: Stamp, model: str) -> dict | None:
+    """What the fitted ``auto`` model chose and why (:meth:`AutoLabelModel.choice`); ``None`` for another model
+    or one not fit on the current LFs."""
+    try:
+        fitted = Project.open(root).label_model(model)
+    except ProjectError:
+        return None
+    return fitted.choice() if isinstance(fitted, AutoLabelModel) else None
 
 
 def metrics_or_none(root: str, stamp: Stamp, model: str) -> dict[str, dict] | None:

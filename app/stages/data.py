@@ -28,11 +28,13 @@ if lfs:
     shown = shown.filter(pl.col("voters").list.set_intersection(lfs).list.len() > 0)
 
 st.caption(f"{shown.height} of {frame.height} rows · label: gold from the data, replaced by human annotations "
-           f"where the annotators agree · pred: {model}'s prediction (abstain on ties and rows no LF votes on)")
+           f"where the annotators agree · pred: {model}'s prediction, as `fit` scores it and `export` writes it "
+           "(the most probable class; **tied** rows, rows no LF votes on among them when the model has no reason "
+           "to prefer a class, are broken by a fixed hash of the row's position in the dataset)")
 if frame["pred"].is_null().all():
     st.info(f"No predictions: {model} is not fit on the current LFs (see the Label model page).")
 st.dataframe(shown, hide_index=True, height=520,
-             column_order=["split", "label", "pred", *project.config.text, "votes", "annotations", "id"],
+             column_order=["split", "label", "pred", "tied", *project.config.text, "votes", "annotations", "id"],
              column_config={"text": st.column_config.TextColumn(width="large"),
                             "votes": st.column_config.ListColumn("LF votes"),
                             "annotations": st.column_config.ListColumn("annotations")})

@@ -24,16 +24,34 @@ except ProjectError as exc:
     st.info(f"Nothing to show yet: {exc}. Press **Apply LFs and fit**.")
     st.stop()
 
+choice = loaders.choice(root, stamp, model)
+if choice is not None:
+    st.info(f"**auto** chose **{choice['chosen']}**: {choice['reason']}.", icon=":material/hub:")
+    ranked = sorted(choice["scores"].items(), key=lambda kv: -kv[1])
+    st.dataframe(pl.DataFrame(
+        [{"model": n, "cross-validated dev accuracy": s, "chosen": n == choice["chosen"], "error": None}
+         for n, s in ranked]
+        + [{"model": n, "cross-validated dev accuracy": None, "chosen": False, "error": e}
+           for n, e in choice["skipped"].items() if n not in choice["scores"]],
+        schema={"model": pl.String, "cross-validated dev accuracy": pl.Float64, "chosen": pl.Boolean,
+                "error": pl.String}), hide_index=True,
+        column_config={"cross-validated dev accuracy": st.column_config.NumberColumn(format="%.3f")})
+
 for column, (split, m) in zip(st.columns(len(metrics)), metrics.items()):
-    column.metric(f"{split} accuracy", f"{m['accuracy']:.3f}")
-    column.caption(f"macro-F1 {m['macro_f1']:.3f} · coverage {m['coverage']:.1%} · {m['n']} gold rows")
+    column.metric(f"{split} accuracy", f"{m['accuracy']:.3f}",
+                  help="on every gold row of the split; ties (and rows no LF votes on, when the model gives them "
+                       "equal probabilities) are broken by a fixed hash of the row, as `export` writes them")
+    covered = "–" if m["accuracy_covered"] is None else f"{m['accuracy_covered']:.3f}"
+    column.caption(f"on covered rows {covered} · coverage {m['coverage']:.1%} · macro-F1 {m['macro_f1']:.3f} · "
+                   f"{m['n']} gold rows, {m['tied']:.1%} decided by a tie-break")
 st.dataframe(pl.DataFrame([
-    {"split": split, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-     **{f"F1 {name}": f1 for name, f1 in m["per_class_f1"].items()}, "coverage": m["coverage"], "rows": m["n"]}
+    {"split": split, "accuracy": m["accuracy"], "accuracy (covered rows)": m["accuracy_covered"],
+     "coverage": m["coverage"], "macro_f1": m["macro_f1"],
+     **{f"F1 {name}": f1 for name, f1 in m["per_class_f1"].items()}, "tied": m["tied"], "rows": m["n"]}
     for split, m in metrics.items()]), hide_index=True,
-    column_config={"coverage": st.column_config.NumberColumn(format="percent")} | {
+    column_config={c: st.column_config.NumberColumn(format="percent") for c in ("coverage", "tied")} | {
         c: st.column_config.NumberColumn(format="%.3f")
-        for c in ["accuracy", "macro_f1", *(f"F1 {name}" for name in project.schema.names)]})
+        for c in ["accuracy", "accuracy (covered rows)", "macro_f1", *(f"F1 {name}" for name in project.schema.names)]})
 
 st.subheader("Confusion matrix")
 splits = list(metrics)

@@ -72,6 +72,10 @@ def test_data_page_filters_rows_and_shows_votes_and_labels(app_project, open_pag
     assert list(first["votes"]) == [f"{lf}: {names[v]}" for lf, v in
                                     zip(np.array(matrix.lf_names)[voted], matrix.values[0][voted])]
     assert first["pred"] == "SPAM"
+    # every row has the prediction `fit` scores and `export` writes, ties broken by the row's position
+    predictions = app_project.predictions()
+    assert list(table["pred"]) == [names[p] for p in predictions.pred]
+    assert list(table["tied"]) == predictions.tied.tolist() and table["tied"].any()
 
     at.text_input(key="search").input("SUBSCRIBE").run()
     expected = frame["text"].str.to_lowercase().str.contains("subscribe", literal=True).sum()
@@ -165,6 +169,26 @@ def test_label_model_page_shows_metrics_and_fits_another_model(app_project, open
     assert {m.label: m.value for m in at.metric} == {f"{s} accuracy": f"{m['accuracy']:.3f}"
                                                      for s, m in metrics.items()}
     assert [(s.label, s.state) for s in at.status] == [("Applied 18 LFs and fitted majority_vote", "complete")]
+    captions = [c.value for c in at.caption]
+    for split, m in metrics.items():  # accuracy on all rows above, on covered rows and coverage beneath
+        assert any(c.startswith(f"on covered rows {m['accuracy_covered']:.3f} · coverage {m['coverage']:.1%}")
+                   for c in captions)
+    table = at.dataframe[0].value
+    assert list(table["accuracy (covered rows)"]) == [m["accuracy_covered"] for m in metrics.values()]
+
+
+def test_label_model_page_says_what_auto_chose_and_why(app_project, open_page):
+    at = open_page("label_model")
+    at.sidebar.selectbox(key="model").select("auto").run()
+    at.checkbox(key="use_dev").check().run()
+    at.button(key="fit").click().run()
+    assert errors(at) == []
+    choice = app_project.label_model("auto").choice()
+    assert at.info[0].value == f"**auto** chose **{choice['chosen']}**: {choice['reason']}."
+    assert "2-fold dev accuracy over 60 gold rows" in choice["reason"]
+    scores = at.dataframe[0].value  # above the metrics table
+    assert set(scores["model"]) == {"labelflow", "snorkel", "majority_vote"}
+    assert list(scores.loc[scores["chosen"], "model"]) == [choice["chosen"]]
 
 
 # --- Error analysis ---------------------------------------------------------------------------------
