@@ -1,27 +1,56 @@
-"""labelflow's own label model: accuracy-weighted voting with accuracies fit by EM.
+"""labelflow's own label model: an accuracy-weighted vote whose accuracies, class prior and
+uncovered-row distribution are estimated so that it generalizes to matrices it was never tuned on.
 
-Each LF ``j`` has an accuracy ``a_j`` (optionally one per class it votes). A row's
-class scores are the sum of its votes' log-odds weights
-``w_j = log(a_j (k-1) / (1 - a_j))``, so ``P(y | votes) ∝ exp(Σ_j w_j [λ_j = y])``
-(a one-coin Dawid–Skene posterior with a uniform prior). A row no LF votes on
-gets the uniform distribution, like majority vote, so the tie policy decides it.
+The model
+---------
+Each LF ``j`` has an accuracy ``a_j``: when it votes, it names the true class with
+probability ``a_j`` and each wrong class with probability ``(1 - a_j) / (k - 1)``.
+Given the votes of a row, ``P(y | votes) ∝ π_y · exp(Σ_j w_j [λ_j = y])`` with the
+log-odds weight ``w_j = share_j · log(a_j (k-1) / (1 - a_j))`` (a one-coin
+Dawid–Skene posterior). ``share_j`` is ``1 / (number of LFs whose column is
+identical to j's)``, so duplicating an LF does not double its say.
 
-Fitting estimates the accuracies without labels by EM (one-coin Dawid–Skene):
-each iteration sets ``a_j`` to the posterior probability that its votes are
-right, averaged over the rows where another LF voted too, shrunk towards
-``prior_accuracy`` with ``prior_strength`` pseudo-votes. The class prior stays
-uniform during the fit: estimating it jointly lets EM drift to the degenerate
-all-one-class solution when LFs each vote a single class, and rows that only one
-LF votes on say nothing about that LF's accuracy. With dev gold, each dev vote adds
-its real correctness to the counts, weighted so that the dev split as a whole
-counts as much as the unlabeled rows (``dev_weight="balanced"``: ``n / n_dev``
-pseudo-votes per dev vote), or a fixed number of pseudo-votes each.
+**Accuracies without gold** are fit by EM on the rows where at least two LFs vote
+(a row with one vote says nothing about that LF's accuracy). A one-coin model
+cannot tell, from votes alone, which of two LFs that only ever vote one class each
+is right when they disagree, so estimates that little evidence supports must not
+drift far: each ``a_j`` is shrunk, with ``prior_strength`` pseudo-votes, towards
+the *pooled* accuracy of the whole suite (an evidence-weighted mean in logit space,
+re-estimated each iteration — empirical Bayes, not a fixed constant). An LF with
+little evidence therefore keeps the suite's common weight, which is what majority
+vote gives it; an LF whose disagreements are many and one-sided moves away from it.
+An LF that only ever votes one class keeps an accuracy above ``1/k``: the one-coin
+model cannot tell a unipolar LF's precision from chance, so it may lose its say but
+never votes against its class. An LF that votes several classes may fall below
+``1/k``, and then its vote counts against the class it names (an LF right 30 % of the
+time on a binary task is informative once inverted).
 
-Identical LF columns share one weight (split evenly), so duplicating an LF does
-not double its say. Time is linear in the number of votes and memory is bounded:
-both fitting and prediction walk the rows in chunks of ``CHUNK_ROWS``, and the
-matrix is never expanded to ``[n, m, k]``. ``device="cuda"`` runs the same arithmetic in
-torch on the GPU.
+**The class prior on covered rows** is only used when it is known: given to
+``fit`` (``class_balance``) or estimated from dev gold. Estimating it from the votes
+alone is biased by how much each class's LFs cover, and a wrong prior overrides
+correct votes, so without gold covered rows are scored with a uniform prior (ties
+are then broken by the tie policy, like majority vote).
+
+**Rows no LF votes on** get their own distribution ``u``, not the uniform one. Rows
+are uncovered more often in classes whose LFs fire less, so ``u_y ∝ n_y · P(no vote | y)``
+with ``P(no vote | y) = Π_j (1 - r_jy)``, where ``r_jy`` is LF ``j``'s firing rate on
+class ``y`` (its vote mass on the model's posterior of covered rows divided by
+``n_y``) and ``n_y`` the class's row count: covered posterior mass plus its share
+of the uncovered rows, solved as a fixed point. This is the class balance the model
+implies; on a suite whose LFs all vote the rare class (spam LFs and no ham LFs),
+``u`` puts the uncovered rows in the common class instead of splitting them at
+random. With dev gold, ``u`` is the class distribution of the uncovered dev rows,
+smoothed towards that estimate with ``k`` pseudo-rows, and ``π`` the dev class
+balance (add-one smoothed).
+
+**Dev gold** enters the accuracy counts with its real correctness: each dev vote
+weighs ``n / n_dev`` pseudo-votes (``dev_weight="balanced"``: the dev split as a
+whole counts as much as the unlabeled rows) or a fixed number, and the shrinkage is
+at least ``3`` dev votes' worth, so one lucky dev vote cannot make an LF perfect.
+
+Time is linear in the number of votes and memory is bounded: fitting and
+prediction walk the rows in chunks of ``CHUNK_ROWS`` and never expand the matrix
+to ``[n, m, k]``. ``device="cuda"`` runs the same arithmetic in torch on the GPU.
 """
 
 from __future__ import annotations
@@ -36,11 +65,14 @@ from labelflow.labelmodels.base import LabelModel, register_label_model
 from labelflow.typing import GoldArray, LabelArray, ProbArray
 
 CHUNK_ROWS = 1 << 18
+MIN_SHRINK_DEV_VOTES = 3.0
+"""With dev gold, the shrinkage towards the pooled accuracy is worth at least this many dev votes."""
 
 
 @register_label_model
 class FlowLabelModel(LabelModel):
-    """Accuracy-weighted vote, accuracies fit by EM (see the module docstring).
+    """Accuracy-weighted vote with shrunk EM accuracies and an uncovered-row distribution
+    (see the module docstring).
 
     Parameters
     ----------
@@ -48,15 +80,14 @@ class FlowLabelModel(LabelModel):
         Number of classes ``k``.
     seed
         Unused by the fit (it is deterministic); kept for the common interface.
-    n_iter
-        EM iterations (stops early when accuracies move less than ``tol``).
-    prior_accuracy, prior_strength
-        Shrinkage target and its weight in pseudo-votes.
-    per_class
-        One accuracy per (LF, class voted) instead of one per LF.
+    n_iter, tol
+        EM iterations at most, and the accuracy change below which EM stops.
+    prior_accuracy
+        Starting accuracy of every LF, and the pooled target when no LF has evidence.
+    prior_strength
+        Pseudo-votes that pull each LF's accuracy towards the pooled accuracy.
     dev_weight
-        Pseudo-votes each dev gold vote counts for in semi-supervised fitting;
-        ``"balanced"``: ``n / n_dev``.
+        Pseudo-votes each dev gold vote counts for; ``"balanced"``: ``n / n_dev``.
     device
         ``"cpu"`` (NumPy), ``"cuda"`` or ``"auto"`` (torch on the GPU when present).
 
@@ -70,8 +101,8 @@ class FlowLabelModel(LabelModel):
 
     name = "labelflow"
 
-    def __init__(self, cardinality: int, *, seed: int = 123, n_iter: int = 30, tol: float = 1e-4,
-                 prior_accuracy: float = 0.7, prior_strength: float = 50.0, per_class: bool = False,
+    def __init__(self, cardinality: int, *, seed: int = 123, n_iter: int = 100, tol: float = 1e-5,
+                 prior_accuracy: float = 0.7, prior_strength: float = 20.0,
                  dev_weight: float | Literal["balanced"] = "balanced", device: str = "cpu") -> None:
         super().__init__(cardinality, seed=seed)
         if not 1 / cardinality < prior_accuracy < 1:
@@ -84,13 +115,15 @@ class FlowLabelModel(LabelModel):
         if device not in ("cpu", "cuda", "auto"):
             raise LabelModelError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
         self.n_iter, self.tol, self.prior_accuracy, self.prior_strength = n_iter, tol, prior_accuracy, prior_strength
-        self.per_class, self.dev_weight, self.device = per_class, dev_weight, device
+        self.dev_weight, self.device = dev_weight, device
         self.accuracy: np.ndarray | None = None
-        """``[m, k]`` fitted accuracy of each LF when it votes each class."""
+        """``[m]`` fitted accuracy of each LF."""
         self.share: np.ndarray | None = None
         """``[m]`` fraction of its weight each LF keeps (1 / size of its group of identical columns)."""
         self.class_balance: np.ndarray | None = None
-        """``[k]`` prior added to every covered row's scores (given to ``fit``), or ``None``."""
+        """``[k]`` prior on covered rows (given to ``fit`` or from dev gold), or ``None`` (uniform)."""
+        self.uncovered: np.ndarray | None = None
+        """``[k]`` distribution given to rows no LF votes on."""
         self.n_iter_run = 0
 
     # --- fitting ------------------------------------------------------------------------------------
@@ -98,71 +131,105 @@ class FlowLabelModel(LabelModel):
     def _fit(self, L: LabelArray, *, L_dev: LabelArray | None, y_dev: GoldArray | None,
              class_balance: np.ndarray | None, progress: bool) -> None:
         xp, to = _backend(self.device)
-        k, m = self.cardinality, L.shape[1]
+        k, (n, m) = self.cardinality, L.shape
         self.share = _duplicate_share(L)
-        self.class_balance = class_balance
+        has_dev = L_dev is not None and y_dev is not None and len(y_dev) > 0
+        strength = self.prior_strength
         dev_num = dev_den = None
-        if L_dev is not None and y_dev is not None and len(y_dev):
-            weight = L.shape[0] / len(y_dev) if self.dev_weight == "balanced" else float(self.dev_weight)
+        if has_dev:
+            weight = n / len(y_dev) if self.dev_weight == "balanced" else float(self.dev_weight)
+            strength = max(strength, MIN_SHRINK_DEV_VOTES * weight)
             dr, dc, dv = _votes(L_dev)
-            slot = dc * k + dv
-            dev_num = to(np.bincount(slot, weights=(dv == y_dev[dr]) * weight, minlength=m * k))
-            dev_den = to(np.bincount(slot, minlength=m * k) * weight)
-        acc = to(np.full(m * k, self.prior_accuracy))
+            dev_num = to(np.bincount(dc, weights=(dv == y_dev[dr]) * weight, minlength=m))
+            dev_den = to(np.bincount(dc, minlength=m) * weight)
+        acc = to(np.full(m, self.prior_accuracy))
         share = to(self.share)
+        floor = 1 / k + 1e-3
+        lowest = to(np.where(_classes_voted(L, k) > 1, 1e-3, floor))  # multipolar LFs may fall below chance
         for it in range(self.n_iter):
-            log_odds = _log_odds(acc, k, xp)
+            weight_of_lf = _log_odds(acc, k, xp) * share
             num = den = 0.0
-            for start in range(0, L.shape[0], CHUNK_ROWS):  # bounded memory: votes of one chunk at a time
-                block = L[start:start + CHUNK_ROWS]
+            for block in _chunks(L):  # bounded memory: votes of one chunk at a time
                 rows, cols, votes = (to(a) for a in _votes(block))
-                slot = cols * k + votes
-                weight = log_odds[slot] * share[cols]
-                agree = _posterior_agreement(rows, votes, weight, block.shape[0], k, xp)
+                agree = _posterior_agreement(rows, votes, weight_of_lf[cols], block.shape[0], k, xp)
                 others = xp.bincount(rows, minlength=block.shape[0])[rows] > 1  # judged where another LF voted
-                num = num + xp.bincount(slot[others], weights=agree[others], minlength=m * k)
-                den = den + xp.bincount(slot[others], minlength=m * k) * 1.0
-            if not self.per_class:  # pool the counts of each LF over the classes it votes
-                num, den = _pool(num, m, k), _pool(den, m, k)
+                num = num + xp.bincount(cols[others], weights=agree[others], minlength=m)
+                den = den + xp.bincount(cols[others], minlength=m) * 1.0
             if dev_num is not None:
                 num, den = num + dev_num, den + dev_den
-            new = xp.clip((num + self.prior_strength * self.prior_accuracy) / (den + self.prior_strength),
-                          1 / k + 1e-3, 1 - 1e-4)
+            target = _pooled_accuracy(num, den, strength, self.prior_accuracy, floor, xp)
+            new = xp.clip(xp.maximum((num + strength * target) / (den + strength), lowest), None, 1 - 1e-3)
             moved = float(xp.abs(new - acc).max())
             acc = new
             self.n_iter_run = it + 1
             if moved < self.tol:
                 break
-        self.accuracy = _numpy(acc).reshape(m, k)
+        self.accuracy = _numpy(acc)
+        covered_mass, fired_mass, n_uncovered = self._class_masses(L)
+        if class_balance is not None:
+            self.class_balance = class_balance
+        elif has_dev:
+            self.class_balance = (np.bincount(y_dev, minlength=k) + 1.0) / (len(y_dev) + k)
+        else:
+            self.class_balance = None
+        if self.class_balance is not None:
+            implied = _uncovered_given_prior(self.class_balance * n, fired_mass)
+        else:
+            implied = _uncovered_fixed_point(covered_mass, fired_mass, n_uncovered)
+        if has_dev and class_balance is None:
+            uncovered_dev = y_dev[(L_dev < 0).all(axis=1)]
+            counts = np.bincount(uncovered_dev, minlength=k) + k * implied
+            self.uncovered = counts / counts.sum()
+        else:
+            self.uncovered = implied
+
+    def _class_masses(self, L: LabelArray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Posterior class mass of the covered rows (``[k]``), of each LF's votes (``[m, k]``),
+        and the number of uncovered rows, under the fitted accuracies and a uniform prior."""
+        k, m = self.cardinality, L.shape[1]
+        covered_mass, fired_mass, n_uncovered = np.zeros(k), np.zeros((m, k)), 0
+        for block in _chunks(L):
+            rows, cols, _ = _votes(block)
+            probs = self._scores_to_probs(block, None)
+            covered = np.bincount(rows, minlength=block.shape[0]) > 0
+            covered_mass += probs[covered].sum(0)
+            n_uncovered += int((~covered).sum())
+            for y in range(k):
+                fired_mass[:, y] += np.bincount(cols, weights=probs[rows, y], minlength=m)
+        return covered_mass, fired_mass, n_uncovered
 
     # --- prediction ---------------------------------------------------------------------------------
 
     def _predict_proba(self, L: LabelArray) -> ProbArray:
+        out = np.empty((L.shape[0], self.cardinality))
+        start = 0
+        for block in _chunks(L):
+            probs = self._scores_to_probs(block, self.class_balance)
+            probs[(block < 0).all(axis=1)] = self.uncovered
+            out[start:start + len(block)] = probs
+            start += len(block)
+        return out
+
+    def _scores_to_probs(self, block: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+        """``[rows, k]`` softmax of the weighted votes of one chunk (plus ``log prior`` when given)."""
         xp, to = _backend(self.device)
         k = self.cardinality
-        weight_table = to(_log_odds(self.accuracy.reshape(-1), k, np) * np.repeat(self.share, k))
-        prior = None if self.class_balance is None else to(np.log(self.class_balance))
-        out = np.empty((L.shape[0], k))
-        for start in range(0, L.shape[0], CHUNK_ROWS):
-            block = L[start:start + CHUNK_ROWS]
-            rows, cols, votes = (to(a) for a in _votes(block))
-            scores = xp.bincount(rows * k + votes, weights=weight_table[cols * k + votes],
-                                 minlength=block.shape[0] * k).reshape(block.shape[0], k)
-            if prior is not None:
-                covered = xp.bincount(rows, minlength=block.shape[0]) > 0
-                scores[covered] = scores[covered] + prior
-            scores = scores - xp.amax(scores, 1)[:, None]
-            probs = xp.exp(scores)
-            out[start:start + len(block)] = _numpy(probs / probs.sum(1)[:, None])
-        return out
+        weight_of_lf = to(_log_odds(self.accuracy, k, np) * self.share)
+        rows, cols, votes = (to(a) for a in _votes(block))
+        scores = xp.bincount(rows * k + votes, weights=weight_of_lf[cols],
+                             minlength=block.shape[0] * k).reshape(block.shape[0], k)
+        if prior is not None:
+            scores = scores + to(np.log(prior))
+        scores = scores - xp.amax(scores, 1)[:, None]
+        probs = xp.exp(scores)
+        return _numpy(probs / probs.sum(1)[:, None]).astype(np.float64)
 
     # --- persistence --------------------------------------------------------------------------------
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config = {"n_iter": self.n_iter, "tol": self.tol, "prior_accuracy": self.prior_accuracy,
-                  "prior_strength": self.prior_strength, "per_class": self.per_class,
-                  "dev_weight": self.dev_weight, "device": self.device}
-        arrays = {"accuracy": self.accuracy, "share": self.share}
+                  "prior_strength": self.prior_strength, "dev_weight": self.dev_weight, "device": self.device}
+        arrays = {"accuracy": self.accuracy, "share": self.share, "uncovered": self.uncovered}
         if self.class_balance is not None:
             arrays["class_balance"] = self.class_balance
         return config, arrays
@@ -171,9 +238,14 @@ class FlowLabelModel(LabelModel):
     def _from_state(cls, cardinality: int, seed: int, config: dict[str, Any],
                     arrays: dict[str, np.ndarray]) -> "FlowLabelModel":
         model = cls(cardinality, seed=seed, **config)
-        model.accuracy, model.share = arrays["accuracy"], arrays["share"]
+        model.accuracy, model.share, model.uncovered = arrays["accuracy"], arrays["share"], arrays["uncovered"]
         model.class_balance = arrays.get("class_balance")
         return model
+
+
+def _chunks(L: np.ndarray):
+    for start in range(0, L.shape[0], CHUNK_ROWS):
+        yield L[start:start + CHUNK_ROWS]
 
 
 def _votes(L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,14 +254,28 @@ def _votes(L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows.astype(np.int64), cols.astype(np.int64), L[rows, cols].astype(np.int64)
 
 
-def _pool(counts: Any, m: int, k: int) -> Any:
-    """``[m * k]`` per (LF, class) counts → each LF's total, repeated over its ``k`` slots."""
-    per_lf = counts.reshape(m, k)
-    return (per_lf.sum(1)[:, None] + 0 * per_lf).reshape(-1)
+def _classes_voted(L: np.ndarray, k: int) -> np.ndarray:
+    """``[m]`` number of distinct classes each LF votes (0 for an LF that never votes)."""
+    counts = np.zeros(L.shape[1] * k, dtype=np.int64)
+    for block in _chunks(L):
+        _, cols, votes = _votes(block)
+        counts += np.bincount(cols * k + votes, minlength=L.shape[1] * k)
+    return (counts.reshape(-1, k) > 0).sum(axis=1)
 
 
 def _log_odds(acc: Any, k: int, xp: Any) -> Any:
     return xp.log(acc * (k - 1) / (1 - acc))
+
+
+def _pooled_accuracy(num: Any, den: Any, strength: float, default: float, floor: float, xp: Any) -> float:
+    """The suite's accuracy: mean of the LFs' logit accuracies, each weighted by ``den / (den + strength)``."""
+    evidence = den / (den + strength)
+    total = float(evidence.sum())
+    if total <= 0:
+        return default
+    raw = xp.clip((num + 0.5) / (den + 1.0), floor, 1 - 1e-3)
+    mean_logit = float((evidence * xp.log(raw / (1 - raw))).sum()) / total
+    return 1 / (1 + np.exp(-mean_logit))
 
 
 def _posterior_agreement(rows: Any, votes: Any, weight: Any, n: int, k: int, xp: Any) -> Any:
@@ -200,14 +286,49 @@ def _posterior_agreement(rows: Any, votes: Any, weight: Any, n: int, k: int, xp:
     return xp.exp(scores[rows, votes] - top[rows]) / total[rows]
 
 
+def _no_vote_probability(class_rows: np.ndarray, fired_mass: np.ndarray) -> np.ndarray:
+    """``[k]`` P(no LF votes | y) = Π_j (1 - r_jy), ``r_jy = fired_mass[j, y] / class_rows[y]``."""
+    rate = np.clip(fired_mass / np.maximum(class_rows, 1e-12)[None, :], 0.0, 1 - 1e-9)
+    return np.exp(np.log1p(-rate).sum(axis=0))
+
+
+def _uncovered_given_prior(class_rows: np.ndarray, fired_mass: np.ndarray) -> np.ndarray:
+    """``[k]`` P(y | no vote) ∝ n_y · P(no vote | y) for known class sizes ``class_rows``."""
+    mass = class_rows * _no_vote_probability(class_rows, fired_mass)
+    return mass / mass.sum() if mass.sum() > 0 else np.full(len(class_rows), 1 / len(class_rows))
+
+
+def _uncovered_fixed_point(covered_mass: np.ndarray, fired_mass: np.ndarray, n_uncovered: int,
+                           n_iter: int = 500) -> np.ndarray:
+    """``[k]`` P(y | no vote) when the class sizes are unknown too.
+
+    Solves ``n_y = C_y + U · u_y`` with ``u = P(y | no vote)`` from :func:`_uncovered_given_prior`,
+    where ``C_y`` is the covered posterior mass and ``U`` the number of uncovered rows.
+    """
+    k = len(covered_mass)
+    if n_uncovered == 0:
+        return (covered_mass + 1) / (covered_mass.sum() + k)
+    u = (covered_mass + 1) / (covered_mass.sum() + k)
+    for _ in range(n_iter):
+        new = _uncovered_given_prior(covered_mass + n_uncovered * u, fired_mass)
+        if np.abs(new - u).max() < 1e-9:
+            u = new
+            break
+        u = new
+    smoothed = n_uncovered * u + 1.0  # add-one, so no class is ruled out
+    return smoothed / smoothed.sum()
+
+
 def _duplicate_share(L: np.ndarray) -> np.ndarray:
-    """``[m]``: 1 / (number of LFs whose column is identical to this one)."""
+    """``[m]``: 1 / (number of LFs whose column is identical to this one); LFs that never vote keep 1."""
     m = L.shape[1]
+    votes = (L >= 0).sum(axis=0)
     keys = [hashlib.blake2b(np.ascontiguousarray(L[:, j]).tobytes(), digest_size=16).digest() for j in range(m)]
     counts: dict[bytes, int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
-    return np.array([1.0 / counts[key] for key in keys])
+    for j, key in enumerate(keys):
+        if votes[j]:
+            counts[key] = counts.get(key, 0) + 1
+    return np.array([1.0 / counts[key] if votes[j] else 1.0 for j, key in enumerate(keys)])
 
 
 def _backend(device: str) -> tuple[Any, Any]:
