@@ -135,8 +135,11 @@ def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
         for split in ("dev", "test"):
             if m.get(split):
                 s, lm = m[split]["student"], m[split]["label_model"]
+                covered = ("" if lm.get("accuracy_covered") is None else
+                           f" ({lm['accuracy_covered']:.3f} on the {lm['coverage']:.0%} covered)")
                 print(f"  {split:4s} ({m[split]['rows']} rows)  student accuracy {s['accuracy']:.3f} macro-F1 "
-                      f"{s['macro_f1']:.3f}  |  label model accuracy {lm['accuracy']:.3f} macro-F1 {lm['macro_f1']:.3f}")
+                      f"{s['macro_f1']:.3f}  |  label model accuracy {lm['accuracy']:.3f}{covered} macro-F1 "
+                      f"{lm['macro_f1']:.3f}")
         print(f"metrics: {result.run_dir / 'metrics.json'}; predict with `labelflow predict --model {result.run_dir} "
               "DATA`")
     return {"run_dir": str(result.run_dir), "resumed_from": result.resumed_from, "metrics": m}

@@ -16,9 +16,20 @@ An export has one row per data row and these columns (:meth:`labelflow.project.P
     ``test`` rows with gold are scored once at the end. Without it every row is ``train``.
 ``label`` (optional)
     Gold class index (or name), null where unknown.
-``pred``, ``covered``, ``id`` (optional)
-    The label model's prediction (``-1`` on ties and uncovered rows), whether any LF
-    voted on the row, the row id.
+``pred``, ``covered``, ``tied``, ``id`` (optional)
+    The label model's prediction, whether any LF voted on the row, whether ``pred``
+    came from a tie-break, the row id.
+
+``pred`` follows labelflow's one prediction policy
+(:meth:`labelflow.project.Project.predictions`): the argmax of the probabilities,
+exact ties broken by Snorkel's deterministic hash of the row's position, so it is
+always a class and the label model is scored on every gold row (ties broken, not
+counted wrong), as ``labelflow fit`` scores it. Where ``pred`` is missing, or is
+``-1``/null on some rows (exports written before that policy), the policy is applied
+to the export's probabilities, keyed by the row's position in the export (the
+project's own position when the export holds every row, as ``labelflow export``
+writes it by default). Where ``tied`` is missing it is computed from the
+probabilities (:func:`labelflow.labelmodels.base.tied_rows`).
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+from labelflow.labelmodels.base import probs_to_preds, tied_rows
 
 from finetune.errors import FinetuneError
 
@@ -57,10 +70,14 @@ class SoftLabels:
     gold
         ``[n]`` int64 gold classes, ``-1`` where unknown.
     lm_pred
-        ``[n]`` int64 label-model predictions (``-1``: tie or no LF voted), from the
-        ``pred`` column, else the unique argmax of ``probs``.
+        ``[n]`` int64 label-model predictions, always a class: the ``pred`` column,
+        where it is missing or ``-1`` the prediction policy on ``probs`` (argmax, ties
+        broken by the hash of the row's position; see the module docstring).
     covered
         ``[n]`` bool, whether an LF voted on the row; ``None`` when the export does not say.
+    tied
+        ``[n]`` bool, whether ``lm_pred`` came from a tie-break: the ``tied`` column,
+        else computed from ``probs``.
     """
 
     class_names: tuple[str, ...]
@@ -71,6 +88,7 @@ class SoftLabels:
     gold: np.ndarray
     lm_pred: np.ndarray
     covered: np.ndarray | None
+    tied: np.ndarray
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -123,8 +141,8 @@ def read_soft_labels(
     --------
     >>> frame = pl.DataFrame({"text": ["buy now", "nice song"], "prob_HAM": [0.1, 0.9], "prob_SPAM": [0.9, 0.1]})
     >>> data = read_soft_labels(frame)
-    >>> data.class_names, data.probs.shape, data.split.tolist(), data.lm_pred.tolist()
-    (('HAM', 'SPAM'), (2, 2), ['train', 'train'], [1, 0])
+    >>> data.class_names, data.probs.shape, data.split.tolist(), data.lm_pred.tolist(), data.tied.tolist()
+    (('HAM', 'SPAM'), (2, 2), ['train', 'train'], [1, 0], [False, False])
     """
     frame, where = _read(source)
     if text not in frame.columns:
@@ -156,14 +174,17 @@ def read_soft_labels(
     split = (frame["split"].cast(pl.String).fill_null("train").to_numpy().astype(str) if "split" in frame.columns
              else np.full(n, "train"))
     gold = _class_column(frame, "label", names, where) if "label" in frame.columns else np.full(n, ABSTAIN)
+    policy = probs_to_preds(probs, tie_policy="random")  # Project.predictions' policy, keyed by export position
     if "pred" in frame.columns:
         lm_pred = _class_column(frame, "pred", names, where)
+        lm_pred = np.where(lm_pred == ABSTAIN, policy, lm_pred)  # an export from before the policy left -1
     else:
-        top = probs.max(axis=1, keepdims=True)
-        ties = (np.abs(probs - top) < 1e-5).sum(axis=1) > 1
-        lm_pred = np.where(ties, ABSTAIN, probs.argmax(axis=1))
+        lm_pred = policy
     covered = frame["covered"].fill_null(False).cast(pl.Boolean).to_numpy() if "covered" in frame.columns else None
-    return SoftLabels(names, ids, texts, probs, split, gold.astype(np.int64), lm_pred.astype(np.int64), covered)
+    tied = (frame["tied"].fill_null(False).cast(pl.Boolean).to_numpy() if "tied" in frame.columns
+            else tied_rows(probs))
+    return SoftLabels(names, ids, texts, probs, split, gold.astype(np.int64), lm_pred.astype(np.int64), covered,
+                      tied.astype(bool))
 
 
 def _read(source: Any) -> tuple[pl.DataFrame, str]:

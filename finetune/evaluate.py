@@ -46,10 +46,15 @@ def predict_probs(model: Any, token_ids: Sequence[np.ndarray], *, batch_size: in
 
 
 def metrics(gold: np.ndarray, preds: np.ndarray, *, class_names: Sequence[str],
-            covered: np.ndarray | None = None) -> dict[str, Any]:
-    """:func:`labelflow.classification_metrics` (``-1`` predictions count as wrong) plus ``per_class``:
-    ``{class: {"precision", "recall", "f1", "support"}}``."""
-    out = classification_metrics(gold, preds, class_names=class_names, covered=covered)
+            covered: np.ndarray | None = None, tied: np.ndarray | None = None) -> dict[str, Any]:
+    """:func:`labelflow.analysis.classification_metrics` plus ``per_class``:
+    ``{class: {"precision", "recall", "f1", "support"}}``.
+
+    Keys: ``accuracy`` (all gold rows), ``accuracy_covered`` (gold rows in ``covered``;
+    without it every row counts as covered), ``macro_f1``, ``per_class_f1``, ``coverage``,
+    ``tied`` (fraction of rows in ``tied``; null without it), ``n``, ``n_covered``, ``per_class``.
+    """
+    out = classification_metrics(gold, preds, class_names=class_names, covered=covered, tied=tied)
     keep = np.asarray(gold) >= 0
     y, p = np.asarray(gold)[keep], np.asarray(preds)[keep]
     per_class = {}

@@ -59,18 +59,21 @@ def export_run(tr: "_Trainer", model: Any) -> dict[str, Any]:
             out[split] = None
             continue
         probs = tr.student_probs(idx)
-        pred, gold = probs.argmax(axis=1), data.gold[idx]
+        pred, gold, lm_pred = probs.argmax(axis=1), data.gold[idx], data.lm_pred[idx]
         covered = None if data.covered is None else data.covered[idx]
+        # the label model as `labelflow fit` scores it: its policy's class on every gold row (ties broken, not
+        # counted wrong), accuracy on all rows and on the rows some LF voted on, coverage, tied; the student
+        # labels every row (coverage 1; its accuracy where no LF voted is under "uncovered")
         entry: dict[str, Any] = {
             "rows": int(len(idx)),
             "student": metrics(gold, pred, class_names=names),
-            "label_model": metrics(gold, data.lm_pred[idx], class_names=names, covered=covered),
+            "label_model": metrics(gold, lm_pred, class_names=names, covered=covered, tied=data.tied[idx]),
         }
         if covered is not None and (~covered).any():
             u = ~covered
             entry["uncovered"] = {"rows": int(u.sum()),
                                   "student_accuracy": float(np.mean(pred[u] == gold[u])),
-                                  "label_model_accuracy": float(np.mean(data.lm_pred[idx][u] == gold[u]))}
+                                  "label_model_accuracy": float(np.mean(lm_pred[u] == gold[u]))}
         out[split] = entry
     seconds = st["train_seconds"]
     out["train"] = {
@@ -122,6 +125,10 @@ def save_model(model: Any, tokenizer: Any, run_dir: Path, *, lora: bool) -> None
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def model_card(m: dict[str, Any], config: dict[str, Any]) -> str:
     """The run's model card (Markdown with Hugging Face front matter) from its metrics and config."""
     classes = m["classes"]
@@ -142,18 +149,27 @@ def model_card(m: dict[str, Any], config: dict[str, Any]) -> str:
         "",
         "## Results",
         "",
-        "| split | rows | model | accuracy | macro-F1 |",
-        "|---|---|---|---|---|",
+        "| split | rows | model | accuracy | accuracy (covered) | coverage | macro-F1 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for split in ("dev", "test"):
         entry = m.get(split)
         if not entry:
             continue
         for who in ("student", "label_model"):
-            lines.append(f"| {split} | {entry['rows']} | {who.replace('_', ' ')} | {entry[who]['accuracy']:.3f} | "
-                         f"{entry[who]['macro_f1']:.3f} |")
-    lines += ["", "The label model counts rows where no LF voted, or its classes tie, as wrong; the student "
-              "labels every row."]
+            e = entry[who]
+            lines.append(f"| {split} | {entry['rows']} | {who.replace('_', ' ')} | {e['accuracy']:.3f} | "
+                         f"{_num(e.get('accuracy_covered'))} | {_num(e.get('coverage'))} | {e['macro_f1']:.3f} |")
+    lines += ["", "Both are scored on every gold row. The label model predicts the argmax of its probabilities, "
+              "exact ties (such as rows no LF voted on, when it gives them a uniform distribution) broken by a "
+              "deterministic hash, as `labelflow fit` scores it; *accuracy (covered)* is its accuracy on the rows "
+              "some LF voted on and *coverage* their fraction. The student reads the text, so it labels every row "
+              "(coverage 1)."]
+    uncovered = [(split, m[split]["uncovered"]) for split in ("dev", "test") if (m.get(split) or {}).get("uncovered")]
+    if uncovered:
+        lines += ["", "On the rows no LF voted on: " + "; ".join(
+            f"{split} ({u['rows']} rows) student accuracy {u['student_accuracy']:.3f}, label model "
+            f"{u['label_model_accuracy']:.3f}" for split, u in uncovered) + "."]
     final = m.get("test") or m.get("dev")
     if final:
         which = "test" if m.get("test") else "dev"

@@ -126,9 +126,14 @@ def finetune(
     Returns
     -------
     FinetuneResult
-        With ``metrics``: ``dev`` and ``test`` → ``{"student": ..., "label_model": ...}``
-        (accuracy, macro-F1, per-class precision/recall/F1 on the same gold rows),
-        ``train`` (rows, steps, seconds, samples/s, tokens/s), ``best`` and ``history``.
+        With ``metrics``: ``dev`` and ``test`` → ``{"rows", "student", "label_model"}`` and,
+        where some gold rows have no LF vote, ``"uncovered"`` (both models' accuracy on them).
+        Each model's metrics are :func:`finetune.evaluate.metrics` on the same gold rows:
+        ``accuracy`` (all rows), ``accuracy_covered`` (rows some LF voted on), ``coverage``,
+        ``tied``, macro-F1, per-class precision/recall/F1, ``n`` and ``n_covered``; the
+        label model's as ``labelflow fit`` gives them (its export's ``pred``, ties broken,
+        not counted wrong), the student's over every row (coverage 1).
+        Also ``train`` (rows, steps, seconds, samples/s, tokens/s), ``best`` and ``history``.
 
     Raises
     ------
@@ -171,7 +176,8 @@ def finetune(
 
 
 def soft_labels_frame(data: SoftLabels) -> "pl.DataFrame":
-    """``data`` as an export frame (id, text, split, label, prob_<class>, pred, covered): what ``labels.parquet`` holds."""
+    """``data`` as an export frame (id, text, split, label, prob_<class>, pred, covered, tied): what ``labels.parquet``
+    holds (``pred`` always a class, by the prediction policy; ``covered`` only where the export had it)."""
     import polars as pl
 
     cols = [pl.Series("id", data.ids, dtype=pl.String), pl.Series("text", data.texts, dtype=pl.String),
@@ -181,6 +187,7 @@ def soft_labels_frame(data: SoftLabels) -> "pl.DataFrame":
             pl.Series("pred", data.lm_pred, dtype=pl.Int16)]
     if data.covered is not None:
         cols.append(pl.Series("covered", data.covered))
+    cols.append(pl.Series("tied", data.tied))
     return pl.DataFrame(cols)
 
 

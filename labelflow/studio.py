@@ -3,9 +3,11 @@
 :func:`push` creates (or finds) the project's Label Studio project, with a label
 config generated from the class schema, and imports the chosen rows with the LF
 votes in the task data and the label model's prediction as a pre-annotation
-(``model_version`` = a hash of the LF suite file). Tasks are keyed by the row id,
-so pushing again updates tasks and adds predictions of a new suite, never
-duplicates. :func:`pull` turns finished annotations into gold labels in the
+(``model_version`` = a hash of the LF suite file): the class
+:meth:`~labelflow.project.Project.predictions` gives the row (argmax, ties broken
+by the row's position in the dataset), the one ``fit`` scores and ``export``
+writes. Tasks are keyed by the row id, so pushing again updates tasks and adds
+predictions of a new suite, never duplicates. :func:`pull` turns finished annotations into gold labels in the
 project's annotation store, with annotator (e-mail) and time; it checks every
 annotation before writing any, writes them in one transaction, reports
 annotators who disagree instead of resolving them, and changes nothing when
@@ -108,14 +110,17 @@ def push(project, *, rows: Literal["sample", "entropy"] | list[str] = "sample", 
         (highest entropy); or a list of row ids.
     model
         The fitted label model whose predictions become pre-annotations (default
-        the project's); without a fitted model, tasks go without them.
+        the project's); without a fitted model, tasks go without them. The
+        pre-annotation is the row's class by :meth:`~labelflow.project.Project.predictions`
+        (ties broken as ``fit`` and ``export`` break them), scored by its probability.
     """
     client, url = _client(project)
     dataset = project.dataset()
     frame = dataset.frame
     matrix = _maybe(project.matrix)
     lm = _maybe(lambda: project.label_model(model)) if matrix is not None else None
-    probs = lm.predict_proba(matrix.values) if lm is not None else None
+    predictions = project.predictions(lm) if lm is not None else None
+    probs = predictions.probs if predictions is not None else None
     chosen = _choose(project, frame, rows, splits, n, seed, probs)
     names = list(project.schema.names)
     version = hashlib.sha256(project.suite_path.read_bytes()).hexdigest()[:12] if lm is not None else None
@@ -128,8 +133,8 @@ def push(project, *, rows: Literal["sample", "entropy"] | list[str] = "sample", 
         data = {"labelflow_id": row_id, "text": frame["text"][i], "split": frame["split"][i],
                 "lf_votes": _votes_text(matrix, i, names) if matrix is not None else "(LFs not applied)"}
         prediction = None
-        if probs is not None:
-            c = int(np.argmax(probs[i]))
+        if predictions is not None:
+            c = int(predictions.pred[i])
             prediction = {"model_version": version, "score": float(probs[i, c]),
                           "result": [{"from_name": "label", "to_name": "text", "type": "choices",
                                       "value": {"choices": [names[c]]}}]}

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from labelflow import studio
@@ -164,6 +165,31 @@ def test_bad_remote_state_is_refused_and_the_store_is_unchanged(ls_project, serv
     monkeypatch.delenv("LABEL_STUDIO_API_KEY")
     with pytest.raises(studio.StudioError, match="LABEL_STUDIO_API_KEY, which is not set"):
         studio.pull(project)
+
+
+def test_pre_annotations_are_the_class_fit_and_export_give_ties_included(ls_project, server, tmp_path):
+    """A row whose votes tie gets the class Project.predictions gives it (the tie broken by the row's position, as
+    `fit` scores it and `export` writes it), not the first class."""
+    project, sdk = ls_project, client(server)
+    # "love this song" (t1, row 1): kw_song says HAM, kw_love SPAM; majority vote ties; the hash of row 1 picks SPAM
+    project.suite_path.write_text(project.suite_path.read_text()
+                                  + '\nkw_love = keyword_lf("kw_love", ["love"], label=1)\n')
+    project.apply()
+    project.fit()
+    predictions = project.predictions()
+    ids = project.dataset().frame["id"].to_list()
+    t1, t3 = ids.index("t1"), ids.index("t3")
+    assert predictions.tied[t1] and not predictions.tied[t3] and predictions.probs[t1].tolist() == [0.5, 0.5]
+    assert predictions.pred[t1] == 1  # np.argmax would say HAM
+    exported = project.export(tmp_path / "labels.parquet").filter(pl.col("id").is_in(["t1", "t3"])).sort("id")
+    assert exported["pred_name"].to_list() == ["SPAM", "HAM"] and exported["tied"].to_list() == [True, False]
+    pushed = studio.push(project, rows=["t1", "t3"])
+    assert (pushed.created, pushed.predictions_added) == (2, 2)
+    tasks = {t.data["labelflow_id"]: t for t in sdk.tasks.list(project=pushed.project_id, fields="all")}
+    assert tasks["t1"].data["lf_votes"] == "kw_song → HAM; kw_love → SPAM"
+    assert [p.result[0]["value"]["choices"] for p in tasks["t1"].predictions] == [["SPAM"]]
+    assert [p.score for p in tasks["t1"].predictions] == [0.5]
+    assert [p.result[0]["value"]["choices"] for p in tasks["t3"].predictions] == [["HAM"]]
 
 
 def test_server_down_push_and_pull_fail_clearly(ls_project, server):

@@ -8,7 +8,8 @@ import pytest
 
 from finetune import LORA_DEFAULTS, FinetuneConfig, FinetuneError, read_soft_labels
 from finetune.data import LengthGroupedBatches, collate
-from finetune.train import lr_schedule, select_rows
+from finetune.train import lr_schedule, select_rows, soft_labels_frame
+from labelflow.labelmodels import probs_to_preds
 
 # --- config ----------------------------------------------------------------------------------------
 
@@ -77,7 +78,32 @@ def test_reads_an_export_file_and_frame(export, tmp_path):
         assert data.class_names == ("HAM", "SPAM") and len(data) == 80
         assert data.probs.shape == (80, 2) and np.allclose(data.probs.sum(axis=1), 1)
         assert (data.gold[data.split == "train"] == -1).all() and (data.gold[data.split == "dev"] >= 0).all()
-        assert data.lm_pred.tolist() == frame["pred"].to_list() and data.covered is not None
+        # the fixture's pred is from before the prediction policy (-1 on uncovered rows): those rows get the
+        # policy's class (their probabilities tie, so the hash of the row's position decides); the rest are kept
+        given = frame["pred"].to_numpy()
+        policy = probs_to_preds(data.probs, tie_policy="random")
+        assert data.lm_pred.tolist() == np.where(given == -1, policy, given).tolist()
+        assert (data.lm_pred >= 0).all() and data.covered is not None
+        assert data.tied.tolist() == (given == -1).tolist()  # the uncovered rows are the 0.5/0.5 ties
+
+
+def test_an_export_by_the_prediction_policy_is_read_as_it_is(export):
+    """``labelflow export`` writes a class in pred on every row (ties broken) and a tied column: both are kept,
+    and the run's labels.parquet carries them on."""
+    frame = export()
+    probs = frame.select("prob_HAM", "prob_SPAM").to_numpy()
+    tied = ~frame["covered"]
+    frame = frame.with_columns(pl.Series("pred", probs_to_preds(probs, tie_policy="random"), dtype=pl.Int16),
+                               tied.alias("tied"))
+    # a tie broken the other way than this export's own hash would: still taken from pred, as export wrote it
+    flipped = frame.with_columns(pl.when(pl.col("id") == "test0").then(1 - pl.col("pred")).otherwise(pl.col("pred"))
+                                 .alias("pred"))
+    for source in (frame, flipped):
+        data = read_soft_labels(source)
+        assert data.lm_pred.tolist() == source["pred"].to_list() and data.tied.tolist() == tied.to_list()
+        written = soft_labels_frame(data)
+        assert written.columns == ["id", "text", "split", "label", "prob_HAM", "prob_SPAM", "pred", "covered", "tied"]
+        assert written["pred"].to_list() == source["pred"].to_list() and written["tied"].to_list() == tied.to_list()
 
 
 def test_csv_and_jsonl_and_label_names(export, tmp_path):
@@ -125,10 +151,14 @@ def test_missing_text_column_and_file(export, tmp_path):
         read_soft_labels(tmp_path / "x.xlsx")
 
 
-def test_without_split_or_pred_every_row_trains_and_ties_abstain():
+def test_without_split_or_pred_every_row_trains_and_ties_are_broken():
     frame = pl.DataFrame({"text": ["a", "b", "c"], "prob_X": [0.9, 0.5, 0.2], "prob_Y": [0.1, 0.5, 0.8]})
     data = read_soft_labels(frame)
-    assert data.split.tolist() == ["train"] * 3 and data.lm_pred.tolist() == [0, -1, 1] and data.covered is None
+    assert data.split.tolist() == ["train"] * 3 and data.covered is None
+    # the prediction policy: argmax, the tie on row 1 broken by the hash of its position (as Project.predictions)
+    assert data.lm_pred.tolist() == probs_to_preds(data.probs, tie_policy="random").tolist()
+    assert data.lm_pred[[0, 2]].tolist() == [0, 1] and data.lm_pred[1] in (0, 1)
+    assert data.tied.tolist() == [False, True, False]
 
 
 def test_filters_and_no_rows_left(export):

@@ -17,9 +17,11 @@ torch = pytest.importorskip("torch")
 
 from finetune import FinetuneConfig, FinetuneError, finetune, load_student, predict  # noqa: E402
 from finetune.model import resolve_base_model  # noqa: E402
+from labelflow.labelmodels.base import probs_to_preds, tied_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-METRIC_KEYS = {"accuracy", "macro_f1", "per_class_f1", "coverage", "n", "per_class"}
+METRIC_KEYS = {"accuracy", "accuracy_covered", "macro_f1", "per_class_f1", "coverage", "tied", "n", "n_covered",
+               "per_class"}
 
 
 def layout(obj):
@@ -41,10 +43,24 @@ def test_full_fine_tuning_loss_falls_and_run_folder_is_complete(tmp_path, export
     for split in ("dev", "test"):
         assert set(m[split]["student"]) == METRIC_KEYS and set(m[split]["label_model"]) == METRIC_KEYS
         assert m[split]["rows"] == 16
-    # the label model is scored on the same rows from the export's pred (-1 counts as wrong)
-    test = export().filter(pl.col("split") == "test")
-    assert m["test"]["label_model"]["accuracy"] == pytest.approx(float((test["pred"] == test["label"]).mean()))
-    assert m["test"]["uncovered"]["rows"] == int((~test["covered"]).sum())
+    # the label model is scored on the same rows as `labelflow fit` scores it: the prediction policy's class on every
+    # row, ties broken and not counted wrong (this fixture is an export from before the policy: its pred is -1 on
+    # uncovered rows, which finetune decides by the policy: argmax, ties by the hash of the row's position)
+    frame = export()
+    probs = frame.select("prob_HAM", "prob_SPAM").to_numpy()
+    pred = np.where(frame["pred"].to_numpy() == -1, probs_to_preds(probs, tie_policy="random"), frame["pred"].to_numpy())
+    rows = (frame["split"] == "test").to_numpy()
+    right, covered = pred[rows] == frame["label"].to_numpy()[rows], frame["covered"].to_numpy()[rows]
+    lm, student = m["test"]["label_model"], m["test"]["student"]
+    assert (~covered).any() and tied_rows(probs)[rows][~covered].all()
+    assert lm["accuracy"] == pytest.approx(float(right.mean())) and lm["n"] == 16
+    assert lm["accuracy_covered"] == pytest.approx(float(right[covered].mean())) == 1.0
+    assert lm["coverage"] == pytest.approx(float(covered.mean())) and lm["n_covered"] == int(covered.sum())
+    assert lm["tied"] == pytest.approx(float(tied_rows(probs)[rows].mean()))
+    assert m["test"]["uncovered"] == {**m["test"]["uncovered"], "rows": int((~covered).sum()),
+                                      "label_model_accuracy": pytest.approx(float(right[~covered].mean()))}
+    # the student labels every row
+    assert student["coverage"] == 1.0 and student["accuracy_covered"] == student["accuracy"] and student["tied"] is None
     assert m["train"]["steps"] == 24 and m["train"]["samples_per_s"] > 0 and m["train"]["tokens_per_s"] > 0
     assert m["best"]["step"] in [h["step"] for h in m["history"]]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "finetune.json", "metrics.json", "README.md",
@@ -59,6 +75,8 @@ def test_full_fine_tuning_loss_falls_and_run_folder_is_complete(tmp_path, export
     assert json.loads((run / "metrics.json").read_text()) == json.loads(json.dumps(m))
     card = (run / "README.md").read_text()
     assert "# tiny: a student classifier distilled by labelflow" in card and "| test | 16 | student |" in card
+    assert f"| test | 16 | label model | {lm['accuracy']:.3f} | {lm['accuracy_covered']:.3f} | {lm['coverage']:.3f} |" in card
+    assert "count as wrong" not in card and "On the rows no LF voted on: dev (" in card
     assert "samples/s" in (run / "train.log").read_text()
 
 
