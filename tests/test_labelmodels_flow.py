@@ -68,15 +68,25 @@ def test_uncovered_rows_follow_the_class_sizes_when_coverage_does_not_depend_on_
 
 
 def test_where_accuracies_cannot_be_told_apart_it_is_majority_vote():
-    """Unipolar LFs that rarely vote together leave EM nothing to learn accuracies from: the
-    weights stay at the suite's common value, so every row majority vote decides is decided alike."""
-    L, y = unipolar(prior=(0.5, 0.5), lfs=((0, 0.05, 0.9), (0, 0.05, 0.7), (1, 0.05, 0.9), (1, 0.05, 0.6)), seed=3)
+    """Unipolar LFs disagreeing says nothing about which side is right (EM would drift to the larger
+    class's LFs): they share one accuracy, so every row majority vote decides is decided alike."""
+    L, y = unipolar(prior=(0.7, 0.3), lfs=((0, 0.3, 0.9), (0, 0.3, 0.7), (1, 0.3, 0.9), (1, 0.3, 0.6)), seed=3)
     model = FlowLabelModel(2).fit(L)
     counts = np.stack([(L == c).sum(axis=1) for c in (0, 1)], axis=1)
     decided = counts[:, 0] != counts[:, 1]
     assert decided.sum() > 500
     np.testing.assert_array_equal(model.predict(L)[decided], counts[decided].argmax(axis=1))
-    assert np.ptp(model.accuracy) < 0.05
+    assert np.ptp(model.accuracy) < 1e-9
+
+
+def test_a_unipolar_lf_beside_multipolar_ones_gets_its_own_accuracy():
+    """Broad multipolar LFs (zero-shot-like) identify the narrow unipolar LFs' precision."""
+    rng = np.random.default_rng(6)
+    L_u, y_u = unipolar(n=8000, prior=(0.5, 0.5), lfs=((1, 0.3, 0.97), (0, 0.3, 0.6)), seed=6)
+    L = np.hstack([np.where(rng.random((8000, 3)) < 0.75, y_u[:, None], 1 - y_u[:, None]), L_u]).astype(np.int8)
+    model = FlowLabelModel(2).fit(L)
+    np.testing.assert_allclose(model.accuracy[:3], 0.75, atol=0.03)
+    assert model.accuracy[3] > 0.9 and model.accuracy[4] < 0.7
 
 
 def test_a_multipolar_lf_worse_than_chance_counts_against_its_vote_and_a_unipolar_one_never_does():

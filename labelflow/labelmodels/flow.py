@@ -11,14 +11,23 @@ Dawid–Skene posterior). ``share_j`` is ``1 / (number of LFs whose column is
 identical to j's)``, so duplicating an LF does not double its say.
 
 **Accuracies without gold** are fit by EM on the rows where at least two LFs vote
-(a row with one vote says nothing about that LF's accuracy). A one-coin model
-cannot tell, from votes alone, which of two LFs that only ever vote one class each
-is right when they disagree, so estimates that little evidence supports must not
-drift far: each ``a_j`` is shrunk, with ``prior_strength`` pseudo-votes, towards
-the *pooled* accuracy of the whole suite (an evidence-weighted mean in logit space,
-re-estimated each iteration — empirical Bayes, not a fixed constant). An LF with
-little evidence therefore keeps the suite's common weight, which is what majority
-vote gives it; an LF whose disagreements are many and one-sided moves away from it.
+(a row with one vote says nothing about that LF's accuracy), and only where the
+votes can tell accuracies apart. Between LFs that vote several classes (multipolar)
+they can, as in Dawid–Skene. Between *unipolar* LFs (each only ever votes one
+class) they cannot: when a spam LF and a ham LF disagree, votes alone do not say
+which is wrong, and EM then drifts to whichever side it favoured first (usually
+the LFs of the larger class), which looks like skill on some matrices and is a
+coin toss on others. So a unipolar LF is judged on its own only on rows where a
+multipolar LF votes too; elsewhere its votes count towards one accuracy shared by
+all unipolar LFs. A suite of unipolar LFs alone is therefore weighted like majority
+vote among them — the fallback where the data cannot tell — until dev gold or
+multipolar LFs (zero-shot, kNN, prompt LFs) give evidence.
+
+Each ``a_j`` is shrunk, with ``prior_strength`` pseudo-votes, towards the *pooled*
+accuracy of its kind (multipolar: an evidence-weighted mean of the LFs' logit
+accuracies; unipolar: the shared accuracy), re-estimated each iteration —
+empirical Bayes, not a fixed constant. An LF with little evidence keeps the
+common weight; one whose disagreements are many and one-sided moves away from it.
 An LF that only ever votes one class keeps an accuracy above ``1/k``: the one-coin
 model cannot tell a unipolar LF's precision from chance, so it may lose its say but
 never votes against its class. An LF that votes several classes may fall below
@@ -145,19 +154,31 @@ class FlowLabelModel(LabelModel):
         acc = to(np.full(m, self.prior_accuracy))
         share = to(self.share)
         floor = 1 / k + 1e-3
-        lowest = to(np.where(_classes_voted(L, k) > 1, 1e-3, floor))  # multipolar LFs may fall below chance
+        multi_np = _classes_voted(L, k) > 1
+        lowest = to(np.where(multi_np, 1e-3, floor))  # multipolar LFs may fall below chance
+        multi = to(multi_np)
         for it in range(self.n_iter):
             weight_of_lf = _log_odds(acc, k, xp) * share
-            num = den = 0.0
+            num = den = group_num = group_den = 0.0
             for block in _chunks(L):  # bounded memory: votes of one chunk at a time
                 rows, cols, votes = (to(a) for a in _votes(block))
                 agree = _posterior_agreement(rows, votes, weight_of_lf[cols], block.shape[0], k, xp)
-                others = xp.bincount(rows, minlength=block.shape[0])[rows] > 1  # judged where another LF voted
-                num = num + xp.bincount(cols[others], weights=agree[others], minlength=m)
-                den = den + xp.bincount(cols[others], minlength=m) * 1.0
+                others = xp.bincount(rows, minlength=block.shape[0])[rows] > 1  # another LF voted on the row
+                on_multi = multi[cols]
+                other_multi = xp.bincount(rows, weights=on_multi * 1.0, minlength=block.shape[0])[rows] - on_multi * 1.0
+                # a unipolar LF is judged on its own only beside a multipolar vote; otherwise with its group
+                judged = others & (on_multi | (other_multi > 0))
+                group = others & ~on_multi
+                num = num + xp.bincount(cols[judged], weights=agree[judged], minlength=m)
+                den = den + xp.bincount(cols[judged], minlength=m) * 1.0
+                group_num, group_den = group_num + float(agree[group].sum()), group_den + float(group.sum())
             if dev_num is not None:
                 num, den = num + dev_num, den + dev_den
+                group_num += float((dev_num * ~multi).sum())
+                group_den += float((dev_den * ~multi).sum())
             target = _pooled_accuracy(num, den, strength, self.prior_accuracy, floor, xp)
+            unipolar_target = min(max((group_num + strength * target) / (group_den + strength), floor), 1 - 1e-3)
+            target = xp.where(multi, target, unipolar_target)
             new = xp.clip(xp.maximum((num + strength * target) / (den + strength), lowest), None, 1 - 1e-3)
             moved = float(xp.abs(new - acc).max())
             acc = new
