@@ -642,6 +642,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-dev", action="store_true", help="skip the fits with dev gold")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON result there")
     parser.add_argument("--list", action="store_true", help="print the matrix specs and exit; fit nothing")
+    parser.add_argument("--markdown", action="store_true", help="also print the per-regime summary as a Markdown "
+                        "table (as in the README); Snorkel-skipped matrices are left out of its means")
     parser.add_argument("--stats", action="store_true", help="with --list: also generate each matrix and print "
                         "its realised statistics")
     parser.add_argument("--seed", type=int, default=123, help="the label models' seed")
@@ -752,6 +754,42 @@ def summarize(matrices: list[dict[str, Any]], default: str) -> dict[str, Any]:
     return out
 
 
+def markdown_summary(matrices: list[dict[str, Any]], default: str) -> str:
+    """A Markdown table with a row per regime (and one for all matrices): mean test accuracy of majority
+    vote, Snorkel and ``default``, unsupervised and with dev gold, over the matrices where all three ran,
+    and on how many matrices ``default`` is within ``TOLERANCE`` of the better baseline (unsupervised) or at
+    least Snorkel-with-dev (dev gold); where Snorkel was skipped, the unsupervised count compares with majority
+    vote alone."""
+
+    def acc(row: dict[str, Any], model: str, mode: str) -> float | None:
+        r = row["scores"].get(model, {}).get(mode)
+        return r["accuracy"] if r and r["status"] == "ok" else None
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in matrices:
+        groups.setdefault(row["regime"], []).append(row)
+    groups["all"] = list(matrices)
+    lines = [f"| regime | matrices | majority vote | Snorkel | {default} | {default} ≥ best − {TOLERANCE} "
+             f"| Snorkel + dev | {default} + dev | {default} + dev ≥ Snorkel + dev |", "|---" * 9 + "|"]
+    for regime, rows in groups.items():
+        cells = []
+        unsup = [(acc(r, "majority_vote", "unsupervised"), acc(r, "snorkel", "unsupervised"),
+                  acc(r, default, "unsupervised")) for r in rows]
+        matched = [u[2] >= max(b for b in u[:2] if b is not None) - TOLERANCE for u in unsup
+                   if u[2] is not None and u[0] is not None]
+        unsup = [u for u in unsup if None not in u]
+        dev = [(acc(r, "snorkel", "dev"), acc(r, default, "dev")) for r in rows]
+        dev = [d for d in dev if None not in d]
+        mean = (lambda xs: f"{np.mean(xs):.3f}" if xs else "–")
+        cells += [mean([u[0] for u in unsup]), mean([u[1] for u in unsup]), mean([u[2] for u in unsup]),
+                  f"{sum(matched)}/{len(matched)}",
+                  mean([d[0] for d in dev]), mean([d[1] for d in dev]),
+                  f"{sum(d[1] >= d[0] for d in dev)}/{len(dev)}"]
+        name = f"**{regime}**" if regime == "all" else regime
+        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(cfg: argparse.Namespace) -> dict[str, Any]:
     from labelflow.labelmodels import label_model_names
 
@@ -827,6 +865,8 @@ def main(cfg: argparse.Namespace) -> dict[str, Any]:
               f" mean margin {d['mean_margin']:+.4f}; worst {d['worst_margin']:+.4f} ({d['worst_matrix']})")
     elif not cfg.no_dev and cfg.default in models:
         print(f"  with dev gold: nothing to compare ({cfg.default!r} or snorkel did not run with dev gold)")
+    if cfg.markdown:
+        print("\n" + markdown_summary(matrices, cfg.default) + "\n")
     result = {"matrices": matrices, "summary": summary}
     line = json.dumps(result)
     if cfg.out:
