@@ -183,3 +183,21 @@ def test_list_prints_specs_without_fitting(capsys):
     sm.main(sm.make_parser().parse_args(["--list", "--only", "spam"]))
     out = capsys.readouterr().out
     assert "spam_k2_m10" in out and "ci_k2_m10" not in out and out.strip().endswith("3 matrices")
+
+
+@pytest.mark.parametrize("name", ["ci_k5_m30", "unipolar_k10_m60", "accuracy_adversarial_k2_m12",
+                                  "single_vote_relation_k9_m164", "low_quality_k10_m26", "broad_narrow_k2_m8",
+                                  "spam_k2_m10", "correlated_dups_bad_k3"])
+def test_labelflow_is_at_least_majority_vote_in_each_regime(name):
+    """The default label model, fit without gold on a regime's train split, scores at least majority vote
+    (within 0.005) on its test split, with and without dev gold."""
+    from labelflow.labelmodels import get_label_model
+
+    spec = next(s for s in sm.matrix_specs() if s.name == name)
+    data = sm.generate(spec)
+    score = lambda model: np.mean(model.predict(data["L_test"]) == data["y_test"])  # noqa: E731
+    mv = score(get_label_model("majority_vote", spec.k).fit(data["L_train"]))
+    ours = score(get_label_model("labelflow", spec.k).fit(data["L_train"]))
+    with_dev = score(get_label_model("labelflow", spec.k).fit(data["L_train"], L_dev=data["L_dev"], y_dev=data["y_dev"]))
+    assert ours >= mv - 0.005
+    assert with_dev >= mv - 0.005
