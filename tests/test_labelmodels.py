@@ -130,13 +130,12 @@ def test_snorkel_adapter_equals_snorkel(snorkel_fit):
     assert (model.predict(L)[covered] == y[covered]).mean() > 0.8  # it learned something
 
 
-def test_snorkel_adapter_with_dev_labels_equals_snorkel_with_the_smoothed_dev_class_balance():
+def test_snorkel_adapter_with_dev_labels_equals_snorkel_given_y_dev():
     L, y = synthetic_matrix(600, ACCURACIES, COVERAGES, k=3, seed=12)
     model = SnorkelLabelModel(3, seed=1, n_epochs=50).fit(L[:500], L_dev=L[500:], y_dev=y[500:])
-    counts = np.bincount(y[500:], minlength=3)
-    balance = (counts + 1) / (100 + 3)  # add-one smoothing; Snorkel's own Y_dev estimate is counts / 100
+    balance = np.bincount(y[500:], minlength=3) / 100  # Snorkel's own Y_dev estimate
     ref = SnorkelLabelModelRef(cardinality=3, verbose=False)
-    ref.fit(L[:500], class_balance=balance.tolist(), n_epochs=50, seed=1, progress_bar=False)
+    ref.fit(L[:500], Y_dev=y[500:], n_epochs=50, seed=1, progress_bar=False)
     np.testing.assert_allclose(model.predict_proba(L), ref.predict_proba(L), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(model._model.p, balance)
 
@@ -164,7 +163,8 @@ def test_snorkel_class_balance_wins_over_dev_gold():
     np.testing.assert_array_equal(with_both.predict_proba(L), only_balance.predict_proba(L))
 
 
-def test_dev_class_balance_is_add_one_smoothed():
+def test_dev_class_balance_is_snorkels_and_add_one_smoothed_only_when_a_class_is_missing():
+    np.testing.assert_allclose(dev_class_balance(np.array([0, 1, 1, 2, 3]), 4), [0.2, 0.4, 0.2, 0.2])
     np.testing.assert_allclose(dev_class_balance(np.array([1, 1, 1, 2]), 4), [1 / 8, 4 / 8, 2 / 8, 1 / 8])
 
 

@@ -19,10 +19,11 @@ class SnorkelLabelModel(LabelModel):
     Saved as its learned parameters (``mu``, class balance), not as a pickle.
     Snorkel needs at least 3 LFs.
 
-    Dev gold is used as Snorkel uses ``Y_dev``, for the class balance only, but
-    estimated here with add-one smoothing, ``(count_c + 1) / (n_dev + k)``, so a dev
-    set that misses a class still fits (Snorkel's own estimate rejects it). A
-    ``class_balance`` given to :meth:`fit` wins over the dev gold.
+    Dev gold is used as Snorkel uses ``Y_dev``, for the class balance only: the dev
+    class frequencies, exactly as Snorkel computes them, when every class occurs; with
+    add-one smoothing, ``(count_c + 1) / (n_dev + k)``, when one is missing (Snorkel's
+    own estimate rejects such a dev set). A ``class_balance`` given to :meth:`fit` wins
+    over the dev gold.
     """
 
     name = "snorkel"
@@ -75,12 +76,17 @@ class SnorkelLabelModel(LabelModel):
 
 
 def dev_class_balance(y_dev: GoldArray, cardinality: int) -> np.ndarray:
-    """``[k]`` class balance of dev gold with add-one smoothing: ``(count_c + 1) / (n_dev + k)``.
+    """``[k]`` class balance of dev gold: Snorkel's (the class frequencies) when every class occurs,
+    else add-one smoothed, ``(count_c + 1) / (n_dev + k)``.
 
     Examples
     --------
+    >>> dev_class_balance(np.array([0, 0, 1, 2]), 3)
+    array([0.5 , 0.25, 0.25])
     >>> dev_class_balance(np.array([0, 0, 1]), 3)
     array([0.5       , 0.33333333, 0.16666667])
     """
     counts = np.bincount(np.asarray(y_dev, dtype=np.int64), minlength=cardinality).astype(np.float64)
+    if counts.all():
+        return counts / counts.sum()
     return (counts + 1) / (counts.sum() + cardinality)
