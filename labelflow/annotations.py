@@ -7,80 +7,123 @@ when :meth:`AnnotationStore.add` returns, a killed process loses nothing that
 was acknowledged, and several processes (two browser sessions of the app, the
 CLI) can write at once.
 
+Labels are stored as **class names**, never indices, so re-creating a project
+with its classes in another order changes no human label. Reading checks every
+stored name against the project's classes: a label the schema lacks is an
+error naming the row, the annotator and the label, never a silent gold label.
+
+Stores written before names were stored (format 1, a ``label INTEGER`` column)
+are migrated when first opened, mapping each index with the classes recorded in
+the store (``meta`` key ``classes``); a store that recorded none is refused
+until it is migrated with the classes in the order they had when the labels were
+given (:func:`migrate_store`, or ``python -m labelflow.annotations STORE --classes A,B``).
+
 Annotators who disagree are reported by :meth:`AnnotationStore.resolve`, never
 silently resolved: a row with conflicting labels gets no gold label.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import numbers
 import sqlite3
+import sys
 import time as _time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
 
 import polars as pl
 
-from labelflow.errors import ProjectError
+from labelflow.errors import LabelflowError, ProjectError
+from labelflow.schema import ClassSchema
 
+FORMAT = 2
+"""Store format: 2 holds class names (1, before it, held class indices)."""
 SCHEMA = """CREATE TABLE IF NOT EXISTS annotations (
-    id TEXT NOT NULL, annotator TEXT NOT NULL, label INTEGER NOT NULL, time REAL NOT NULL, source TEXT NOT NULL,
+    id TEXT NOT NULL, annotator TEXT NOT NULL, label TEXT NOT NULL, time REAL NOT NULL, source TEXT NOT NULL,
     PRIMARY KEY (id, annotator)) WITHOUT ROWID"""
+META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 COLUMNS = {"id": pl.String, "annotator": pl.String, "label": pl.Int16, "time": pl.Float64, "source": pl.String}
 
 
 class AnnotationStore:
-    """Gold labels given by people, one per row and annotator.
+    """Gold labels given by people, one per row and annotator, stored by class name.
 
     Parameters
     ----------
     path
         The SQLite file (created with its folder on the first write).
+    classes
+        The task's classes (a :class:`~labelflow.schema.ClassSchema` or names in index
+        order): labels are given and returned as indices into them, stored as names.
 
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> store = AnnotationStore(pathlib.Path(tempfile.mkdtemp()) / "annotations.sqlite")
+    >>> store = AnnotationStore(pathlib.Path(tempfile.mkdtemp()) / "annotations.sqlite", ["HAM", "SPAM"])
     >>> store.add("c1", 1, annotator="ann")
-    >>> store.add("c1", 0, annotator="bob")
+    >>> store.add("c1", "HAM", annotator="bob")
     >>> store.add("c2", 0, annotator="ann")
     >>> gold, conflicts = store.resolve()
     >>> gold
     {'c2': 0}
     >>> conflicts["id"].to_list()
     ['c1']
+    >>> AnnotationStore(store.path, ["SPAM", "HAM"]).resolve()[0]  # the same label under reordered classes
+    {'c2': 1}
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, classes: ClassSchema | Sequence[str]) -> None:
         self.path = Path(path)
+        self.schema = classes if isinstance(classes, ClassSchema) else ClassSchema(tuple(classes))
+        self._ready = False
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            if not self._ready:
+                _prepare(conn, self.path, None)
+                self._ready = True
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
-    def add(self, row_id: str, label: int, *, annotator: str, source: str = "app", time: float | None = None) -> None:
+    def _name(self, row_id: str, label: int | str) -> str:
+        names = self.schema.names
+        if isinstance(label, str) and label in names:
+            return label
+        if isinstance(label, numbers.Integral) and not isinstance(label, bool) and 0 <= int(label) < len(names):
+            return names[int(label)]
+        raise ProjectError(f"label for row {row_id!r} must be one of {list(names)} or 0..{len(names) - 1}; "
+                           f"got {label!r}")
+
+    def add(self, row_id: str, label: int | str, *, annotator: str, source: str = "app",
+            time: float | None = None) -> None:
         """Store (or replace) ``annotator``'s label for ``row_id``; on disk when this returns.
 
-        ``time`` is seconds since the epoch (default: now).
+        ``label`` is a class name or index; ``time`` is seconds since the epoch (default: now).
         """
         self.add_many([(row_id, label)], annotator=annotator, source=source, time=time)
 
-    def add_many(self, labels: Iterable[tuple[str, int]], *, annotator: str, source: str = "app",
+    def add_many(self, labels: Iterable[tuple[str, int | str]], *, annotator: str, source: str = "app",
                  time: float | None = None) -> None:
         """Store ``(row id, label)`` pairs of one annotator in one transaction."""
         if not isinstance(annotator, str) or not annotator.strip():
             raise ProjectError(f"an annotation needs a non-empty annotator name; got {annotator!r}")
         stamp = _time.time() if time is None else float(time)
-        self.put([(str(i), annotator.strip(), int(label), stamp, source) for i, label in labels])
+        self.put([(str(i), annotator.strip(), label, stamp, source) for i, label in labels])
 
-    def put(self, rows: Iterable[tuple[str, str, int, float, str]]) -> None:
+    def put(self, rows: Iterable[tuple[str, str, int | str, float, str]]) -> None:
         """Store ``(id, annotator, label, time, source)`` rows, each replacing that row's and annotator's
-        label, in one transaction (all or nothing)."""
-        rows = list(rows)
+        label, in one transaction (all or nothing). ``label`` is a class name or index; one that is
+        neither refuses the whole call, naming the row."""
+        rows = [(str(i), a, self._name(i, label), float(t), s) for i, a, label, t, s in rows]
         if not rows:
             return
         with closing(self._connect()) as conn:
@@ -93,13 +136,32 @@ class AnnotationStore:
         with closing(self._connect()) as conn:
             conn.execute("DELETE FROM annotations WHERE id = ? AND annotator = ?", (str(row_id), annotator.strip()))
 
-    def frame(self) -> pl.DataFrame:
-        """Every stored label: columns ``id, annotator, label, time, source``, oldest first."""
+    def stored(self) -> pl.DataFrame:
+        """Every stored label as stored: columns ``id, annotator, label`` (class name), ``time, source``,
+        oldest first; not checked against the schema (to find and remove labels it lacks)."""
+        schema = {**COLUMNS, "label": pl.String}
         if not self.path.is_file():
-            return pl.DataFrame(schema=COLUMNS)
+            return pl.DataFrame(schema=schema)
         with closing(self._connect()) as conn:
             rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM annotations ORDER BY time, id, annotator").fetchall()
-        return pl.DataFrame(rows, schema=COLUMNS, orient="row")
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def frame(self) -> pl.DataFrame:
+        """Every stored label: columns ``id, annotator, label`` (class index), ``time, source``, oldest first.
+
+        Raises :class:`ProjectError` naming the row id, annotator and label of a stored
+        label that is not one of the schema's classes.
+        """
+        stored = self.stored()
+        index = {name: i for i, name in enumerate(self.schema.names)}
+        bad = stored.filter(~pl.col("label").is_in(list(index)))
+        if bad.height:
+            row = bad.row(0, named=True)
+            raise ProjectError(
+                f"{self.path}: the annotation of row id {row['id']!r} by {row['annotator']!r} is {row['label']!r}, "
+                f"which is not one of the classes {list(self.schema.names)} ({bad.height} such annotation(s)); "
+                "add the class back, or remove those annotations (AnnotationStore.remove; AnnotationStore.stored lists them)")
+        return stored.with_columns(pl.col("label").replace_strict(index, return_dtype=pl.Int16))
 
     def resolve(self) -> tuple[dict[str, int], pl.DataFrame]:
         """Gold labels where the annotators of a row agree, and the rows where they don't.
@@ -117,3 +179,93 @@ class AnnotationStore:
         agreed = per_row.filter(pl.col("labels").list.len() == 1)
         gold = dict(zip(agreed["id"].to_list(), agreed["labels"].list.first().to_list()))
         return gold, per_row.filter(pl.col("labels").list.len() > 1)
+
+
+def migrate_store(path: str | Path, classes: ClassSchema | Sequence[str]) -> int:
+    """Rewrite a format-1 store (class indices) to class names, index ``i`` meaning ``classes[i]``.
+
+    ``classes`` must be the classes in the order they had when the labels were given.
+    Returns the number of labels migrated (0 when the store already holds names). The
+    whole migration is one transaction: on any error the store is unchanged.
+    """
+    schema = classes if isinstance(classes, ClassSchema) else ClassSchema(tuple(classes))
+    path = Path(path)
+    if not path.is_file():
+        raise ProjectError(f"no annotation store at {path}")
+    with closing(sqlite3.connect(path, timeout=60, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        return _prepare(conn, path, schema.names)
+
+
+def _label_type(conn: sqlite3.Connection) -> str | None:
+    cols = {row[1]: (row[2] or "").upper() for row in conn.execute("PRAGMA table_info(annotations)")}
+    return cols.get("label") if cols else None
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, classes: Sequence[str] | None) -> int:
+    """Create the tables of a new store, or migrate a format-1 one (see the module docstring)."""
+    if _label_type(conn) == "TEXT":
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        kind = _label_type(conn)  # again, now that no other writer can change it
+        if kind is None:
+            conn.execute(SCHEMA)
+            conn.execute(META)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
+            conn.execute("COMMIT")
+            return 0
+        if kind == "TEXT":
+            conn.execute("COMMIT")
+            return 0
+        if classes is None:
+            recorded = None
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+                found = conn.execute("SELECT value FROM meta WHERE key = 'classes'").fetchone()
+                recorded = None if found is None else json.loads(found[0])
+            if recorded is None:
+                raise ProjectError(
+                    f"{path} holds human labels as class indices (written by an older labelflow) and does not "
+                    "record the classes they index; migrate it with the classes in the order they had when the "
+                    f"labels were given: python -m labelflow.annotations {path} --classes NAME,NAME,...")
+            classes = [str(c) for c in recorded]
+        rows = conn.execute("SELECT id, annotator, label, time, source FROM annotations").fetchall()
+        out = []
+        for row_id, annotator, label, when, source in rows:
+            if not isinstance(label, int) or not 0 <= label < len(classes):
+                raise ProjectError(f"{path}: the annotation of row id {row_id!r} by {annotator!r} is {label!r}, "
+                                   f"not an index into the classes {list(classes)}; the store was not migrated")
+            out.append((row_id, annotator, classes[label], when, source))
+        conn.execute("ALTER TABLE annotations RENAME TO annotations_v1")
+        conn.execute(SCHEMA)
+        conn.executemany("INSERT INTO annotations VALUES (?, ?, ?, ?, ?)", out)
+        conn.execute("DROP TABLE annotations_v1")
+        conn.execute(META)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from_classes', ?)", (json.dumps(list(classes)),))
+        conn.execute("COMMIT")
+        return len(out)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m labelflow.annotations STORE --classes A,B``: migrate a store of class indices to names."""
+    parser = argparse.ArgumentParser(prog="python -m labelflow.annotations", description=main.__doc__)
+    parser.add_argument("store", help="the annotations.sqlite file (in a project: store/annotations.sqlite)")
+    parser.add_argument("--classes", required=True, help="comma-separated class names in the order they had "
+                                                         "when the labels were given (index 0 first)")
+    args = parser.parse_args(argv)
+    try:
+        n = migrate_store(args.store, [c.strip() for c in args.classes.split(",")])
+    except LabelflowError as exc:
+        print(f"labelflow: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.store}: {n} label(s) migrated to class names" if n else f"{args.store} already holds class names")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

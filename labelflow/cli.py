@@ -22,7 +22,7 @@ from labelflow.errors import LabelflowError
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labelflow", description="Programmatic labeling: LFs → label model → labels.")
+    parser = _Parser(prog="labelflow", description="Programmatic labeling: LFs → label model → labels.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, *, project: bool = True, json_out: bool = True) -> argparse.ArgumentParser:
@@ -36,24 +36,25 @@ def make_parser() -> argparse.ArgumentParser:
     p = command("init", "Create a project folder from data files, a column mapping and a class list.",
                 project=False, json_out=False)
     p.add_argument("folder", help="project folder to create (re-initialises an existing one, keeping its caches)")
-    p.add_argument("--data", action="append", required=True, metavar="[SPLIT=]PATH",
-                   help="data file (CSV, TSV, Parquet, JSONL); prefix SPLIT= to set its split; repeatable")
-    p.add_argument("--classes", required=True, help="comma-separated class names, in index order")
-    p.add_argument("--describe", action="append", default=[], metavar="CLASS=TEXT",
+    p.add_argument("--data", action="append", required=True, metavar="[SPLIT=]PATH", type=_data_item,
+                   help="data file (CSV, TSV, Parquet, JSONL); prefix SPLIT= (train, dev, valid, validation, val or "
+                        "test, in any case) to set its split; repeatable")
+    p.add_argument("--classes", required=True, type=_class_names, help="comma-separated class names, in index order")
+    p.add_argument("--describe", action="append", default=[], metavar="CLASS=TEXT", type=_pair("CLASS=TEXT"),
                    help="a one-sentence description of CLASS (zero-shot and prompt LFs read them); repeatable")
-    p.add_argument("--text", action="append", default=None, metavar="[FIELD=]COLUMN",
+    p.add_argument("--text", action="append", default=None, metavar="[FIELD=]COLUMN", type=_text_item,
                    help="text column (default 'text'); FIELD=COLUMN for more text fields; repeatable")
-    p.add_argument("--id", help="id column (default: <file>:<row>)")
-    p.add_argument("--label", help="gold label column (class index or name)")
-    p.add_argument("--split-column", help="column holding each row's split")
-    p.add_argument("--dev-sample", type=int, default=0, metavar="N", help="move N seeded-random train rows to dev")
-    p.add_argument("--seed", type=int, default=0, help="seed of the dev sample")
-    p.add_argument("--hide-labels", action="append", default=[], metavar="SPLIT",
+    p.add_argument("--id", type=_non_empty, help="id column (default: <file>:<row>)")
+    p.add_argument("--label", type=_non_empty, help="gold label column (class index or name)")
+    p.add_argument("--split-column", type=_non_empty, help="column holding each row's split")
+    p.add_argument("--dev-sample", type=_count, default=0, metavar="N", help="move N seeded-random train rows to dev")
+    p.add_argument("--seed", type=_count, default=0, help="seed of the dev sample")
+    p.add_argument("--hide-labels", action="append", default=[], metavar="SPLIT", type=_non_empty,
                    help="drop the gold labels of this split (for example train); repeatable")
     p.add_argument("--drop-identical", action="store_true", help="drop rows that exactly repeat an earlier row")
-    p.add_argument("--lfs", help="the project's LF suite (a Python file)")
-    p.add_argument("--label-model", default="labelflow", help="default label model")
-    p.add_argument("--name", help="task name (default: the folder name)")
+    p.add_argument("--lfs", type=_non_empty, help="the project's LF suite (a Python file)")
+    p.add_argument("--label-model", default="labelflow", type=_label_model_name, help="default label model")
+    p.add_argument("--name", type=_non_empty, help="task name (default: the folder name)")
 
     p = command("apply", "Apply the LF suite: the label matrix (cached per LF).")
     p.add_argument("--lfs", help="LF suite file instead of the configured one")
@@ -63,17 +64,18 @@ def make_parser() -> argparse.ArgumentParser:
     _engine_arguments(p)
 
     p = command("fit", "Fit a label model on the train rows and report dev/test metrics.")
-    p.add_argument("--model", help="registered label model (default: the project's)")
-    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--model", type=_label_model_name, help="registered label model (default: the project's)")
+    p.add_argument("--seed", type=_count, default=123)
     p.add_argument("--dev-gold", action="store_true", help="also pass the dev rows' gold labels to the model")
 
     p = command("summary", "LF statistics (coverage, overlaps, conflicts, accuracy on gold).")
     p.add_argument("--split", default="dev", help="split to summarise (default dev)")
 
     p = command("export", "Write probabilistic labels with the argmax.", json_out=False)
-    p.add_argument("out", help="output file: .parquet, .csv or .jsonl")
-    p.add_argument("--model", help="fitted label model (default: the project's)")
-    p.add_argument("--split", action="append", default=None, help="only this split; repeatable")
+    p.add_argument("out", type=_non_empty, help="output file: .parquet, .csv or .jsonl")
+    p.add_argument("--model", type=_label_model_name, help="fitted label model (default: the project's)")
+    p.add_argument("--split", action="append", default=None, type=_split_name,
+                   help="only this split (valid, validation, val mean dev; any case); repeatable")
     p.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="format (default: from the extension)")
 
     from finetune.cli import add_parsers as add_finetune_parsers
@@ -94,24 +96,27 @@ def make_parser() -> argparse.ArgumentParser:
         f = fm.add_parser(kind, help=help_text, description=help_text)
         f.add_argument("-p", "--project", default=".", help="project folder (default: current directory)")
         f.add_argument("--json", action="store_true", help="print one JSON document")
-        f.add_argument("--name", default=default_name, help=f"column name of the output (default {default_name})")
+        f.add_argument("--name", default=default_name, type=_identifier,
+                       help=f"column name of the output, a Python identifier (default {default_name})")
         f.add_argument("--dry-run", action="store_true", help="count cached rows and model calls; compute nothing")
         f.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
         _engine_arguments(f)
         if kind == "prompt":
             f.add_argument("--template", help="prompt template over the row's columns, e.g. 'Comment: {text}\\nSpam:'")
-            f.add_argument("--template-file", help="read the template from this file")
+            f.add_argument("--template-file", type=_existing_file, help="read the template from this file")
             f.add_argument("--answers", action="append", required=True, metavar="CLASS=WORD[,WORD...]",
-                           help="answer words meaning CLASS; repeatable")
+                           type=_pair("CLASS=WORD[,WORD...]"), help="answer words meaning CLASS; repeatable")
             f.add_argument("--provider", choices=("transformers", "openai"), default="transformers")
-            f.add_argument("--model", help="model (default: gemma3-270m for transformers; required for openai)")
-            f.add_argument("--base-url", help="OpenAI-compatible server URL (provider openai)")
+            f.add_argument("--model", type=_non_empty,
+                           help="model (default: gemma3-270m for transformers; required for openai)")
+            f.add_argument("--base-url", type=_non_empty, help="OpenAI-compatible server URL (provider openai)")
             f.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
             f.add_argument("--budget", choices=("uncovered", "conflicts", "uncovered_or_conflicts"),
                            help="only rows the current label matrix leaves uncovered / conflicting")
-            f.add_argument("--limit", type=int, help="only the first N rows (after --budget)")
+            f.add_argument("--limit", type=_positive, help="only the first N rows (after --budget), N ≥ 1")
         else:
-            f.add_argument("--model", default="all-MiniLM-L6-v2", help="sentence-transformers model (default all-MiniLM-L6-v2)")
+            f.add_argument("--model", default="all-MiniLM-L6-v2", type=_non_empty,
+                           help="sentence-transformers model (default all-MiniLM-L6-v2)")
 
     p = command("analyze", "Error analysis on dev gold: slices where the label model fails, and LFs that would fix them.")
     p.add_argument("--split", default="dev", help="gold split to analyse (default dev)")
@@ -120,7 +125,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "the label model's, e.g. a student's from `labelflow predict`")
     p.add_argument("--slices", type=int, default=10, help="slices to list (default 10)")
     p.add_argument("--suggest", type=int, default=0, metavar="N", help="suggest LFs for the top N slices")
-    p.add_argument("--kinds", default="keyword,regex", help="suggestion kinds: keyword, regex, knn (default keyword,regex)")
+    p.add_argument("--kinds", default="keyword,regex", type=_kinds,
+                   help="suggestion kinds: keyword, regex, knn, prompt (comma-separated; default keyword,regex)")
     p.add_argument("--accept", action="store_true",
                    help="write the suggestion that raises dev accuracy most into the suite file, then apply and fit")
 
@@ -165,6 +171,183 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
                                      "(default: the project's ray_address, else RAY_ADDRESS, else a new local cluster)")
 
 
+# --- argument checks: every value is checked at parse time; a bad one is a one-line error naming the flag ---
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with labelflow's one-line errors (``labelflow: error: argument --flag: ...``, exit status 2)
+    and, after parsing, the checks that involve several arguments (:func:`_check_arguments`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"labelflow: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed = super().parse_args(args, namespace)
+        problem = _check_arguments(parsed)
+        if problem:
+            command = " ".join(x for x in (parsed.command, getattr(parsed, "fm", None)) if x)
+            self.exit(2, f"labelflow: error: {problem} (see `{self.prog} {command} --help`)\n")
+        return parsed
+
+
+def _check_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of arguments (``None``: nothing)."""
+    from labelflow.dataset import STANDARD_SPLITS, canonical_split
+
+    if args.command == "init":
+        prefixed = {split for split, _ in args.data}
+        if "" in prefixed and len(prefixed) > 1:
+            return "argument --data: give every data file a SPLIT= prefix, or none (then splits come from " \
+                   "--split-column, else all rows are train)"
+        unknown = sorted({c for c, _, _ in (d.partition("=") for d in args.describe)} - set(args.classes))
+        if unknown:
+            return f"argument --describe: class(es) {unknown} are not in --classes ({', '.join(args.classes)})"
+        if args.split_column is None:
+            splits = sorted(((prefixed - {""}) or {"train"}) | ({"dev"} if args.dev_sample else set()))
+            bad = [s for s in args.hide_labels if canonical_split(s) not in splits]
+            if bad:
+                return (f"argument --hide-labels: unknown split {bad[0]!r}; the data's splits are {', '.join(splits)}"
+                        + ("" if set(splits) >= set(STANDARD_SPLITS) else
+                           " (set splits with --data SPLIT=PATH or --split-column)"))
+    elif args.command == "export" and args.format is None:
+        suffix = Path(args.out).suffix.lower().lstrip(".")
+        if suffix not in ("parquet", "csv", "jsonl"):
+            return (f"argument out: cannot tell the format of {args.out!r} from its extension; name it .parquet, .csv "
+                    "or .jsonl, or pass --format parquet|csv|jsonl")
+    elif args.command == "fm" and args.fm == "prompt":
+        if (args.template is None) == (args.template_file is None):
+            return "arguments --template, --template-file: give exactly one of them"
+        if args.provider == "openai" and not args.model:
+            return "argument --model: --provider openai needs --model (the served model's name)"
+        if args.base_url and args.provider != "openai":
+            return "argument --base-url: only with --provider openai"
+        classes = [item.partition("=")[0].strip() for item in args.answers]
+        if len(set(classes)) != len(classes):
+            return f"argument --answers: a class is given more than once ({', '.join(classes)})"
+    return None
+
+
+def _arg_error(message: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(message)
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise _arg_error("expected a non-empty value; got ''")
+    return value
+
+
+def _count(value: str) -> int:
+    """An integer ≥ 0."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise _arg_error(f"expected a whole number ≥ 0; got {value!r}") from None
+    if n < 0:
+        raise _arg_error(f"expected a whole number ≥ 0; got {n}")
+    return n
+
+
+def _positive(value: str) -> int:
+    """An integer ≥ 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise _arg_error(f"expected a whole number ≥ 1; got {value!r}") from None
+    if n < 1:
+        raise _arg_error(f"expected a whole number ≥ 1; got {n}")
+    return n
+
+
+def _identifier(value: str) -> str:
+    if not value.isidentifier():
+        raise _arg_error(f"expected a Python identifier (letters, digits, _; LFs read it as x.NAME); got {value!r}")
+    return value
+
+
+def _existing_file(value: str) -> str:
+    if not Path(value).is_file():
+        raise _arg_error(f"no such file: {value!r}")
+    return value
+
+
+def _split_name(value: str) -> str:
+    from labelflow.dataset import canonical_split
+
+    return canonical_split(_non_empty(value))
+
+
+def _data_item(value: str) -> tuple[str, str]:
+    """``[SPLIT=]PATH`` → ``(split or "", path)``; SPLIT is a standard split name or alias, in any case."""
+    from labelflow.dataset import STANDARD_SPLITS, canonical_split
+
+    prefix, sep, path = value.partition("=")
+    if not sep or "/" in prefix or "\\" in prefix:  # no SPLIT= prefix, or an "=" inside the path
+        return "", _non_empty(value)
+    split = canonical_split(prefix)
+    if split in STANDARD_SPLITS:
+        if not path.strip():
+            raise _arg_error(f"expected SPLIT=PATH with a path after '='; got {value!r}")
+        return split, path
+    if Path(value).exists():  # a file whose name holds "="
+        return "", value
+    raise _arg_error(f"unknown split {prefix!r} in {value!r}; SPLIT is one of train, dev (or valid, validation, val), "
+                     "test, in any case, or give the path alone")
+
+
+def _class_names(value: str) -> list[str]:
+    from labelflow.typing import MAX_CLASSES
+
+    names = [c.strip() for c in value.split(",")]
+    if any(not n for n in names):
+        raise _arg_error(f"expected comma-separated, non-empty class names; got {value!r}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise _arg_error(f"class names must be unique; {dupes} appear more than once in {value!r}")
+    if not 2 <= len(names) <= MAX_CLASSES:
+        raise _arg_error(f"expected 2 to {MAX_CLASSES} class names; got {len(names)} in {value!r}")
+    return names
+
+
+def _pair(form: str):
+    """A checker of ``KEY=VALUE`` items (``form`` for the message): both sides non-empty."""
+
+    def check(value: str) -> str:
+        key, sep, rest = value.partition("=")
+        if not sep or not key.strip() or not rest.strip():
+            raise _arg_error(f"expected {form}; got {value!r}")
+        return value
+
+    check.__name__ = form
+    return check
+
+
+def _text_item(value: str) -> str:
+    key, sep, column = value.partition("=")
+    if not value.strip() or (sep and (not key.strip() or not column.strip())):
+        raise _arg_error(f"expected COLUMN or FIELD=COLUMN; got {value!r}")
+    return value
+
+
+def _label_model_name(value: str) -> str:
+    from labelflow.labelmodels import label_model_names
+
+    if value not in label_model_names():
+        raise _arg_error(f"unknown label model {value!r}; known models are {', '.join(label_model_names())}")
+    return value
+
+
+SUGGESTION_KINDS = ("keyword", "regex", "knn", "prompt")
+
+
+def _kinds(value: str) -> str:
+    kinds = [k.strip() for k in value.split(",")]
+    unknown = [k for k in kinds if k not in SUGGESTION_KINDS]
+    if unknown:
+        raise _arg_error(f"unknown kind(s) {unknown}; kinds are {', '.join(SUGGESTION_KINDS)} (comma-separated)")
+    return ",".join(kinds)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
@@ -184,24 +367,18 @@ def _init(args: argparse.Namespace) -> dict[str, Any]:
     from labelflow.project import Project
 
     sources: dict[str, list[str]] = {}
-    for item in args.data:
-        split, sep, path = item.partition("=")
-        if not sep or "/" in split or "\\" in split:  # no SPLIT= prefix; an "=" inside the path
-            split, path = "", item
+    for split, path in args.data:  # (split or "", path), checked by _data_item and _check_init
         sources.setdefault(split, []).append(path)
     text = _pairs(args.text or ["text"], "text")
-    names = [c.strip() for c in args.classes.split(",")]
-    described = dict(item.partition("=")[::2] for item in args.describe)
-    unknown = sorted(set(described) - set(names))
-    if unknown:
-        raise LabelflowError(f"--describe names class(es) {unknown} that --classes lacks ({names})")
+    names = args.classes
+    described = {cls.strip(): text_ for cls, _, text_ in (item.partition("=") for item in args.describe)}
     project = Project.init(
         args.folder, sources=sources, classes={n: described.get(n, "") for n in names} if described else names,
         text=text, id=args.id, label=args.label, split=args.split_column, dev_sample=args.dev_sample,
         seed=args.seed, hide_labels=args.hide_labels, duplicates="drop_identical" if args.drop_identical else "error",
         lfs=args.lfs, label_model=args.label_model, name=args.name,
     )
-    counts = project.dataset().frame["split"].value_counts(sort=True)
+    counts = project.columns("split")["split"].value_counts(sort=True)
     print(f"created project {project.config.name!r} in {project.root}: "
           + ", ".join(f"{s} {n}" for s, n in counts.iter_rows()))
     return {}

@@ -7,8 +7,9 @@ A dataset is a polars frame with these columns, in this order:
 ``text`` (str) and any further text fields
     The primary text field is always called ``text``.
 ``split`` (str)
-    ``train``, ``dev``, ``test`` or any other name. ``valid``/``validation``/``val``
-    are read as ``dev``.
+    ``train``, ``dev``, ``test`` or any other name. The standard names are read
+    case-insensitively and ``valid``/``validation``/``val`` as ``dev`` (``VALID`` → ``dev``,
+    ``Train`` → ``train``); any other name is kept as given.
 ``label`` (Int16, null where unknown)
     Gold class index in ``0 .. k-1``.
 metadata
@@ -17,6 +18,7 @@ metadata
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,10 @@ Source = Union[PathLike, pl.DataFrame, Any]
 
 RESERVED = ("id", "split", "label")
 SPLIT_ALIASES = {"valid": "dev", "validation": "dev", "val": "dev"}
+STANDARD_SPLITS = ("train", "dev", "test")
+"""The split names every command knows; ``SPLIT_ALIASES`` and any capitalisation of these read as them."""
+UTF8_CHUNK = 1 << 20
+"""Bytes read at a time by the UTF-8 check of a text file (its memory stays within a small multiple of this)."""
 READERS = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -79,8 +85,8 @@ class Dataset:
         return [c for c in self.frame.columns if c not in skip]
 
     def split(self, name: str) -> "Dataset":
-        """The rows of one split, in order."""
-        return self.replace(self.frame.filter(pl.col("split") == name))
+        """The rows of one split, in order (``name`` as :func:`canonical_split` reads it)."""
+        return self.replace(self.frame.filter(pl.col("split") == canonical_split(name)))
 
     def splits(self) -> list[str]:
         """Split names present, in order of first appearance."""
@@ -108,8 +114,8 @@ class Dataset:
         return self.replace(frame)
 
     def hide_labels(self, splits: Sequence[str]) -> "Dataset":
-        """Drop the gold labels of the given splits (for example ``["train"]``)."""
-        hidden = pl.col("split").is_in(list(splits))
+        """Drop the gold labels of the given splits (for example ``["train"]``; names as :func:`canonical_split`)."""
+        hidden = pl.col("split").is_in([canonical_split(s) for s in splits])
         frame = self.frame.with_columns(label=pl.when(hidden).then(None).otherwise(pl.col("label")))
         return self.replace(frame)
 
@@ -173,15 +179,16 @@ def load_dataset(
     if isinstance(source, Mapping):
         for split_name, srcs in source.items():
             for src in _as_list(srcs):
-                parts.append((SPLIT_ALIASES.get(split_name, split_name), src))
+                parts.append((canonical_split(split_name), src))
     else:
         parts = [(None, src) for src in _as_list(source)]
     if not parts:
         raise DataError("no data sources given")
 
     frames = []
+    as_text = [c for c in mapped if mapped[c] == "id" or mapped[c] in text_map]
     for split_name, src in parts:
-        where, frame = read_table(src)
+        where, frame = read_table(src, strings=as_text)
         frames.append(_normalize(frame, where, mapped, text_map, schema, split_name, default_split, multi=len(parts) > 1))
     frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     if duplicates == "drop_identical":
@@ -222,7 +229,7 @@ def read_wrench(folder: PathLike) -> tuple[Dataset, "LabelMatrix"]:  # noqa: F82
             data = dict(item["data"])
             if "text" not in data:
                 raise DataError(f"{path}: row {key!r} has no data.text field; it has {sorted(data)}")
-            rows.append({"id": f"{split_name}:{key}", **data, "split": SPLIT_ALIASES.get(split_name, split_name),
+            rows.append({"id": f"{split_name}:{key}", **data, "split": canonical_split(split_name),
                          "label": item.get("label")})
             votes.append(item["weak_labels"])
     if not rows:
@@ -237,6 +244,20 @@ def read_wrench(folder: PathLike) -> tuple[Dataset, "LabelMatrix"]:  # noqa: F82
     return dataset, LabelMatrix.from_array(L, lf_names=lf_names, ids=dataset.ids, cardinality=schema.k)
 
 
+def canonical_split(name: str) -> str:
+    """The split a name means: the standard names in any capitalisation, ``valid``/``validation``/``val`` as
+    ``dev``; any other name as given.
+
+    Examples
+    --------
+    >>> [canonical_split(n) for n in ("VALID", "Train", "test", "holdout")]
+    ['dev', 'train', 'test', 'holdout']
+    """
+    lower = name.strip().lower()
+    lower = SPLIT_ALIASES.get(lower, lower)
+    return lower if lower in STANDARD_SPLITS else name
+
+
 def _as_list(src: Any) -> list[Any]:
     if isinstance(src, (str, Path)) or _is_frame(src):
         return [src]
@@ -247,12 +268,14 @@ def _is_frame(obj: Any) -> bool:
     return isinstance(obj, pl.DataFrame) or type(obj).__module__.startswith("pandas")
 
 
-def read_table(src: Source) -> tuple[str, pl.DataFrame]:
+def read_table(src: Source, *, strings: Sequence[str] = ()) -> tuple[str, pl.DataFrame]:
     """Read one source (a .csv/.tsv/.parquet/.jsonl file, a polars or pandas frame) into a frame.
 
     Returns ``(where, frame)``: a name for messages (the path) and the frame. Raises
     :class:`DataError` naming the file when it is missing, of another type, not UTF-8
-    or unreadable.
+    or unreadable. Columns named in ``strings`` (ids, texts) are read as text from CSV
+    and JSONL files, never inferred and cast (``00123`` stays ``00123``); a JSONL value
+    in one of them that is an object or a list is refused, naming the file, row and column.
     """
     if isinstance(src, pl.DataFrame):
         return "the polars frame", src
@@ -266,30 +289,100 @@ def read_table(src: Source) -> tuple[str, pl.DataFrame]:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; expected one of {sorted(READERS)}")
     if kind != "parquet":
         _check_utf8(path)
+    overrides = {c: pl.String for c in strings}
     try:
         if kind == "csv":
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            frame = pl.read_csv(path, separator=sep, infer_schema_length=10_000)
+            frame = pl.read_csv(path, separator=sep, infer_schema_length=10_000, schema_overrides=overrides)
         elif kind == "parquet":
             frame = pl.read_parquet(path)
         else:
             frame = pl.read_ndjson(path, infer_schema_length=10_000)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"{path}: could not be read as {kind}: {exc}") from exc
+    if kind == "jsonl":
+        frame = _jsonl_strings(path, frame, [c for c in strings if c in frame.columns])
     return str(path), frame
 
 
+def _jsonl_strings(path: Path, frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """The ``columns`` of a JSONL frame as text; an object or list in one of them is refused naming its row.
+
+    polars reads a column of objects as a struct (which casts to ``'{1}'``) and turns an
+    object among strings into its JSON text, so the raw lines of rows whose value looks
+    like JSON text are parsed to tell ``{"text": {"a": 1}}`` from ``{"text": "{a: 1}"}``.
+    """
+    suspects: dict[int, list[str]] = {}
+    for column in columns:
+        col = frame[column]
+        if col.dtype.is_nested() or col.dtype == pl.Object:
+            row = int(col.is_not_null().arg_max() or 0)
+            kind = "a list" if isinstance(col.dtype, (pl.List, pl.Array)) else "an object"
+            raise DataError(f"{path}: row {row} has {kind} in column {column!r} ({col[row]!r}); "
+                            "an id or text field must be a string or a number")
+        if col.dtype == pl.String:
+            looks = col.str.strip_chars_start().str.slice(0, 1).is_in(["{", "["]).fill_null(False)
+            for row in np.flatnonzero(looks.to_numpy()).tolist():
+                suspects.setdefault(row, []).append(column)
+    if suspects:
+        last = max(suspects)
+        with path.open("rb") as fh:
+            row = -1
+            for raw in fh:
+                if not raw.strip():
+                    continue  # polars skips blank lines
+                row += 1
+                if row in suspects:
+                    try:
+                        record = json.loads(raw)
+                    except ValueError:
+                        continue
+                    for column in suspects[row]:
+                        value = record.get(column) if isinstance(record, dict) else None
+                        if isinstance(value, (dict, list)):
+                            kind = "a list" if isinstance(value, list) else "an object"
+                            raise DataError(f"{path}: row {row} has {kind} in column {column!r} "
+                                            f"({json.dumps(value)[:80]}); an id or text field must be a string or a number")
+                if row >= last:
+                    break
+    return frame.with_columns(pl.col(c).cast(pl.String) for c in columns if frame[c].dtype != pl.String)
+
+
 def _check_utf8(path: Path) -> None:
-    """Raise naming the line and byte offset of the first invalid UTF-8 sequence."""
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(
-            f"{path}: line {line} (byte {exc.start}) is not valid UTF-8 ({exc.reason}: "
-            f"{data[exc.start:exc.end]!r}); re-save the file as UTF-8"
-        ) from None
+    """Raise naming the line and byte offset of the first invalid UTF-8 sequence.
+
+    The file is read :data:`UTF8_CHUNK` bytes at a time into one buffer and decoded a
+    sixteenth of a chunk at a time, so memory stays within about 1.25 chunks whatever
+    the file's size.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    buf = bytearray(UTF8_CHUNK)
+    view = memoryview(buf)
+    step = max(4, UTF8_CHUNK // 16)
+    offset = lines = 0  # bytes and newlines before the current chunk
+    with path.open("rb") as fh:
+        while n := fh.readinto(buf):
+            for start in range(0, n, step):
+                pending = len(decoder.getstate()[0])  # bytes of a character begun before this slice
+                try:
+                    decoder.decode(view[start:min(n, start + step)])
+                except UnicodeDecodeError as exc:
+                    at = start - pending + exc.start  # within this chunk (< 0: in the previous one's last bytes)
+                    _utf8_error(path, exc, offset + at, lines + buf.count(b"\n", 0, max(at, 0)))
+            lines += buf.count(b"\n", 0, n)
+            offset += n
+        pending = len(decoder.getstate()[0])
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            _utf8_error(path, exc, offset - pending + exc.start, lines)
+
+
+def _utf8_error(path: Path, exc: UnicodeDecodeError, byte: int, newlines: int) -> None:
+    raise DataError(
+        f"{path}: line {newlines + 1} (byte {byte}) is not valid UTF-8 ({exc.reason}: "
+        f"{exc.object[exc.start:exc.end]!r}); re-save the file as UTF-8"
+    ) from None
 
 
 def _normalize(
@@ -318,6 +411,12 @@ def _normalize(
     frame = frame.rename({src: dst for src, dst in mapped.items() if src != dst})
     stem = None if where.startswith("the ") else Path(where).stem
 
+    for column in ("id", *text_map):
+        if column in frame.columns and (frame[column].dtype.is_nested() or frame[column].dtype == pl.Object):
+            col = frame[column]
+            row = int(col.is_not_null().arg_max() or 0)
+            raise DataError(f"{where}: row {row} has a {col.dtype} value in column {column!r} ({col[row]!r}); "
+                            "an id or text field must be a string or a number")
     if "id" in frame.columns:
         if frame["id"].null_count():
             row = frame["id"].is_null().arg_max()
@@ -333,12 +432,13 @@ def _normalize(
         frame = frame.with_columns(pl.col(field).fill_null(""))
 
     if split_name is not None:
-        frame = frame.with_columns(split=pl.lit(split_name))
+        frame = frame.with_columns(split=pl.lit(canonical_split(split_name)))
     elif "split" in frame.columns:
-        aliases = pl.col("split").cast(pl.String).replace(SPLIT_ALIASES)
-        frame = frame.with_columns(split=aliases.fill_null(default_split))
+        names = frame["split"].cast(pl.String).unique().drop_nulls().to_list()
+        aliases = pl.col("split").cast(pl.String).replace({n: canonical_split(n) for n in names})
+        frame = frame.with_columns(split=aliases.fill_null(canonical_split(default_split)))
     else:
-        frame = frame.with_columns(split=pl.lit(default_split))
+        frame = frame.with_columns(split=pl.lit(canonical_split(default_split)))
 
     frame = frame.with_columns(label=_gold_column(frame, where, schema))
     if multi and stem is not None and "source" not in frame.columns:

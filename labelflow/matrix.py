@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,13 +96,106 @@ class LabelMatrix:
 
     @classmethod
     def load(cls, path: str | Path) -> "LabelMatrix":
-        """Read a matrix written by :meth:`save`."""
+        """Read a matrix written by :meth:`save`, checking every vote before it becomes ``int8``.
+
+        A vote outside ``-1 .. cardinality-1`` (``256`` in an ``Int16`` column would wrap to
+        ``0``) and a null are refused, naming the value, the LF and the row id: the applier
+        writes ``-1`` for an abstain, never a null, so a null means the file was written by
+        something else and is not read as an abstain (nor as class ``0``).
+
+        Raises
+        ------
+        LabelModelError
+            Naming the file and what in it does not fit.
+        """
+        path = Path(path)
+        schema = pl.read_parquet_schema(path)
         meta = pl.read_parquet_metadata(path)
-        frame = pl.read_parquet(path)
+        if "id" not in schema:
+            raise LabelModelError(f"{path} has no 'id' column; a label matrix carries its rows' ids")
+        try:
+            cardinality = int(meta["labelflow.cardinality"])
+        except (KeyError, ValueError):
+            raise LabelModelError(f"{path} lacks its cardinality (metadata 'labelflow.cardinality'); "
+                                  "it was not written by LabelMatrix.save") from None
+        if not 2 <= cardinality <= MAX_CLASSES:
+            raise LabelModelError(f"{path}: cardinality must be within 2..{MAX_CLASSES}; got {cardinality}")
         names = cls.read_lf_names(path)
-        values = frame.select(names).to_numpy().astype(LABEL_DTYPE) if names else np.empty((frame.height, 0), LABEL_DTYPE)
+        for name in names:
+            dtype = schema[name]
+            if not (dtype.is_integer() or dtype == pl.Null):
+                raise LabelModelError(f"{path}: LF {name!r} has votes of type {dtype}; votes are integers "
+                                      f"-1..{cardinality - 1}")
+        frame = pl.read_parquet(path)
+        ids = frame["id"].cast(pl.String)
+        if ids.null_count():
+            raise LabelModelError(f"{path}: row {int(ids.is_null().arg_max())} has no id")
+        for name in names:
+            col = frame[name]
+            if col.null_count():
+                i = int(col.is_null().arg_max())
+                raise LabelModelError(f"{path}: LF {name!r} has no vote (null) on row id {ids[i]!r}; a vote is "
+                                      f"-1 (abstain) or a class 0..{cardinality - 1}, a null is not read as either")
+            bad = (col < ABSTAIN) | (col >= cardinality)
+            if bad.any():
+                i = int(bad.arg_max())
+                raise LabelModelError(f"{path}: LF {name!r} votes {col[i]} on row id {ids[i]!r}, outside "
+                                      f"-1..{cardinality - 1} (cardinality {cardinality})")
+        values = (frame.select(names).to_numpy().astype(LABEL_DTYPE) if names
+                  else np.empty((frame.height, 0), LABEL_DTYPE))
         failures = tuple(LFFailure(**f) for f in json.loads(meta.get("labelflow.failures", "[]")))
-        return cls(values, names, frame["id"], int(meta["labelflow.cardinality"]), failures)
+        return cls(values, names, ids.alias("id"), cardinality, failures)
+
+    def aligned(self, ids: pl.Series | Sequence[str], *, where: str = "the label matrix") -> "LabelMatrix":
+        """The same votes with the rows in the order of ``ids`` (a dataset's ids).
+
+        Rows are re-ordered by id when the matrix holds exactly the rows of ``ids``;
+        otherwise this raises :class:`LabelModelError` naming ``where``, how many ids are
+        missing or extra, and a few of them.
+        """
+        ids = pl.Series("id", ids, dtype=pl.String)
+        if self.ids.len() == ids.len() and self.ids.equals(ids, check_names=False):
+            return self
+        mine = self.ids.to_frame("id").with_row_index("row")
+        dupes = mine.filter(pl.col("id").is_duplicated())["id"].unique(maintain_order=True)
+        if len(dupes):
+            raise LabelModelError(f"{where} holds row id(s) {dupes.head(3).to_list()} more than once")
+        order = ids.to_frame("id").join(mine, on="id", how="left", maintain_order="left")["row"]
+        missing = ids.filter(order.is_null())
+        extra = self.ids.filter(~self.ids.is_in(ids.implode()))
+        if len(missing) or len(extra):
+            raise LabelModelError(
+                f"{where} does not hold the dataset's rows: {len(missing)} of the dataset's {len(ids)} ids are "
+                f"missing from it {missing.head(3).to_list()}, {len(extra)} of its ids are not in the dataset "
+                f"{extra.head(3).to_list()}")
+        return self.rows(order.to_numpy())
+
+    def fingerprint(self) -> str:
+        """A hash of the LF names, cardinality, row ids (in order) and every vote: equal exactly when the matrix is."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps([list(self.lf_names), self.cardinality, list(self.shape)]).encode())
+        h.update(hash_strings(self.ids).encode())
+        h.update(np.ascontiguousarray(self.values, dtype=LABEL_DTYPE).data)
+        return h.hexdigest()
+
+
+def hash_strings(values: pl.Series, *, chunk: int = 1 << 18) -> str:
+    """A stable hash of a string column's values in order (a null is distinct from every string).
+
+    Examples
+    --------
+    >>> hash_strings(pl.Series(["a", "b"])) == hash_strings(pl.Series(["a", "b"])) != hash_strings(pl.Series(["b", "a"]))
+    True
+    """
+    h = hashlib.blake2b(digest_size=16)
+    values = values.cast(pl.String)
+    for start in range(0, len(values), chunk):
+        part = values.slice(start, chunk)
+        h.update(part.is_null().to_numpy().tobytes())
+        part = part.fill_null("")
+        h.update(part.str.len_bytes().to_numpy().astype(np.int64).tobytes())
+        h.update("".join(part.to_list()).encode())
+    return h.hexdigest()
 
 
 def check_label_matrix(L: np.ndarray, cardinality: int) -> LabelArray:

@@ -31,15 +31,15 @@ import polars as pl
 from labelflow.analysis import classification_metrics, lf_summary
 from labelflow.annotations import AnnotationStore
 from labelflow.apply import Engine, OnError, VoteCache, apply_lfs
-from labelflow.dataset import Dataset, load_dataset
+from labelflow.dataset import Dataset, canonical_split, load_dataset
 from labelflow.distributed import RayEngine
-from labelflow.errors import DataError, ProjectError
+from labelflow.errors import DataError, LabelModelError, ProjectError
 from labelflow.fm.cache import FMCache
 from labelflow.io import atomic_path, write_json, write_parquet_parts
 from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model, probs_to_preds
 from labelflow.labelmodels.base import tied_rows
 from labelflow.lf import LabelingFunction, load_lf_suite
-from labelflow.matrix import LabelMatrix
+from labelflow.matrix import LabelMatrix, hash_strings
 from labelflow.schema import ClassSchema
 from labelflow.typing import ABSTAIN
 
@@ -154,6 +154,9 @@ class Project:
         )
         project = cls(root, config)
         dataset = project._import_dataset()
+        hidden = sorted({canonical_split(s) for s in hide_labels} - set(dataset.splits()))
+        if hidden:
+            raise DataError(f"hide_labels names split(s) {hidden} the dataset lacks; its splits are {dataset.splits()}")
         dataset.frame.write_parquet(_staged(project.store / "dataset.parquet"))
         write_json(root / CONFIG_FILE, asdict(config))
         os.replace(_staged(project.store / "dataset.parquet"), project.store / "dataset.parquet")
@@ -277,8 +280,8 @@ class Project:
 
     @property
     def annotations(self) -> AnnotationStore:
-        """Human gold labels (``store/annotations.sqlite``)."""
-        return AnnotationStore(self.store / "annotations.sqlite")
+        """Human gold labels (``store/annotations.sqlite``), stored by class name, read as indices of this schema."""
+        return AnnotationStore(self.store / "annotations.sqlite", self.schema)
 
     def annotate(self, row_id: str, label: int | str | None, *, annotator: str, source: str = "app") -> None:
         """Store ``annotator``'s gold label for one row at once (``None`` removes it).
@@ -286,26 +289,22 @@ class Project:
         ``label`` is a class index or name. Raises :class:`ProjectError` naming the row
         when it is not in the dataset, or the label when it is not a class.
         """
-        if not self.dataset().frame["id"].is_in([str(row_id)]).any():
+        if not self.columns("id")["id"].is_in([str(row_id)]).any():
             raise ProjectError(f"{self.root}: no row with id {row_id!r} in the dataset (it may have been removed "
                                "when the data was re-imported); the annotation was not saved")
         if label is None:
             self.annotations.remove(row_id, annotator=annotator)
             return
-        names = self.schema.names
-        index = names.index(label) if isinstance(label, str) and label in names else label
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(names):
-            raise ProjectError(f"label for row {row_id!r} must be one of {list(names)} or 0..{len(names) - 1}; got {label!r}")
-        self.annotations.add(str(row_id), int(index), annotator=annotator, source=source)
+        self.annotations.add(str(row_id), label, annotator=annotator, source=source)
 
     def gold(self) -> np.ndarray:
         """``[n]`` gold class per row (``-1`` unknown): the data's labels, overridden by human annotations
         where the annotators agree (rows they disagree on keep the data's label)."""
-        dataset = self.dataset()
-        gold = dataset.gold().copy()
+        frame = self.columns("id", "label")
+        gold = frame["label"].fill_null(ABSTAIN).to_numpy().astype(np.int64)
         agreed, _ = self.annotations.resolve()
         if agreed:
-            ids = dataset.frame["id"]
+            ids = frame["id"]
             hit = ids.is_in(list(agreed)).to_numpy()
             gold[hit] = [agreed[i] for i in ids.filter(hit).to_list()]
         return gold
@@ -325,8 +324,22 @@ class Project:
         return matrix, cache
 
     def matrix(self) -> LabelMatrix:
-        """The label matrix of the last :meth:`apply`."""
-        return LabelMatrix.load(self._matrix_path())
+        """The label matrix of the last :meth:`apply`, its rows in the dataset's order.
+
+        The matrix's row ids are checked against the dataset's: rows are re-ordered by
+        id when it holds exactly the dataset's rows, and anything else (rows missing or
+        extra, votes out of range or null, see :meth:`LabelMatrix.load`) raises
+        :class:`ProjectError` naming the file and asking for ``labelflow apply``.
+        """
+        path = self._matrix_path()
+        try:
+            matrix = LabelMatrix.load(path)
+            if matrix.cardinality != self.schema.k:
+                raise LabelModelError(f"{path} holds votes for {matrix.cardinality} classes; the project has "
+                                      f"{self.schema.k} ({list(self.schema.names)})")
+            return matrix.aligned(self.columns("id")["id"], where=str(path))
+        except LabelModelError as exc:
+            raise ProjectError(f"{exc}; run `labelflow apply` again to rebuild it") from None
 
     def _matrix_path(self) -> Path:
         path = self.store / "matrix.parquet"
@@ -341,8 +354,8 @@ class Project:
         With ``use_dev``, the dev rows' votes and gold labels are passed too.
         """
         name = model or self.config.label_model
-        matrix, dataset = self.matrix(), self.dataset()
-        split = dataset.frame["split"].to_numpy()
+        matrix, splits = self.matrix(), self.columns("split")["split"]
+        split = splits.to_numpy()
         train = split == "train"
         if not train.any():
             raise ProjectError(f"{self.root}: no rows in split 'train' to fit on")
@@ -352,16 +365,27 @@ class Project:
         dev_args = {"L_dev": matrix.values[dev], "y_dev": gold[dev]} if use_dev and dev.any() else {}
         lm.fit(matrix.values[train], progress=progress, **dev_args)
         lm.save(self.store / "models" / f"{name}.npz", lf_names=matrix.lf_names)
+        write_json(self._fit_record_path(name), self._fit_record(matrix, splits))
         return lm
 
-    def label_model(self, name: str | None = None) -> LabelModel:
-        """A fitted, saved label model; checks it was fit on the current LF set."""
+    def label_model(self, name: str | None = None, *, matrix: LabelMatrix | None = None) -> LabelModel:
+        """A fitted, saved label model; checks it was fit on the current LF set and data.
+
+        :meth:`fit` records beside the model (``store/models/NAME.fit.json``) the LF names
+        and a fingerprint of the label matrix (row ids in order and every vote) and of the
+        splits it was fit on. When the current ones differ (LFs re-applied with other
+        votes, data re-imported, splits changed) this raises :class:`ProjectError` asking
+        for ``labelflow fit`` rather than predicting with a model of other data. Gold
+        labels (and human annotations) are not part of the fingerprint: labeling a row
+        does not invalidate a model. ``matrix``: the current :meth:`matrix`, if already read.
+        """
         name = name or self.config.label_model
         path = self.store / "models" / f"{name}.npz"
         if not path.is_file():
             raise ProjectError(f"label model {name!r} has not been fit in {self.root}; run `labelflow fit --model {name}`")
         model = load_label_model(path)
-        current = LabelMatrix.read_lf_names(self._matrix_path())
+        matrix = self.matrix() if matrix is None else matrix
+        current = matrix.lf_names
         if model.lf_names != current:
             added = sorted(set(current) - set(model.lf_names or ()))
             removed = sorted(set(model.lf_names or ()) - set(current))
@@ -369,7 +393,29 @@ class Project:
                 f"label model {name!r} was fit on a different LF set (added since: {added}, removed: {removed}, "
                 f"or reordered); run `labelflow fit --model {name}` again"
             )
+        record_path = self._fit_record_path(name)
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ProjectError(f"label model {name!r} in {self.root} has no record of the data it was fit on "
+                               f"({record_path.name} is missing or unreadable); run `labelflow fit --model {name}` "
+                               "again") from None
+        now = self._fit_record(matrix)
+        changed = [what for key, what in (("rows", "the number of rows"), ("matrix", "the label matrix (row ids or votes)"),
+                                          ("splits", "the rows' splits")) if record.get(key) != now[key]]
+        if changed:
+            raise ProjectError(f"label model {name!r} was fit on other data: {', '.join(changed)} changed since "
+                               f"(re-imported data or re-applied LFs); run `labelflow fit --model {name}` again")
         return model
+
+    def _fit_record_path(self, name: str) -> Path:
+        return self.store / "models" / f"{name}.fit.json"
+
+    def _fit_record(self, matrix: LabelMatrix, splits: pl.Series | None = None) -> dict[str, Any]:
+        """What a model is fit on: LF names, rows, and fingerprints of the (aligned) matrix and of the splits."""
+        splits = self.columns("split")["split"] if splits is None else splits
+        return {"lf_names": list(matrix.lf_names), "rows": matrix.shape[0], "matrix": matrix.fingerprint(),
+                "splits": hash_strings(splits)}
 
     def predictions(self, model: LabelModel | str | None = None) -> Predictions:
         """The label model's prediction for every row of the dataset, by labelflow's one prediction policy.
@@ -394,8 +440,9 @@ class Project:
         model
             A fitted label model, or the name of a saved one (default: the project's).
         """
-        lm = model if isinstance(model, LabelModel) else self.label_model(model)
-        values = self.matrix().values
+        matrix = self.matrix()
+        lm = model if isinstance(model, LabelModel) else self.label_model(model, matrix=matrix)
+        values = matrix.values
         probs = lm.predict_proba(values)
         return Predictions(probs=probs, pred=probs_to_preds(probs, tie_policy="random"), tied=tied_rows(probs),
                            covered=(values != ABSTAIN).any(axis=1))
@@ -408,10 +455,10 @@ class Project:
         (rows some LF voted on), ``macro_f1``, ``per_class_f1``, ``coverage``, ``tied``
         (the fraction decided by a tie-break), ``n`` and ``n_covered``.
         """
-        predictions, dataset = self.predictions(model), self.dataset()
-        gold, split = self.gold(), dataset.frame["split"].to_numpy()
+        predictions, splits = self.predictions(model), self.columns("split")["split"]
+        gold, split = self.gold(), splits.to_numpy()
         out = {}
-        for name in dataset.splits():
+        for name in splits.unique(maintain_order=True).to_list():
             rows = (split == name) & (gold != ABSTAIN)
             if rows.any():
                 out[name] = classification_metrics(gold[rows], predictions.pred[rows], class_names=self.schema.names,
@@ -420,10 +467,12 @@ class Project:
 
     def summary(self, split: str = "dev") -> pl.DataFrame:
         """LF statistics on one split (accuracy from its gold labels, where it has them)."""
-        matrix, dataset = self.matrix(), self.dataset()
-        rows = dataset.frame["split"].to_numpy() == split
+        matrix, splits = self.matrix(), self.columns("split")["split"]
+        split = canonical_split(split)
+        rows = splits.to_numpy() == split
         if not rows.any():
-            raise ProjectError(f"{self.root}: no rows in split {split!r}; splits are {dataset.splits()}")
+            raise ProjectError(f"{self.root}: no rows in split {split!r}; splits are "
+                               f"{splits.unique(maintain_order=True).to_list()}")
         gold = self.gold()[rows]
         return lf_summary(matrix.values[rows], lf_names=matrix.lf_names, cardinality=self.schema.k,
                           y=gold if (gold != ABSTAIN).any() else None)
@@ -442,15 +491,17 @@ class Project:
         fmt = fmt or out.suffix.lstrip(".").lower()
         if fmt not in EXPORT_FORMATS:
             raise ProjectError(f"export format must be one of {list(EXPORT_FORMATS)}; got {fmt!r} (from {out})")
-        dataset = self.dataset()
+        rows = self.columns("id", *self.config.text, "split")
+        present = rows["split"].unique(maintain_order=True).to_list()
         if splits:
-            unknown = sorted(set(splits) - set(dataset.splits()))
+            splits = [canonical_split(s) for s in splits]
+            unknown = sorted(set(splits) - set(present))
             if unknown:
-                raise ProjectError(f"unknown split(s) {unknown}; the dataset's splits are {dataset.splits()}")
+                raise ProjectError(f"unknown split(s) {unknown}; the dataset's splits are {present}")
         predictions = self.predictions(model)
         names = np.array(self.schema.names, dtype=object)
         gold = self.gold()
-        frame = dataset.frame.select("id", *self.config.text, "split").with_columns(
+        frame = rows.with_columns(
             pl.Series("label", np.where(gold == ABSTAIN, None, gold).tolist(), dtype=pl.Int16),
             *[pl.Series(f"prob_{c}", predictions.probs[:, i]) for i, c in enumerate(self.schema.names)],
             pl.Series("pred", predictions.pred, dtype=pl.Int16),
@@ -465,6 +516,14 @@ class Project:
         return frame
 
     # --- helpers ------------------------------------------------------------------------------------
+
+    def columns(self, *names: str) -> pl.DataFrame:
+        """Only these columns of the imported dataset, in its row order (no text or FM outputs a step does not
+        need: ``fit`` reads ``id``, ``split`` and ``label`` alone)."""
+        path = self.store / "dataset.parquet"
+        if not path.is_file():
+            raise ProjectError(f"{path} is missing; re-create the project with `labelflow init`")
+        return pl.read_parquet(path, columns=list(dict.fromkeys(names)))
 
     def _resolve(self, path: str) -> Path:
         return Path(path) if Path(path).is_absolute() else self.root / path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from labelflow.errors import ProjectError
 
 
 def test_store_replaces_per_annotator_and_reports_conflicts(tmp_path):
-    store = AnnotationStore(tmp_path / "a.sqlite")
+    store = AnnotationStore(tmp_path / "a.sqlite", ["HAM", "SPAM"])
     assert store.frame().is_empty() and store.resolve()[0] == {}
     store.add("r1", 1, annotator="ann", time=1.0)
     store.add("r1", 0, annotator="ann", time=2.0)  # ann changes her mind: one row, the new label
@@ -73,7 +75,7 @@ def test_project_annotate_rejects_bad_input(project, row_id, label, message):
 WRITER = textwrap.dedent("""
     import sys
     from labelflow.annotations import AnnotationStore
-    store = AnnotationStore(sys.argv[1])
+    store = AnnotationStore(sys.argv[1], ["HAM", "SPAM"])
     for i in range(int(sys.argv[3])):
         store.add(f"row{i}", i % 2, annotator=sys.argv[2])
         print(i, flush=True)
@@ -86,7 +88,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "150"], stdout=subprocess.DEVNULL)
              for name in ("ann", "bob")]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    frame = AnnotationStore(path).frame()
+    frame = AnnotationStore(path, ["HAM", "SPAM"]).frame()
     assert frame.height == 300 and sorted(set(frame["annotator"])) == ["ann", "bob"]
 
 
@@ -102,9 +104,100 @@ def test_killed_writer_keeps_every_acknowledged_label(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert acknowledged >= 30
-    stored = AnnotationStore(path).frame()
+    stored = AnnotationStore(path, ["HAM", "SPAM"]).frame()
     assert stored.height >= acknowledged + 1
     assert np.array_equal(stored.sort("time")["id"].head(acknowledged + 1).to_numpy(),
                           np.array([f"row{i}" for i in range(acknowledged + 1)]))
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# --- issue 14, item 2: labels are stored as class names -----------------------------------------------
+
+
+def _reinit(project, project_files, classes):
+    from labelflow.project import Project
+
+    return Project.init(project.root, sources={s: [project_files[s]] for s in ("train", "dev", "test")},
+                        classes=classes, id="id", label="label", hide_labels=["train"], lfs=project_files["suite"],
+                        label_model="majority_vote")
+
+
+def test_item2_reinit_with_the_classes_in_another_order_keeps_every_human_label(project, project_files):
+    project.annotate("t1", "HAM", annotator="ann")
+    project.annotate("t0", 1, annotator="ann")  # SPAM by index
+    again = _reinit(project, project_files, ["SPAM", "HAM"])
+    ids = again.dataset().frame["id"].to_list()
+    gold = again.gold()
+    assert (gold[ids.index("t1")], gold[ids.index("t0")]) == (1, 0)  # HAM and SPAM in the new order
+    assert again.annotations.stored()["label"].to_list() == ["HAM", "SPAM"]
+    again.apply()
+    again.fit()
+    exported = again.export(again.root / "out.parquet")
+    assert dict(zip(exported["id"], exported["label"]))["t1"] == 1
+
+
+def test_item2_an_annotation_outside_the_schema_is_refused_on_read(project, project_files):
+    project.annotate("d0", "SPAM", annotator="ann")
+    again = _reinit(project, project_files, ["HAM", "EGGS"])  # SPAM is gone
+    again.apply()
+    with pytest.raises(ProjectError, match=r"row id 'd0' by 'ann' is 'SPAM', which is not one of the classes "
+                                           r"\['HAM', 'EGGS'\]"):
+        again.gold()
+    with pytest.raises(ProjectError, match="row id 'd0'"):
+        again.fit()
+    assert not (again.root / "out.parquet").exists()
+    again.annotations.remove("d0", annotator="ann")  # the way out: remove it (or add the class back)
+    again.fit()
+    again.export(again.root / "out.parquet")
+
+
+def test_item2_labels_outside_the_schema_are_refused_on_write(tmp_path):
+    store = AnnotationStore(tmp_path / "a.sqlite", ["HAM", "SPAM"])
+    for bad in ("EGGS", 2, -1, True, 1.0, None):
+        with pytest.raises(ProjectError, match=r"must be one of \['HAM', 'SPAM'\] or 0..1"):
+            store.put([("r1", "ann", bad, 1.0, "app")])
+    assert store.frame().is_empty()
+
+
+def _old_store(path, rows, classes=None):
+    """A store as labelflow wrote it before names: label INTEGER, optionally with its classes recorded."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE annotations (id TEXT NOT NULL, annotator TEXT NOT NULL, label INTEGER NOT NULL, "
+                     "time REAL NOT NULL, source TEXT NOT NULL, PRIMARY KEY (id, annotator)) WITHOUT ROWID")
+        conn.executemany("INSERT INTO annotations VALUES (?, ?, ?, ?, ?)", rows)
+        if classes is not None:
+            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("INSERT INTO meta VALUES ('classes', ?)", (json.dumps(classes),))
+
+
+OLD_ROWS = [("r1", "ann", 0, 1.0, "app"), ("r2", "ann", 1, 2.0, "label-studio")]
+
+
+def test_item2_an_old_index_store_is_migrated_with_the_classes_it_recorded(tmp_path):
+    path = tmp_path / "a.sqlite"
+    _old_store(path, OLD_ROWS, classes=["SPAM", "HAM"])
+    store = AnnotationStore(path, ["HAM", "SPAM"])
+    assert store.frame().rows() == [("r1", "ann", 1, 1.0, "app"), ("r2", "ann", 0, 2.0, "label-studio")]
+    assert store.stored()["label"].to_list() == ["SPAM", "HAM"]
+
+
+def test_item2_an_old_index_store_without_its_classes_is_refused_until_migrated(tmp_path):
+    path = tmp_path / "a.sqlite"
+    _old_store(path, OLD_ROWS)
+    store = AnnotationStore(path, ["HAM", "SPAM"])
+    for call in (store.frame, store.resolve, lambda: store.add("r3", 0, annotator="bob")):
+        with pytest.raises(ProjectError, match=r"holds human labels as class indices .* python -m "
+                                               r"labelflow\.annotations .* --classes"):
+            call()
+    with closing(sqlite3.connect(path)) as conn:  # untouched
+        assert conn.execute("SELECT * FROM annotations ORDER BY id").fetchall() == OLD_ROWS
+    # an index outside the classes given: refused, store unchanged
+    done = subprocess.run([sys.executable, "-m", "labelflow.annotations", str(path), "--classes", "HAM"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("labelflow: error: ")
+    done = subprocess.run([sys.executable, "-m", "labelflow.annotations", str(path), "--classes", "SPAM,HAM,EGGS"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "2 label(s) migrated" in done.stdout
+    assert store.frame().rows() == [("r1", "ann", 1, 1.0, "app"), ("r2", "ann", 0, 2.0, "label-studio")]

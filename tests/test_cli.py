@@ -157,11 +157,12 @@ def test_errors_print_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_fit_unknown_model(cli_project, capsys):
-    assert main(["apply", "-p", str(cli_project), "--jobs", "1"]) == 0
-    capsys.readouterr()
-    assert main(["fit", "-p", str(cli_project), "--model", "nope"]) == 2
+    with pytest.raises(SystemExit) as exit_:  # refused at parse time (issue 14, item 4)
+        main(["fit", "-p", str(cli_project), "--model", "nope"])
+    assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "unknown label model 'nope'; known models are [" in err and "'majority_vote'" in err
+    assert err.startswith("labelflow: error: argument --model: unknown label model 'nope'; known models are ")
+    assert "majority_vote" in err and err.count("\n") == 1
 
 
 def test_failed_apply_leaves_the_matrix(cli_project, capsys, tmp_path, expected):
@@ -362,3 +363,83 @@ def test_bench_nine_classes_with_a_dev_split_missing_a_class(tmp_path, capsys):
     doc = run_json(capsys, "bench", "label-models", str(folder), "--models", "snorkel,auto", "--dev")
     assert [(r["model"], r["dev"], r["error"]) for r in doc["results"]] == [
         ("snorkel", False, None), ("auto", False, None), ("snorkel", True, None), ("auto", True, None)]
+
+
+# --- issue 14, item 4: every argument is checked at parse time ----------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--hide-labels", "trian"], "argument --hide-labels: unknown split 'trian'; the data's splits are dev, test, train"),
+    (["--data", "training=x.csv"], "argument --data: unknown split 'training' in 'training=x.csv'; SPLIT is one of "
+                                   "train, dev (or valid, validation, val), test"),
+    (["--data", "test="], "argument --data: expected SPLIT=PATH with a path after '='"),
+    (["--data", "x.csv"], "argument --data: give every data file a SPLIT= prefix, or none"),
+    (["--describe", "HAM"], "argument --describe: expected CLASS=TEXT; got 'HAM'"),
+    (["--describe", "EGGS=food"], "argument --describe: class(es) ['EGGS'] are not in --classes (HAM, SPAM)"),
+    (["--classes", "HAM,,SPAM"], "argument --classes: expected comma-separated, non-empty class names"),
+    (["--classes", "HAM,HAM"], "argument --classes: class names must be unique"),
+    (["--dev-sample", "-5"], "argument --dev-sample: expected a whole number ≥ 0; got -5"),
+    (["--seed", "x"], "argument --seed: expected a whole number ≥ 0; got 'x'"),
+    (["--label-model", "bogus"], "argument --label-model: unknown label model 'bogus'; known models are labelflow, "),
+    (["--text", "title="], "argument --text: expected COLUMN or FIELD=COLUMN; got 'title='"),
+], ids=["hide-labels", "data-split", "data-empty-path", "data-mixed", "describe-no-eq", "describe-unknown",
+        "classes-empty", "classes-dupe", "dev-sample", "seed", "label-model", "text"])
+def test_item4_bad_init_arguments_are_refused_at_parse_time(tmp_path, project_files, capsys, argv, message):
+    root = tmp_path / "proj"
+    args = init_args(root, project_files)
+    if argv[0] == "--data":  # replace the data files
+        args = [a for i, a in enumerate(args) if a != "--data" and (i == 0 or args[i - 1] != "--data")]
+        args += ["--data", f"train={project_files['train']}"] if argv[1] == "x.csv" else []
+    if argv[0] == "--classes":
+        args[args.index("--classes") + 1] = argv[1]
+        argv = []
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, *argv])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"labelflow: error: {message}"), captured.err
+    assert captured.err.count("\n") == 1 and captured.out == ""
+    assert not root.exists()
+
+
+def test_item4_split_names_in_arguments_are_case_insensitive(tmp_path, project_files, capsys):
+    root = tmp_path / "proj"
+    args = [a.replace("dev=", "VALID=").replace("test=", "Test=") for a in init_args(root, project_files)]
+    assert main([*args[:-4], "--hide-labels", "TRAIN", *args[-4:]]) == 0
+    assert "train 8, dev 4, test 4" in capsys.readouterr().out
+    assert Project.open(root).dataset().splits() == ["train", "dev", "test"]
+    assert main(["apply", "-p", str(root), "--jobs", "1"]) == 0
+    assert main(["fit", "-p", str(root)]) == 0
+    assert main(["export", str(tmp_path / "dev.csv"), "-p", str(root), "--split", "Validation"]) == 0
+    assert pl.read_csv(tmp_path / "dev.csv")["split"].unique().to_list() == ["dev"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["fm", "prompt", "--answers", "SPAM=yes", "--template", "{text}", "--limit", "-5"],
+     "argument --limit: expected a whole number ≥ 1; got -5"),
+    (["fm", "prompt", "--answers", "SPAM=yes", "--template", "{text}", "--limit", "0"],
+     "argument --limit: expected a whole number ≥ 1; got 0"),
+    (["fm", "prompt", "--answers", "SPAM"], "argument --answers: expected CLASS=WORD[,WORD...]; got 'SPAM'"),
+    (["fm", "prompt", "--answers", "SPAM=yes"], "arguments --template, --template-file: give exactly one of them"),
+    (["fm", "prompt", "--answers", "SPAM=yes", "--template-file", "/nonexistent/t.txt"],
+     "argument --template-file: no such file: '/nonexistent/t.txt'"),
+    (["fm", "prompt", "--answers", "SPAM=yes", "--template", "t", "--provider", "openai"],
+     "argument --model: --provider openai needs --model"),
+    (["fm", "prompt", "--answers", "SPAM=yes", "--template", "t", "--base-url", "http://x"],
+     "argument --base-url: only with --provider openai"),
+    (["fm", "embed", "--name", "my col"], "argument --name: expected a Python identifier"),
+    (["fm", "zero-shot", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    (["export", "labels.txt"], "argument out: cannot tell the format of 'labels.txt' from its extension"),
+    (["export", "labels.csv", "--model", "bogus"], "argument --model: unknown label model 'bogus'"),
+    (["fit", "--seed", "-1"], "argument --seed: expected a whole number ≥ 0; got -1"),
+    (["analyze", "--kinds", "keyword,bogus"], "argument --kinds: unknown kind(s) ['bogus']; kinds are keyword, regex, "
+                                              "knn, prompt"),
+], ids=["limit-negative", "limit-zero", "answers", "template", "template-file", "openai-model", "base-url",
+        "fm-name", "device", "export-format", "export-model", "fit-seed", "analyze-kinds"])
+def test_item4_bad_fm_export_fit_arguments_are_refused_at_parse_time(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "-p", str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"labelflow: error: {message}"), captured.err
+    assert captured.err.count("\n") == 1 and captured.out == ""

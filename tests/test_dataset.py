@@ -188,3 +188,92 @@ def test_bad_schema(spec):
 def test_unknown_class_name_lists_the_known():
     with pytest.raises(DataError, match=r"unknown class 'EGGS'; the schema's classes are \['HAM', 'SPAM'\]"):
         ClassSchema.from_spec(CLASSES).index("EGGS")
+
+
+# --- issue 14, item 4: ids and splits survive import --------------------------------------------------
+
+
+def test_item4_ids_and_texts_are_read_as_strings(write_csv):
+    path = write_csv("z.csv", "id,text,label\n00123,007,0\n00456,hi,1\n")
+    ds = load_dataset(path, classes=CLASSES, id="id", label="label")
+    assert ds.frame.select("id", "text").rows() == [("00123", "007"), ("00456", "hi")]
+    jsonl = write_csv("z.jsonl", '{"id": "00123", "text": "007"}\n{"id": 456, "text": "hi"}\n')
+    assert load_dataset(jsonl, classes=CLASSES, id="id").ids.to_list() == ["00123", "456"]
+
+
+@pytest.mark.parametrize(("lines", "column", "row"), [
+    ('{"id": "a", "text": {"x": 1}}\n{"id": "b", "text": {"x": 2}}\n', "text", 0),
+    ('{"id": "a", "text": "fine"}\n\n{"id": "b", "text": [1, 2]}\n', "text", 1),
+    ('{"id": "a", "text": "fine"}\n{"id": {"k": 1}, "text": "x"}\n', "id", 1),
+], ids=["objects", "list-among-strings", "object-id"])
+def test_item4_a_jsonl_object_in_a_text_or_id_field_is_refused(write_csv, lines, column, row):
+    path = write_csv("o.jsonl", lines)
+    with pytest.raises(DataError, match=rf"o\.jsonl: row {row} has (an object|a list) in column '{column}'"):
+        load_dataset(path, classes=CLASSES, id="id")
+
+
+def test_item4_a_jsonl_text_that_only_looks_like_json_is_kept(write_csv):
+    path = write_csv("s.jsonl", '{"id": "a", "text": "{not json"}\n{"id": "b", "text": "[1, 2]"}\n')
+    assert load_dataset(path, classes=CLASSES, id="id").frame["text"].to_list() == ["{not json", "[1, 2]"]
+
+
+def test_item4_split_names_are_case_insensitive_aliases(write_csv):
+    a = write_csv("a.csv", "text\nx\n")
+    b = write_csv("b.csv", "text\ny\n")
+    ds = load_dataset({"TRAIN": a, "VALID": b}, classes=CLASSES)
+    assert ds.splits() == ["train", "dev"]
+    frame = pl.DataFrame({"text": list("abcdef"), "part": ["Train", "VALID", "Validation", "Dev", "TEST", "Holdout"]})
+    ds = load_dataset(frame, classes=CLASSES, split="part")
+    assert ds.frame["split"].to_list() == ["train", "dev", "dev", "dev", "test", "Holdout"]
+    hidden = load_dataset(frame.with_columns(label=pl.lit(0)), classes=CLASSES, split="part", label="label")
+    assert hidden.hide_labels(["TRAIN", "valid"]).frame["label"].to_list() == [None, None, None, None, 0, 0]
+
+
+# --- issue 14, item 13: the UTF-8 check streams -------------------------------------------------------
+
+MEASURE_UTF8 = """
+import sys, tracemalloc
+from pathlib import Path
+from labelflow import dataset
+tracemalloc.start()
+dataset._check_utf8(Path(sys.argv[1]))
+print(tracemalloc.get_traced_memory()[1], dataset.UTF8_CHUNK)
+"""
+
+
+def test_item13_the_utf8_check_streams_in_bounded_memory(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.csv"
+    block = "".join(f"{i},caf\u00e9 \u4e2d\u6587 \U0001F600 comment number {i} " + "x" * 40 + "\n" for i in range(1000))
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("id,text\n")
+        for _ in range(370):  # about 30 MB
+            fh.write(block)
+    assert path.stat().st_size > 25_000_000
+    done = subprocess.run([sys.executable, "-c", MEASURE_UTF8, str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    peak, chunk = map(int, done.stdout.split())
+    assert peak < 3 * chunk, (peak, chunk)
+
+
+def test_item13_an_invalid_byte_past_the_first_chunk_names_its_line_and_offset(tmp_path, monkeypatch):
+    from labelflow import dataset
+
+    monkeypatch.setattr(dataset, "UTF8_CHUNK", 64)
+    path = tmp_path / "late.csv"
+    good = "".join(f"{i},\u00e9t\u00e9 \u4e2d\n" for i in range(40)).encode()
+    path.write_bytes(b"id,text\n" + good + b"99,bad \xff here\n")
+    offset = len(b"id,text\n" + good + b"99,bad ")
+    with pytest.raises(DataError, match=rf"late\.csv: line 42 \(byte {offset}\) is not valid UTF-8"):
+        dataset._check_utf8(path)
+    # a multi-byte character cut at the end of the file
+    path.write_bytes(b"id,text\n" + good + b"1,\xe4\xb8")
+    offset = len(b"id,text\n" + good + b"1,")
+    with pytest.raises(DataError, match=rf"line 42 \(byte {offset}\)"):
+        dataset._check_utf8(path)
+    # a multi-byte character split across chunk boundaries is fine
+    for cut in range(60, 70):
+        path.write_bytes(b"x" * cut + "\u4e2d\U0001F600\n".encode() * 20)
+        dataset._check_utf8(path)

@@ -77,8 +77,9 @@ def test_summary_on_dev(project, expected):
     assert table["coverage"].to_list() == [0.25, 0.25, 0.25, 0.5, 0.0]
     assert table["emp_acc"].to_list() == [1.0, 1.0, 1.0, 1.0, None]
     assert "emp_acc" not in project.summary("train").columns  # no gold there
-    with pytest.raises(ProjectError, match=r"no rows in split 'valid'; splits are \['train', 'dev', 'test'\]"):
-        project.summary("valid")
+    assert project.summary("VALID").equals(table)  # split names are aliases (issue 14, item 4)
+    with pytest.raises(ProjectError, match=r"no rows in split 'holdout'; splits are \['train', 'dev', 'test'\]"):
+        project.summary("holdout")
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
@@ -280,3 +281,141 @@ def test_config_checks():
     with pytest.raises(ProjectError, match="dev_sample must be ≥ 0; got -1"):
         ProjectConfig(name="x", classes=[{"name": "a"}, {"name": "b"}], text={"text": "text"}, sources={},
                       dev_sample=-1)
+
+
+# --- issue 14, item 3: the label matrix is checked against the dataset's ids --------------------------
+
+
+def _rewrite_matrix(project, change):
+    """Rewrite store/matrix.parquet through ``change(frame) -> frame``, keeping its metadata."""
+    path = project.store / "matrix.parquet"
+    meta = pl.read_parquet_metadata(path)
+    change(pl.read_parquet(path)).write_parquet(path, metadata=meta)
+
+
+def test_item3_a_shuffled_matrix_is_reordered_by_id(project, tmp_path):
+    original, _ = project.apply(n_jobs=1)
+    project.fit("majority_vote")
+    metrics = project.evaluate("majority_vote")
+    exported = project.export(tmp_path / "before.parquet")
+    _rewrite_matrix(project, lambda f: f.sample(fraction=1.0, shuffle=True, seed=3))
+    assert pl.read_parquet(project.store / "matrix.parquet")["id"].to_list() != original.ids.to_list()
+    matrix = Project.open(project.root).matrix()
+    assert matrix.ids.to_list() == original.ids.to_list()
+    np.testing.assert_array_equal(matrix.values, original.values)
+    assert project.evaluate("majority_vote") == metrics  # the model still fits the (same) data
+    assert project.export(tmp_path / "after.parquet").equals(exported)
+
+
+def test_item3_a_matrix_of_other_rows_is_refused(project):
+    project.apply(n_jobs=1)
+    project.fit("majority_vote")
+    saved = (project.store / "matrix.parquet").read_bytes()
+    _rewrite_matrix(project, lambda f: f.with_columns(id=pl.when(pl.col("id") == "t3").then(pl.lit("x"))
+                                                      .otherwise(pl.col("id"))))
+    message = (r"does not hold the dataset's rows: 1 of the dataset's 16 ids are missing from it \['t3'\], "
+               r"1 of its ids are not in the dataset \['x'\]; run `labelflow apply` again")
+    for step in (project.matrix, lambda: project.fit("majority_vote"), lambda: project.evaluate("majority_vote"),
+                 lambda: project.export(project.root / "out.csv")):
+        with pytest.raises(ProjectError, match=message):
+            step()
+    (project.store / "matrix.parquet").write_bytes(saved)
+    _rewrite_matrix(project, lambda f: f.head(15))
+    with pytest.raises(ProjectError, match=r"1 of the dataset's 16 ids are missing from it \['s3'\], 0 of its ids"):
+        project.matrix()
+    assert not (project.root / "out.csv").exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda f: f.with_columns(f["kw_sub"].cast(pl.Int16).scatter(2, 256)),
+     r"LF 'kw_sub' votes 256 on row id 't2', outside -1..1 \(cardinality 2\)"),
+    (lambda f: f.with_columns(f["kw_song"].scatter(1, 2)), r"LF 'kw_song' votes 2 on row id 't1', outside -1..1"),
+    (lambda f: f.with_columns(kw_link=pl.lit(None, pl.Int8)), r"LF 'kw_link' has no vote \(null\) on row id 't0'"),
+    (lambda f: f.with_columns(kw_link=pl.lit(None)), r"LF 'kw_link' has no vote \(null\) on row id 't0'"),
+    (lambda f: f.with_columns(pl.col("kw_free").cast(pl.Float64)), r"LF 'kw_free' has votes of type Float64"),
+    ("3", r"holds votes for 3 classes; the project has 2 \(\['HAM', 'SPAM'\]\)"),
+], ids=["256-in-int16", "class-2", "null-int8", "all-null", "float", "cardinality"])
+def test_item3_votes_are_checked_before_the_int8_cast(project, change, message):
+    project.apply(n_jobs=1)
+    if change == "3":
+        path = project.store / "matrix.parquet"
+        meta = {**pl.read_parquet_metadata(path), "labelflow.cardinality": "3"}
+        pl.read_parquet(path).write_parquet(path, metadata=meta)
+    else:
+        _rewrite_matrix(project, change)
+    with pytest.raises(ProjectError, match=message):
+        project.matrix()
+
+
+def test_item3_a_model_fit_on_other_data_is_refused(project, project_files, tmp_path):
+    project.apply(n_jobs=1)
+    project.fit("majority_vote")
+    record = json.loads((project.store / "models" / "majority_vote.fit.json").read_text())
+    assert record["lf_names"] == list(project.matrix().lf_names) and record["rows"] == 16
+    # re-init with the same data and re-apply: the model still holds
+    same = Project.init(project.root, sources={s: [project_files[s]] for s in ("train", "dev", "test")},
+                        classes=["HAM", "SPAM"], id="id", label="label", hide_labels=["train"],
+                        lfs=project_files["suite"], label_model="majority_vote")
+    same.apply(n_jobs=1)
+    assert same.evaluate("majority_vote")["test"]["n"] == 4
+    # re-init with other data (train rows' texts changed): the old model is refused by every step that reads it
+    other = tmp_path / "train2.csv"
+    pl.read_csv(project_files["train"]).with_columns(pl.lit("love this song").alias("text")).write_csv(other)
+    again = Project.init(project.root, sources={"train": [other], "dev": [project_files["dev"]],
+                                                "test": [project_files["test"]]},
+                         classes=["HAM", "SPAM"], id="id", label="label", hide_labels=["train"],
+                         lfs=project_files["suite"], label_model="majority_vote")
+    again.apply(n_jobs=1)
+    message = r"label model 'majority_vote' was fit on other data: the label matrix \(row ids or votes\) changed since"
+    for step in (lambda: again.evaluate("majority_vote"), lambda: again.export(tmp_path / "out.csv"),
+                 lambda: again.predictions("majority_vote"), again.label_model):
+        with pytest.raises(ProjectError, match=message):
+            step()
+    assert not (tmp_path / "out.csv").exists()
+    # other splits, same votes: refused too
+    again.fit("majority_vote")
+    moved = Project.init(project.root, sources={"train": [other], "dev": [project_files["dev"]],
+                                                "test": [project_files["test"]]},
+                         classes=["HAM", "SPAM"], id="id", label="label", hide_labels=["train"], dev_sample=2,
+                         lfs=project_files["suite"], label_model="majority_vote")
+    moved.apply(n_jobs=1)
+    with pytest.raises(ProjectError, match=r"was fit on other data: the rows' splits changed since"):
+        moved.export(tmp_path / "out.csv")
+    # a model saved without a record (an older labelflow) is refused as well
+    moved.fit("majority_vote")
+    (moved.store / "models" / "majority_vote.fit.json").unlink()
+    with pytest.raises(ProjectError, match="has no record of the data it was fit on"):
+        moved.evaluate("majority_vote")
+
+
+# --- issue 14, item 13: steps read only the columns they need ------------------------------------------
+
+
+def test_item13_fit_evaluate_and_summary_read_no_text(project, monkeypatch):
+    project.apply(n_jobs=1)
+    reads = []
+    real = pl.read_parquet
+
+    def spy(source, *args, columns=None, **kwargs):
+        if str(source).endswith("dataset.parquet"):
+            reads.append(columns)
+        return real(source, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pl, "read_parquet", spy)
+    monkeypatch.setattr(Project, "dataset", lambda self: pytest.fail("read the whole dataset"))
+    model = project.fit("majority_vote", use_dev=True)
+    project.evaluate(model)
+    project.summary("dev")
+    assert reads and all(cols is not None and "text" not in cols for cols in reads), reads
+    assert {c for cols in reads for c in cols} == {"id", "split", "label"}
+
+
+def test_item4_hide_labels_naming_a_split_the_data_lacks_is_refused(tmp_path, project_files):
+    with pytest.raises(DataError, match=r"hide_labels names split\(s\) \['trian'\] the dataset lacks; its splits are "
+                                        r"\['train', 'dev', 'test'\]"):
+        Project.init(tmp_path / "proj", sources={s: [project_files[s]] for s in ("train", "dev", "test")},
+                     classes=["HAM", "SPAM"], id="id", label="label", hide_labels=["trian"])
+    assert not (tmp_path / "proj" / CONFIG_FILE).exists()
+    project = Project.init(tmp_path / "proj", sources={s: [project_files[s]] for s in ("train", "dev", "test")},
+                           classes=["HAM", "SPAM"], id="id", label="label", hide_labels=["Validation"])
+    assert project.dataset().split("VALID").frame["label"].null_count() == 4

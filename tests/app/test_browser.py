@@ -188,7 +188,7 @@ def test_every_page_in_the_browser(app, new_page):
     start_annotating(page, app, "ann")
     shot(page, "7-annotate")
     label(page, "SPAM", "ann", "dev", 1)
-    assert [(a, lab) for _, a, lab in stored(app)] == [("ann", 1)]
+    assert [(a, lab) for _, a, lab in stored(app)] == [("ann", "SPAM")]  # stored by class name
     shot(page, "8-annotate-labeled")
 
     visit(page, app, "finetune", "Fine-tune")
@@ -205,7 +205,7 @@ def test_a_label_survives_the_app_being_killed(app, new_page):
     page.keyboard.press("1")  # HAM's shortcut
     expect_text(page, "1 of 60 dev rows labeled by ann")
     app.kill()
-    assert stored(app) == [(first, "ann", 0)]
+    assert stored(app) == [(first, "ann", "HAM")]
     with sqlite3.connect(app.project.store / "annotations.sqlite") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
@@ -221,4 +221,4 @@ def test_two_sessions_labeling_at_once_lose_nothing(app, new_page):
         expect_text(bob, re.compile(rf"^{done} of 369 test rows labeled by bob$"))
     frame = app.project.dataset().frame
     dev, test = frame.filter(split="dev")["id"][:3].to_list(), frame.filter(split="test")["id"][:3].to_list()
-    assert stored(app) == [(i, "ann", 0) for i in dev] + [(i, "bob", 1) for i in test]
+    assert stored(app) == [(i, "ann", "HAM") for i in dev] + [(i, "bob", "SPAM") for i in test]

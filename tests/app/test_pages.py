@@ -252,7 +252,7 @@ def test_annotating_needs_a_name_and_saves_every_label_at_once(app_project, open
     assert f"Row `{dev_ids[0]}`" in at.caption[0].value
     assert [at.button(key=f"class_{i}").label for i in range(2)] == ["HAM", "SPAM"]
     at.button(key="class_0").click().run()
-    assert stored(app_project) == [(dev_ids[0], "ann", 0, "app")]
+    assert stored(app_project) == [(dev_ids[0], "ann", "HAM", "app")]  # stored by class name
     assert at.progress[0].proto.text == "1 of 60 dev rows labeled by ann"
     assert f"Row `{dev_ids[1]}`" in at.caption[0].value
     assert app_project.gold()[0] == 0  # the human label overrides the data's SPAM
@@ -260,10 +260,10 @@ def test_annotating_needs_a_name_and_saves_every_label_at_once(app_project, open
     at.button(key="skip").click().run()
     assert f"Row `{dev_ids[2]}`" in at.caption[0].value
     at.button(key="class_1").click().run()
-    assert stored(app_project) == [(dev_ids[0], "ann", 0, "app"), (dev_ids[2], "ann", 1, "app")]
+    assert stored(app_project) == [(dev_ids[0], "ann", "HAM", "app"), (dev_ids[2], "ann", "SPAM", "app")]
 
     at.button(key="undo").click().run()
-    assert stored(app_project) == [(dev_ids[0], "ann", 0, "app")]
+    assert stored(app_project) == [(dev_ids[0], "ann", "HAM", "app")]
     at.radio(key="annotate_split").set_value("test").run()
     assert at.progress[0].proto.text == "0 of 369 test rows labeled by ann"
 
