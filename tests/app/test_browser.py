@@ -139,6 +139,38 @@ def label(page, class_name: str, annotator: str, split: str, done: int) -> None:
     expect_text(page, re.compile(rf"^{done} of \d+ {split} rows labeled by {annotator}$"))
 
 
+def press_shortcut(page, key: str, button) -> None:
+    """Press ``key``, the keyboard shortcut of ``button``, once the page can take it; press it again only when no
+    shortcut handler took the press.
+
+    Streamlit binds a button's shortcut on ``document`` only while the button is rendered enabled, and ignores it
+    while focus is in a text field; its handler calls ``preventDefault`` on the key it takes. So: wait until the
+    button is enabled (a page still rerunning may show the previous run's disabled button) and focus is out of every
+    text field, press, and read from a ``keydown`` listener on ``window`` (it runs after ``document``'s) whether the
+    press was taken. A press that was taken is never repeated, so a slow rerun cannot get a row labelled twice.
+    """
+    page.evaluate("""() => {
+        if (window.__shortcutPresses) return;
+        window.__shortcutPresses = [];
+        window.addEventListener("keydown", e => window.__shortcutPresses.push({key: e.key, taken: e.defaultPrevented}));
+    }""")
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        expect(button).to_be_enabled(timeout=TIMEOUT_MS)
+        page.wait_for_function("""() => !["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName)
+                                        && !document.activeElement?.isContentEditable""", timeout=TIMEOUT_MS)
+        seen = page.evaluate("window.__shortcutPresses.length")
+        page.keyboard.press(key)
+        presses = page.evaluate("window.__shortcutPresses")[seen:]
+        assert [p["key"] for p in presses] == [key], presses
+        if presses[0]["taken"]:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no shortcut handler took the key {key!r} in {TIMEOUT_MS / 1000:.0f} s")
+        # not bound yet: the enabled button's effect that binds it runs after the next frame is painted
+        page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
 def stored(app: App) -> list[tuple]:
     with sqlite3.connect(app.project.store / "annotations.sqlite") as conn:
         return conn.execute("SELECT id, annotator, label FROM annotations ORDER BY annotator, time").fetchall()
@@ -202,7 +234,7 @@ def test_a_label_survives_the_app_being_killed(app, new_page):
     start_annotating(page, app, "ann")
     first = app.project.dataset().frame.filter(split="dev")["id"][0]
     page.get_by_role("heading", name="Annotate").click()  # out of the annotator field
-    page.keyboard.press("1")  # HAM's shortcut
+    press_shortcut(page, "1", page.get_by_role("button", name=re.compile(r"^HAM\b")))  # HAM's shortcut
     expect_text(page, "1 of 60 dev rows labeled by ann")
     app.kill()
     assert stored(app) == [(first, "ann", "HAM")]

@@ -394,7 +394,9 @@ def test_the_start_button_launches_a_run_that_completes(app_project, open_page, 
 def test_a_training_run_shows_its_progress_and_stops(app_project, open_page, tiny_model, runs_of, wait_for_step):
     from finetune.runs import run_info, start_run
 
-    start_run(app_project, "long", tiny_config(tiny_model, epochs=500, checkpoint_every=10))
+    # patience=None: no early stopping. With the default patience 3 the tiny model's flat dev accuracy ends the run
+    # at step 40, a second after step 10, so on a busy machine the Stop could land on a run that had completed.
+    start_run(app_project, "long", tiny_config(tiny_model, epochs=500, checkpoint_every=10, patience=None))
     wait_for_step(app_project, "long", 10)
     at = open_page("finetune")
     assert at.progress[0].proto.text.startswith("long: step ") and " of 5000 · epoch " in at.progress[0].proto.text
