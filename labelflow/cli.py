@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,7 +20,7 @@ from typing import Any, NoReturn
 import polars as pl
 
 from finetune.cli import COMMANDS as FINETUNE_COMMANDS
-from labelflow.errors import LabelflowError
+from labelflow.errors import LabelflowError, explain
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -52,7 +54,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--hide-labels", action="append", default=[], metavar="SPLIT", type=_non_empty,
                    help="drop the gold labels of this split (for example train); repeatable")
     p.add_argument("--drop-identical", action="store_true", help="drop rows that exactly repeat an earlier row")
-    p.add_argument("--lfs", type=_non_empty, help="the project's LF suite (a Python file)")
+    p.add_argument("--lfs", type=_existing_file, help="the project's LF suite (a Python file)")
     p.add_argument("--label-model", default="labelflow", type=_label_model_name, help="default label model")
     p.add_argument("--name", type=_non_empty, help="task name (default: the folder name)")
 
@@ -60,7 +62,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--lfs", help="LF suite file instead of the configured one")
     p.add_argument("--on-error", choices=("raise", "abstain"), default="raise",
                    help="an LF raising on a row stops the run (raise) or abstains there (abstain)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes for Python LFs (default: all CPUs)")
+    p.add_argument("--jobs", type=_positive, default=None, help="worker processes for Python LFs (default: all CPUs)")
     _engine_arguments(p)
 
     p = command("fit", "Fit a label model on the train rows and report dev/test metrics.")
@@ -352,12 +354,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         result = COMMANDS[args.command](args)
+        if getattr(args, "json", False):
+            print(json.dumps(result, indent=2, default=_json_default))
+        sys.stdout.flush()  # a closed pipe fails here, inside the try, not at interpreter exit
+    except BrokenPipeError:  # `labelflow summary | head`: the reader has gone; say nothing more
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit, when Python flushes
+        except (OSError, ValueError):  # stdout is not a real file (a test's capture): nothing is flushed to it
+            pass
+        return 141  # 128 + SIGPIPE, what the shell reports for a command a closed pipe stopped
     except LabelflowError as exc:
-        print(f"labelflow: error: {exc}", file=sys.stderr)
-        return 2
-    if getattr(args, "json", False):
-        print(json.dumps(result, indent=2, default=_json_default))
+        return _error(str(exc))
+    except _OUTSIDE_ERRORS as exc:  # known failures from below labelflow: one line naming the file, else re-raised
+        message = explain(exc)
+        if message is None:
+            raise
+        return _error(message)
     return 0
+
+
+_OUTSIDE_ERRORS = (OSError, sqlite3.Error, pl.exceptions.PolarsError, zipfile.BadZipFile, ValueError, EOFError,
+                   KeyError)
+"""The exception types :func:`labelflow.errors.explain` may know (full disk, read-only project, a damaged store
+file ...); an exception of them it does not know keeps its traceback."""
+
+
+def _error(message: str) -> int:
+    try:
+        print(f"labelflow: error: {message}", file=sys.stderr)
+    except BrokenPipeError:  # stderr is a closed pipe too: nothing left to tell
+        pass
+    return 2
 
 
 # --- commands (each returns the JSON document; prints tables unless --json) -------------------------
@@ -526,6 +553,10 @@ def _analyze(args: argparse.Namespace) -> dict[str, Any]:
         from labelflow.dataset import read_table
 
         predictions = read_table(args.predictions)[1]
+        missing = sorted({"id", "pred"} - set(predictions.columns))
+        if missing:
+            raise LabelflowError(f"--predictions {args.predictions}: no column(s) {missing}; predictions need columns "
+                                 "'id' and 'pred' (as `labelflow predict --out FILE` writes them)")
     analysis = analyze(project, model=args.model, split=args.split, predictions=predictions)
     slices = [{"slice": s.name, "kind": s.kind, "size": s.size, "coverage": s.coverage, "accuracy": s.accuracy,
                "errors": s.errors, "top_confusion": s.top_confusion} for s in analysis.slices[:args.slices]]
@@ -601,6 +632,13 @@ def _ui(args: argparse.Namespace) -> NoReturn:
                              "tree; install labelflow from a clone with `pip install -e '.[app]'`)")
     if not 0 < args.port < 65536:
         raise LabelflowError(f"--port must be in 1..65535; got {args.port}")
+    try:  # here, not in the server this process becomes, where a bad name is a traceback
+        import socket
+
+        socket.getaddrinfo(args.host, args.port)
+    except (OSError, UnicodeError) as exc:
+        raise LabelflowError(f"--host {args.host!r} is neither an IP address nor a name this machine resolves "
+                             f"({exc}); give an address such as 127.0.0.1 or 0.0.0.0") from None
     require("streamlit", "app")
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
                "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]

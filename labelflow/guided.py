@@ -159,9 +159,9 @@ def _compile_into_suite(project, code: str) -> tuple[LabelingFunction, str]:
         try:
             suite = load_lf_suite(tmp)
         except LFError as exc:
-            raise LFError(_code_lines(str(exc).replace(str(tmp), str(path)), str(path), offset)) from None
-        import sys
-        module = next(m for m in sys.modules.values() if getattr(m, "__file__", None) == str(tmp))
+            message = str(exc).replace(str(tmp.resolve()), str(path)).replace(str(tmp), str(path))
+            raise LFError(_code_lines(message, str(path), offset)) from None
+        module = _suite_module(tmp)
     finally:
         tmp.unlink(missing_ok=True)
     objects = [module.__dict__.get(name) for name in defined]
@@ -388,12 +388,21 @@ def _target(analysis: Analysis, slice: Slice) -> tuple[int | None, np.ndarray]:
 
 
 def _suite_globals(project) -> dict:
+    load_lf_suite(project.suite_path)
+    return dict(vars(_suite_module(project.suite_path)))
+
+
+def _suite_module(path: Path):
+    """The module :func:`load_lf_suite` just ran ``path`` as. Its ``__file__`` is absolute (importlib makes
+    it so) while ``path`` may be relative, as a project opened with a relative path gives: compare files."""
     import sys
 
-    load_lf_suite(project.suite_path)
-    path = str(project.suite_path)
-    module = next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == path)
-    return dict(vars(module))
+    target = Path(path).resolve()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and Path(file).name == target.name and Path(file).resolve() == target:
+            return module
+    raise RuntimeError(f"the LF suite {path} was loaded, yet no module in sys.modules comes from it")
 
 
 def _free_name(base: str, taken: set[str], module_globals: dict) -> str:

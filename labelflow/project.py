@@ -74,6 +74,10 @@ class ProjectConfig:
     format: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        for key, value in asdict(self).items():  # a hand-edited labelflow.json may hold anything
+            check, what = _CONFIG_TYPES[key]
+            if not check(value):
+                raise ProjectError(f"{key!r} must be {what}; got {json.dumps(value)[:80]}")
         ClassSchema.from_dict(self.classes)
         if self.dev_sample < 0:
             raise ProjectError(f"dev_sample must be ≥ 0; got {self.dev_sample}")
@@ -83,6 +87,38 @@ class ProjectConfig:
     @property
     def schema(self) -> ClassSchema:
         return ClassSchema.from_dict(self.classes)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(map(_is_str, v))
+
+
+_OPTIONAL_STR = (lambda v: v is None or _is_str(v), "a string or null")
+_CONFIG_TYPES: dict[str, tuple[Any, str]] = {
+    "name": (_is_str, "a string"),
+    "classes": (lambda v: isinstance(v, list) and all(isinstance(c, dict) and _is_str(c.get("name"))
+                                                      and _is_str(c.get("description", "")) for c in v),
+                'a list of {"name": ..., "description": ...} objects'),
+    "text": (lambda v: isinstance(v, dict) and bool(v) and all(map(_is_str, [*v, *v.values()])),
+             "an object of text field → column name"),
+    "sources": (lambda v: isinstance(v, dict) and all(_is_str(k) and _str_list(p) for k, p in v.items()),
+                "an object of split → list of file paths"),
+    "id": _OPTIONAL_STR, "label": _OPTIONAL_STR, "split": _OPTIONAL_STR, "lfs": _OPTIONAL_STR,
+    "studio_url": _OPTIONAL_STR, "ray_address": _OPTIONAL_STR,
+    "dev_sample": (_is_int, "an integer"), "seed": (_is_int, "an integer"), "format": (_is_int, "an integer"),
+    "hide_labels": (_str_list, "a list of split names"),
+    "duplicates": (lambda v: v in ("error", "drop_identical"), '"error" or "drop_identical"'),
+    "label_model": (_is_str, "a label model's name"), "studio_api_key_env": (_is_str, "a string"),
+}
+"""What each key of ``labelflow.json`` holds: (check, what the error says it must be)."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +225,11 @@ class Project:
         missing = [f.name for f in fields if f.default is MISSING and f.default_factory is MISSING and f.name not in raw]
         if missing:
             raise ProjectError(f"{path}: missing keys {missing}")
-        return cls(root, ProjectConfig(**raw))
+        try:
+            config = ProjectConfig(**raw)
+        except (ProjectError, DataError) as exc:
+            raise ProjectError(f"{path}: {exc}; fix it by hand or re-create the project with `labelflow init`") from None
+        return cls(root, config)
 
     def update_config(self, **changes: Any) -> None:
         """Change config fields (validated as a whole) and rewrite ``labelflow.json`` atomically."""
