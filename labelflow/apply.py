@@ -20,18 +20,34 @@ shifts) are evaluated over all rows at once, as are FM-based LFs.
 
 Votes are cached per LF under a key made of the LF's fingerprint and a hash of the
 columns it reads, whichever engine computed them, so editing one LF re-applies
-only that LF.
+only that LF. An LF whose fingerprint cannot prove it unchanged
+(:meth:`~labelflow.lf.LabelingFunction.uncovered`) is re-applied on every run, and
+:attr:`VoteCache.uncached` says why.
+
+LF code is untrusted in three ways: what it prints goes to stderr (stdout stays
+for ``--json``); ``sys.exit()`` or any other escape from it is an LF error naming
+the LF and the row; and a worker process that dies (killed, out of memory,
+``os._exit``) stops the run with an error naming its rows and the LF it was
+running, never a hang. An optional per-row time limit (``timeout_s``) turns a slow
+LF call into an LF error too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import threading
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +61,7 @@ from labelflow.errors import LFError
 from labelflow.fm.cache import FMCache
 from labelflow.fm.lfs import FMLF, budget_rows
 from labelflow.io import atomic_path
-from labelflow.lf import ExpressionLF, LabelingFunction, PythonLF, Row, check_suite
+from labelflow.lf import ExpressionLF, LabelingFunction, PythonLF, Row, check_suite, stdout_to_stderr
 from labelflow.matrix import LabelMatrix, LFFailure
 from labelflow.typing import ABSTAIN, LABEL_DTYPE, LabelArray
 
@@ -67,13 +83,22 @@ Failures = dict[str, list[LFFailure]]
 class VoteCache:
     """Per-LF votes on disk, one ``.npz`` file per (LF fingerprint, data hash) key.
 
-    ``hits`` and ``misses`` list the LF names looked up since the cache was opened.
+    ``hits`` and ``misses`` list the LF names looked up since the cache was opened (an LF
+    that cannot be cached counts as a miss); ``uncached`` maps each LF that was re-applied
+    because its fingerprint cannot prove it unchanged to what the fingerprint cannot cover.
     """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.hits: list[str] = []
         self.misses: list[str] = []
+        self.uncached: dict[str, str] = {}
+
+    def skip(self, lf_name: str, uncovered: Sequence[str]) -> None:
+        """Record that ``lf_name`` is re-applied, neither read nor stored: its fingerprint misses ``uncovered``."""
+        self.misses.append(lf_name)
+        shown = "; ".join(uncovered[:3]) + (f"; and {len(uncovered) - 3} more" if len(uncovered) > 3 else "")
+        self.uncached[lf_name] = f"fingerprint cannot cover {shown}"
 
     def get(self, key: str, lf_name: str, n: int) -> tuple[np.ndarray, list[LFFailure]] | None:
         """The ``[n]`` votes and failures stored under ``key``, or ``None``."""
@@ -109,6 +134,7 @@ def apply_lfs(
     fm_cache: FMCache | None = None,
     engine: Engine | RayEngine = "local",
     chunk_rows: int = CHUNK_ROWS,
+    timeout_s: float | None = None,
 ) -> LabelMatrix:
     """Apply every LF to every row.
 
@@ -127,7 +153,8 @@ def apply_lfs(
         ``"raise"``: the first exception an LF raises stops the run, naming the LF
         and the row id. ``"abstain"``: the LF abstains on that row, and the failure
         is kept in :attr:`LabelMatrix.failures`. An LF returning something other
-        than a class index or ``ABSTAIN`` always raises.
+        than a class index or ``ABSTAIN`` always raises. ``sys.exit()`` in an LF
+        counts as an exception; a worker process dying always raises.
     n_jobs
         Worker processes for Python LFs on the local engine; ``None`` uses every CPU.
     progress
@@ -139,6 +166,11 @@ def apply_lfs(
         defaults: the running or a new local cluster) or a ``RayEngine``.
     chunk_rows
         Rows labeled at a time on the local engine (memory grows with it).
+    timeout_s
+        Seconds a Python LF may take on one row; a call that takes longer is
+        interrupted and is an LF error (``on_error`` decides). Code that does not
+        return to the interpreter is stopped by killing its worker process (Python
+        LFs then run in worker processes where the platform can fork). ``None``: no limit.
 
     Returns
     -------
@@ -150,20 +182,36 @@ def apply_lfs(
     ray = RayEngine.of(engine)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise LFError(f"chunk_rows must be an integer ≥ 1; got {chunk_rows!r}")
+    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                  or not math.isfinite(timeout_s) or timeout_s <= 0):
+        raise LFError(f"timeout_s must be a number of seconds > 0, or None; got {timeout_s!r}")
     rows = data.frame if isinstance(data, Dataset) else data
     schema = rows.collect_schema()
     if "id" not in schema:
         raise LFError(f"the data to label needs an 'id' column; it has {schema.names()}")
     suite = check_suite(lfs)
+    with stdout_to_stderr():  # LF code (and forked workers) may print; stdout is for the caller's output
+        return _apply(rows, suite, cardinality, cache, on_error, n_jobs, progress, fm_cache, ray, chunk_rows,
+                      timeout_s)
+
+
+def _apply(rows: pl.DataFrame | pl.LazyFrame, suite: list[LabelingFunction], cardinality: int,
+           cache: VoteCache | None, on_error: OnError, n_jobs: int | None, progress: bool, fm_cache: FMCache | None,
+           ray: RayEngine | None, chunk_rows: int, timeout_s: float | None) -> LabelMatrix:
     n = _height(rows)
     col_hashes = _column_hashes(rows, n, chunk_rows)
     budgeted = [lf for lf in suite if isinstance(lf, FMLF) and lf.budget is not None]
-    keys = {lf.name: _cache_key(lf, col_hashes, cardinality, on_error) for lf in suite if lf not in budgeted}
+    identities = {lf.name: lf.cache_identity() for lf in suite} if cache is not None else {}
+    keys = {lf.name: _cache_key(lf, identities[lf.name][0], col_hashes, cardinality, on_error, timeout_s=timeout_s)
+            for lf in suite if lf not in budgeted and lf.name in identities and not identities[lf.name][1]}
 
     votes: dict[str, np.ndarray] = {}
     failures: Failures = {}
     if cache is not None:
         for lf in suite:
+            if identities[lf.name][1]:  # the fingerprint cannot prove the LF unchanged: re-apply, store nothing
+                cache.skip(lf.name, identities[lf.name][1])
+                continue
             found = cache.get(keys[lf.name], lf.name, n) if lf.name in keys else None
             if found is not None:
                 votes[lf.name], failures[lf.name] = found
@@ -171,7 +219,7 @@ def apply_lfs(
 
     whole = [lf for lf in todo if isinstance(lf, ExpressionLF) and not _row_wise(lf.expr)]
     per_chunk = [lf for lf in todo if isinstance(lf, PythonLF) or (isinstance(lf, ExpressionLF) and lf not in whole)]
-    applier = ChunkApplier(tuple(per_chunk), cardinality, on_error)
+    applier = ChunkApplier(tuple(per_chunk), cardinality, on_error, timeout_s)
     if applier.lfs:
         from tqdm.auto import tqdm
 
@@ -191,7 +239,7 @@ def apply_lfs(
     for lf in todo:
         if isinstance(lf, FMLF):
             votes[lf.name] = lf.votes(fm_frame, cardinality=cardinality, cache=fm_cache, progress=progress, engine=ray)
-        if cache is not None:
+        if cache is not None and lf.name in keys:
             cache.put(keys[lf.name], votes[lf.name], failures.get(lf.name, []))
 
     # budgeted FM LFs see the votes of every other LF, and only vote (and call their model) where allowed
@@ -200,13 +248,15 @@ def apply_lfs(
         L_others = np.stack([votes[name] for name in others], axis=1) if others else np.full((n, 1), ABSTAIN, LABEL_DTYPE)
     for lf in budgeted:
         allowed = budget_rows(L_others, lf.budget)  # type: ignore[arg-type]
-        key = _cache_key(lf, col_hashes, cardinality, on_error, extra=hashlib.blake2b(allowed.tobytes()).hexdigest())
-        found = cache.get(key, lf.name, n) if cache is not None else None
+        cacheable = cache is not None and not identities[lf.name][1]
+        key = _cache_key(lf, identities[lf.name][0], col_hashes, cardinality, on_error,
+                         extra=hashlib.blake2b(allowed.tobytes()).hexdigest()) if cacheable else ""
+        found = cache.get(key, lf.name, n) if cacheable else None  # type: ignore[union-attr]
         if found is None:
             found = lf.votes(fm_frame, cardinality=cardinality, cache=fm_cache, rows=allowed, progress=progress,
                              engine=ray), []
-            if cache is not None:
-                cache.put(key, *found)
+            if cacheable:
+                cache.put(key, *found)  # type: ignore[union-attr]
         votes[lf.name], failures[lf.name] = found
 
     L = np.empty((n, len(suite)), dtype=LABEL_DTYPE)
@@ -229,14 +279,23 @@ class ChunkApplier:
         Number of classes ``k``.
     on_error
         As in :func:`apply_lfs`.
+    timeout_s
+        Seconds a Python LF may take on one row (``None``: no limit), as in :func:`apply_lfs`.
     """
 
     lfs: tuple[ExpressionLF | PythonLF, ...]
     cardinality: int
     on_error: OnError
+    timeout_s: float | None = None
 
-    def __call__(self, chunk: pl.DataFrame, *, n_jobs: int | None = 1) -> tuple[LabelArray, Failures]:
-        """``[rows, m]`` int8 votes on ``chunk`` (columns in ``lfs`` order) and the failures per LF."""
+    def __call__(self, chunk: pl.DataFrame, *, n_jobs: int | None = 1, processes: bool = True,
+                 ) -> tuple[LabelArray, Failures]:
+        """``[rows, m]`` int8 votes on ``chunk`` (columns in ``lfs`` order) and the failures per LF.
+
+        ``n_jobs`` worker processes (``None``: one per CPU) run the Python LFs when the chunk is
+        large enough, forked from this process; ``processes=False`` keeps them in this process
+        (a Ray task), where a time limit interrupts an LF but cannot stop code that ignores it.
+        """
         out = np.empty((chunk.height, len(self.lfs)), dtype=LABEL_DTYPE)
         failures: Failures = {}
         exprs = [j for j, lf in enumerate(self.lfs) if isinstance(lf, ExpressionLF)]
@@ -247,7 +306,7 @@ class ChunkApplier:
                 out[:, j] = found[self.lfs[j].name]
         if pys:
             out[:, pys], failures = _apply_python(chunk, [self.lfs[j] for j in pys], self.cardinality,  # type: ignore[misc]
-                                                  self.on_error, n_jobs)
+                                                  self.on_error, n_jobs, self.timeout_s, processes)
         return out, failures
 
 
@@ -327,11 +386,16 @@ def _data_hash(col_hashes: dict[str, str]) -> str:
     return hashlib.blake2b(json.dumps(col_hashes).encode(), digest_size=16).hexdigest()
 
 
-def _cache_key(lf: LabelingFunction, col_hashes: dict[str, str], cardinality: int, on_error: str, extra: str = "") -> str:
+def _cache_key(lf: LabelingFunction, fingerprint: str, col_hashes: dict[str, str], cardinality: int, on_error: str,
+               extra: str = "", *, timeout_s: float | None = None) -> str:
+    """The vote cache key: the LF's fingerprint, the settings, and the hashes of the columns it reads (all
+    columns when that is unknown). A Python LF's time limit counts when late calls abstain (they change votes)."""
     cols = lf.columns()
     used = sorted(col_hashes) if cols is None else sorted(set(cols) | {"id"})
     digest = hashlib.blake2b(digest_size=20)
-    parts = [lf.fingerprint(), str(cardinality), on_error, pl.__version__, extra]
+    if timeout_s is not None and on_error == "abstain" and isinstance(lf, PythonLF):
+        extra += f"timeout={float(timeout_s)!r}"
+    parts = [fingerprint, str(cardinality), on_error, pl.__version__, extra]
     parts += [f"{c}={col_hashes.get(c, 'missing')}" for c in used]
     digest.update("\n".join(parts).encode())
     return digest.hexdigest()
@@ -377,10 +441,17 @@ def _check_expression_votes(frame: pl.DataFrame, lf: ExpressionLF, col: pl.Serie
 
 _WORK: dict[str, Any] = {}
 """State handed to forked workers by inheritance (nothing is pickled)."""
+_SLOT = 3
+"""Per worker, in the shared ``state`` array: the row it labels, the LF it is calling (-1 between calls), and
+when that call began (``time.monotonic_ns``, 0 between calls; kept only under a time limit)."""
+POLL_S = 0.1
+"""Seconds between the checks for LF calls past their time limit, while workers run under one (at most)."""
+_NUDGE = getattr(signal, "SIGUSR1", None)
+"""The signal the parent sends a worker whose LF call is past the time limit (it raises there)."""
 
 
-def _apply_python(frame: pl.DataFrame, lfs: list[PythonLF], k: int, on_error: OnError,
-                  n_jobs: int | None) -> tuple[LabelArray, Failures]:
+def _apply_python(frame: pl.DataFrame, lfs: list[PythonLF], k: int, on_error: OnError, n_jobs: int | None,
+                  timeout_s: float | None = None, processes: bool = True) -> tuple[LabelArray, Failures]:
     """``[n, len(lfs)]`` votes; LFs with known row fields run once per distinct combination of their values."""
     n = frame.height
     ids = frame["id"].cast(pl.String)
@@ -392,7 +463,7 @@ def _apply_python(frame: pl.DataFrame, lfs: list[PythonLF], k: int, on_error: On
     if distinct is not None:
         firsts, inverse = distinct
         found, errors = _run_rows(frame.select(fields)[firsts], ids.gather(firsts), [lfs[j] for j in memo], k,
-                                  on_error, n_jobs)
+                                  on_error, n_jobs, timeout_s, processes)
         votes[:, memo] = found[inverse]
         for name, errs in errors.items():  # every row holding a failing value fails, in row order
             message = dict(errs)
@@ -400,7 +471,7 @@ def _apply_python(frame: pl.DataFrame, lfs: list[PythonLF], k: int, on_error: On
             failures[name] = [LFFailure(name, ids[int(i)], message[int(inverse[i])]) for i in hit]
     rest = [j for j in range(len(lfs)) if distinct is None or j not in memo]
     if rest:
-        found, errors = _run_rows(frame, ids, [lfs[j] for j in rest], k, on_error, n_jobs)
+        found, errors = _run_rows(frame, ids, [lfs[j] for j in rest], k, on_error, n_jobs, timeout_s, processes)
         votes[:, rest] = found
         for name, errs in errors.items():
             failures[name] = [LFFailure(name, ids[i], message) for i, message in errs]
@@ -428,22 +499,27 @@ def _distinct_rows(frame: pl.DataFrame, fields: list[str]) -> tuple[np.ndarray, 
 
 
 def _run_rows(frame: pl.DataFrame, ids: pl.Series, lfs: list[PythonLF], k: int, on_error: OnError,
-              n_jobs: int | None) -> tuple[LabelArray, dict[str, list[tuple[int, str]]]]:
-    """Each LF on each row: ``[n, len(lfs)]`` votes and, per LF, ``(row, error)`` of its first failures."""
+              n_jobs: int | None, timeout_s: float | None = None, processes: bool = True,
+              ) -> tuple[LabelArray, dict[str, list[tuple[int, str]]]]:
+    """Each LF on each row: ``[n, len(lfs)]`` votes and, per LF, ``(row, error)`` of its first failures.
+
+    Rows are split into pieces run by forked worker processes when there are enough of them, or when a
+    time limit needs a process that can be stopped; otherwise here.
+    """
     n = frame.height
     _WORK.update(names=frame.columns, columns=[frame[c].to_list() for c in frame.columns], ids=ids.to_list(),
-                 lfs=lfs, k=k, on_error=on_error)
+                 lfs=lfs, k=k, on_error=on_error, timeout_s=timeout_s)
     jobs = min(n_jobs or os.cpu_count() or 1, max(1, n // (PARALLEL_MIN_ROWS // 2)))
     bounds = np.linspace(0, n, jobs * 4 + 1 if jobs > 1 else 2).astype(int)
     pieces = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    can_fork = processes and "fork" in multiprocessing.get_all_start_methods() \
+        and not multiprocessing.current_process().daemon  # a daemon process may not have children
     try:
-        if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*fork.*")  # workers never call into polars
-                with multiprocessing.get_context("fork").Pool(jobs) as pool:
-                    results = pool.map(_run_piece, pieces)
+        if can_fork and n and (jobs > 1 or timeout_s is not None):
+            results = _run_pool(pieces, jobs)
         else:
-            results = [_run_piece(piece) for piece in pieces]
+            with _alarm(timeout_s) as alarm:
+                results = [_run_piece(piece, alarm=alarm) for piece in pieces]
     finally:
         _WORK.clear()
     votes = np.concatenate([r[0] for r in results]) if results else np.empty((0, len(lfs)), LABEL_DTYPE)
@@ -453,38 +529,135 @@ def _run_rows(frame: pl.DataFrame, ids: pl.Series, lfs: list[PythonLF], k: int, 
     return votes, errors
 
 
-def _run_piece(bounds: tuple[int, int]) -> tuple[LabelArray, dict[str, list[tuple[int, str]]]]:
-    """Votes ``[end - start, m_python]`` of the Python LFs on rows ``start .. end-1``, and their first failures."""
+class _LFTimeout(BaseException):
+    """Raised into an LF call that outlives the time limit (not an ``Exception``, so LF code catching those
+    does not swallow it)."""
+
+
+_ALARM: dict[str, Any] = {"armed": False, "state": None, "at": 0, "limit": 0}
+"""Whether an LF call may be interrupted now; in a worker, where its start time is (to ignore a late nudge)."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    if not _ALARM["armed"]:
+        return
+    state = _ALARM["state"]
+    if state is not None and time.monotonic_ns() - state[_ALARM["at"] + 2] <= _ALARM["limit"]:
+        return  # a nudge meant for a call that has ended since
+    _ALARM["armed"] = False
+    raise _LFTimeout
+
+
+@contextmanager
+def _alarm(timeout_s: float | None) -> Iterator[bool]:
+    """In this process: interrupt LF calls past ``timeout_s`` with a SIGALRM timer set per call; yields whether
+    it can (a time limit, a platform with ``setitimer``, the main thread). Restores the previous handler and timer."""
+    if timeout_s is None or not hasattr(signal, "setitimer") \
+            or threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    timer = signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        yield True
+    finally:
+        _ALARM["armed"] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        if timer[0] > 0:
+            signal.setitimer(signal.ITIMER_REAL, *timer)
+
+
+def _run_piece(bounds: tuple[int, int], *, slot: int | None = None, skip: dict[tuple[int, int], str] | None = None,
+               alarm: bool = False) -> tuple[LabelArray, dict[str, list[tuple[int, str]]]]:
+    """Votes ``[end - start, m_python]`` of the Python LFs on rows ``start .. end-1``, and their first failures.
+
+    ``slot``: this worker's place in the shared ``state`` array (``None`` in the parent process), where the
+    parent watches the time calls take (and nudges, then kills, a worker past the limit); ``skip``:
+    ``{(row, LF index): error}`` calls not to make again (their worker was stopped), failed with ``error``;
+    ``alarm``: in the parent, interrupt calls past the time limit with a SIGALRM timer. A call found to have
+    taken too long when it returns fails too.
+    """
     start, end = bounds
     names, ids, lfs = _WORK["names"], _WORK["ids"], _WORK["lfs"]
-    k, abstain_on_error = _WORK["k"], _WORK["on_error"] == "abstain"
+    k, abstain_on_error, timeout = _WORK["k"], _WORK["on_error"] == "abstain", _WORK["timeout_s"]
+    state = _WORK.get("state") if slot is not None else None
+    at = _SLOT * slot if slot is not None else 0
+    limit = int(timeout * 1e9) if timeout is not None else 0
+    _ALARM.update(armed=False, state=state, at=at, limit=limit)
     valid = range(ABSTAIN, k)
     columns = [col[start:end] for col in _WORK["columns"]]
     out: list[list[int]] = [[] for _ in lfs]
     errors: dict[str, list[tuple[int, str]]] = {}
     # a plain PythonLF without resources is called as its bare function: one call fewer per row
-    calls = [(lf, lf.func if type(lf) is PythonLF and not lf.resources else lf.__call__, out[j])
+    calls = [(j, lf, lf.func if type(lf) is PythonLF and not lf.resources else lf.__call__, out[j])
              for j, lf in enumerate(lfs)]
     for i, values in enumerate(zip(*columns), start):
         row = Row(**dict(zip(names, values)))
-        for lf, call, sink in calls:
+        if state is not None:
+            state[at] = i
+        for j, lf, call, sink in calls:
             try:
-                vote = call(row)
-            except Exception as exc:
+                if skip and (i, j) in skip:
+                    raise _Skipped(skip[(i, j)])
+                if state is not None:
+                    state[at + 1] = j
+                if timeout is None:
+                    vote = call(row)
+                else:
+                    began = time.monotonic_ns()
+                    if state is not None:
+                        state[at + 2] = began
+                    if alarm:
+                        signal.setitimer(signal.ITIMER_REAL, timeout)
+                    _ALARM["armed"] = True
+                    vote = call(row)
+                    _ALARM["armed"] = False
+                    if alarm:
+                        signal.setitimer(signal.ITIMER_REAL, 0)
+                    if time.monotonic_ns() - began > limit:  # it swallowed the interrupt, or none could be sent
+                        raise _LFTimeout
+                if state is not None:
+                    state[at + 2] = 0
+                    state[at + 1] = -1
+            except BaseException as exc:  # noqa: BLE001 (sys.exit() and the like from an LF are LF errors too)
+                _ALARM["armed"] = False
+                if alarm:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                if state is not None:
+                    state[at + 2] = 0
+                    state[at + 1] = -1
+                if isinstance(exc, KeyboardInterrupt):
+                    raise LFError(f"interrupted while LF {lf.name!r} was labeling row id {ids[i]!r}") from None
+                error = _describe(exc, timeout)
                 if not abstain_on_error:
-                    raise LFError(
-                        f"LF {lf.name!r} raised {type(exc).__name__}: {exc} on row id {ids[i]!r}"
-                        " (use on_error='abstain' to abstain on such rows)"
-                    ) from exc
+                    hint = "raise the time limit, or use" if isinstance(exc, _LFTimeout) else "use"
+                    raise LFError(f"LF {lf.name!r} raised {error} on row id {ids[i]!r} ({hint} on_error='abstain' "
+                                  "to abstain on such rows)") from (None if isinstance(exc, _LFTimeout) else exc)
                 kept = errors.setdefault(lf.name, [])
                 if len(kept) < MAX_FAILURES_KEPT:
-                    kept.append((i, f"{type(exc).__name__}: {exc}"))
+                    kept.append((i, error))
                 vote = ABSTAIN
             if type(vote) is not int or vote not in valid:
                 vote = _coerce_vote(lf.name, vote, ids[i], k)
             sink.append(vote)
     votes = np.array(out, dtype=LABEL_DTYPE).T if lfs else np.empty((end - start, 0), LABEL_DTYPE)
     return votes.reshape(end - start, len(lfs)), errors
+
+
+class _Skipped(Exception):
+    """A call not made again: it ran past the time limit before and its worker had to be stopped."""
+
+
+def _describe(exc: BaseException, timeout: float | None) -> str:
+    """``"Type: message"`` of an exception an LF raised, as kept in failures."""
+    if isinstance(exc, _Skipped):
+        return str(exc)
+    if isinstance(exc, _LFTimeout):
+        return f"TimeoutError: took longer than the time limit of {timeout:g} s"
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the LF called sys.exit({exc.code!r}); an LF must return a vote"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _coerce_vote(name: str, vote: Any, row_id: str, k: int) -> int:
@@ -495,3 +668,204 @@ def _coerce_vote(name: str, vote: Any, row_id: str, k: int) -> int:
         f"LF {name!r} returned {vote!r} ({type(vote).__name__}) on row id {row_id!r}; "
         f"expected a class index 0..{k - 1} or ABSTAIN (-1)"
     )
+
+
+# --- worker processes ----------------------------------------------------------------------------------
+
+
+class _Worker:
+    """One forked process labeling pieces of rows it is sent over a pipe; it inherits :data:`_WORK`."""
+
+    def __init__(self, context: Any, slot: int) -> None:
+        self.slot = slot
+        self.piece: int | None = None
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(slot, child), daemon=True,
+                                       name=f"labelflow-lf-worker-{slot}")
+        self.process.start()
+        child.close()
+
+    def give(self, piece: int, bounds: tuple[int, int], skip: dict[tuple[int, int], str] | None) -> None:
+        self.piece = piece
+        self.conn.send((bounds, skip))
+
+    def receive(self) -> tuple[str, Any] | None:
+        """The reply to the piece given, or ``None`` if the process died first."""
+        try:
+            if self.conn.poll():
+                return self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        return None
+
+    def exitcode(self) -> int | None:
+        self.process.join(timeout=5)
+        return self.process.exitcode
+
+    def stop(self, *, kill: bool = False) -> None:
+        if not kill and self.process.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                kill = True
+            else:
+                self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+def _worker_main(slot: int, conn: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's to handle: it stops the workers
+    if _NUDGE is not None:
+        signal.signal(_NUDGE, _on_alarm)
+    with stdout_to_stderr():
+        while True:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):  # the parent is gone
+                return
+            if task is None:
+                return
+            bounds, skip = task
+            try:
+                reply: tuple[str, Any] = ("ok", _run_piece(bounds, slot=slot, skip=skip))
+            except BaseException as exc:  # noqa: BLE001 (sent back and raised in the parent)
+                reply = ("error", exc if isinstance(exc, LFError) else LFError(f"{type(exc).__name__}: {exc}"))
+            conn.send(reply)
+
+
+def _run_pool(pieces: list[tuple[int, int]], jobs: int) -> list[tuple[LabelArray, dict[str, list[tuple[int, str]]]]]:
+    """:func:`_run_piece` on every piece in up to ``jobs`` forked workers; results in piece order.
+
+    A worker that dies raises :class:`LFError` naming its rows and the LF it was calling. Under a time
+    limit, a call past it is interrupted (the worker is sent :data:`_NUDGE`); one that outlives it by a
+    grace period (its code ignored the interrupt) has its worker killed: an LF error, or with
+    ``on_error="abstain"`` the piece is labeled again skipping that call. The first error in row order is raised.
+    """
+    context = multiprocessing.get_context("fork")
+    slots = max(1, min(jobs, len(pieces)))
+    state = context.RawArray("q", _SLOT * slots)
+    _WORK["state"] = state
+    timeout = _WORK["timeout_s"]
+    limit_ns = 0 if timeout is None else int(timeout * 1e9)
+    hard_ns = 0 if timeout is None else int((timeout + max(1.0, timeout)) * 1e9)  # the grace: as long again, ≥ 1 s
+    poll = None if timeout is None else min(POLL_S, timeout / 2)
+    nudged: dict[int, int] = {}  # slot → start of the call it was nudged about
+    results: list[Any] = [None] * len(pieces)
+    todo = list(range(len(pieces)))  # kept sorted
+    skips: dict[int, dict[tuple[int, int], str]] = {}
+    errors: dict[int, LFError] = {}
+    workers: list[_Worker | None] = [None] * slots
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fork.*")  # workers never call into polars
+            while True:
+                first_error = min(errors, default=len(pieces))
+                for slot in range(slots):
+                    worker = workers[slot]
+                    if worker is not None and worker.piece is not None and worker.piece > first_error:
+                        worker.stop(kill=True)  # cannot raise an earlier error than the one known
+                        workers[slot] = worker = None
+                    if (worker is None or worker.piece is None) and todo and todo[0] < first_error:
+                        if worker is not None and not worker.process.is_alive():  # died after its last reply
+                            worker.stop(kill=True)
+                            worker = None
+                        if worker is None:
+                            workers[slot] = worker = _Worker(context, slot)
+                        state[_SLOT * slot:_SLOT * slot + _SLOT] = [-1, -1, 0]
+                        piece = todo.pop(0)
+                        worker.give(piece, pieces[piece], skips.get(piece))
+                busy = [w for w in workers if w is not None and w.piece is not None]
+                if not busy:
+                    break
+                ready = multiprocessing.connection.wait(
+                    [w.conn for w in busy] + [w.process.sentinel for w in busy],
+                    timeout=poll)
+                for worker in busy:
+                    if worker.conn not in ready and worker.process.sentinel not in ready:
+                        continue
+                    reply = worker.receive()
+                    if reply is None:
+                        raise _died(worker, pieces, state)
+                    kind, value = reply
+                    if kind == "ok":
+                        results[worker.piece] = value  # type: ignore[index]
+                    else:
+                        errors[worker.piece] = value  # type: ignore[index]
+                    worker.piece = None
+                if timeout is not None:
+                    for worker in busy:
+                        began = _call_start(state, worker.slot) if worker.piece is not None else 0
+                        if not began:
+                            continue
+                        late = time.monotonic_ns() - began
+                        if late > hard_ns and _stop_overdue(worker, state, skips, todo):
+                            workers[worker.slot] = None
+                        elif _NUDGE is not None and late > limit_ns and nudged.get(worker.slot) != began:
+                            nudged[worker.slot] = began  # interrupt the call (once); kill it if that does not help
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(worker.process.pid, _NUDGE)
+        if errors:
+            raise errors[min(errors)]
+    finally:
+        for worker in workers:
+            if worker is not None:
+                worker.stop(kill=worker.piece is not None)
+    return results
+
+
+def _call_start(state: Any, slot: int) -> int:
+    """When the LF call the worker in ``slot`` is in began (``time.monotonic_ns``), or 0 between calls."""
+    at = _SLOT * slot
+    lf, began = state[at + 1], state[at + 2]
+    return began if lf >= 0 and began > 0 and state[at + 1] == lf else 0
+
+
+def _stop_overdue(worker: _Worker, state: Any, skips: dict[int, dict[tuple[int, int], str]], todo: list[int]) -> bool:
+    """Kill a worker stuck in an LF call past the time limit and requeue its piece, skipping that call; raise
+    instead unless ``on_error="abstain"``. ``False`` (nothing done) if the call ended meanwhile."""
+    at = _SLOT * worker.slot
+    row, j, began = int(state[at]), int(state[at + 1]), int(state[at + 2])
+    if j < 0 or not began:
+        return False
+    worker.stop(kill=True)
+    piece, worker.piece = worker.piece, None
+    stuck = (int(state[at]), int(state[at + 1]), int(state[at + 2])) == (row, j, began)
+    if stuck:  # else the call returned just before the kill: the piece is labeled again in full
+        name, row_id, timeout = _WORK["lfs"][j].name, _WORK["ids"][row], _WORK["timeout_s"]
+        error = f"TimeoutError: took longer than the time limit of {timeout:g} s and ignored the interrupt"
+        if _WORK["on_error"] != "abstain":
+            raise LFError(f"LF {name!r} raised {error} on row id {row_id!r}; its worker process was stopped (raise "
+                          "the time limit, or use on_error='abstain' to abstain on such rows)")
+        skips.setdefault(piece, {})[(row, j)] = error  # type: ignore[arg-type]
+    todo.append(piece)  # type: ignore[arg-type]
+    todo.sort()
+    return True
+
+
+def _died(worker: _Worker, pieces: list[tuple[int, int]], state: Any) -> LFError:
+    """The error for a worker process that exited while labeling a piece."""
+    code = worker.exitcode()
+    if code is not None and code < 0:
+        try:
+            how = f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+        if code == -signal.SIGKILL:
+            how += ", perhaps for lack of memory"
+    else:
+        how = f"exit status {code}"
+    start, end = pieces[worker.piece]  # type: ignore[index]
+    ids, lfs = _WORK["ids"], _WORK["lfs"]
+    at = _SLOT * worker.slot
+    row, j = int(state[at]), int(state[at + 1])
+    rows = f"rows {ids[start]!r}..{ids[end - 1]!r}"
+    if 0 <= j < len(lfs) and start <= row < end:
+        doing = f"while LF {lfs[j].name!r} was labeling row id {ids[row]!r} (of {rows})"
+    else:
+        doing = f"while labeling {rows}"
+    return LFError(f"a worker process died ({how}) {doing}; nothing was written. An LF must return a vote: look in it "
+                   "for os._exit(), a crash in native code or heavy memory use (if memory ran out, use fewer worker "
+                   "processes: n_jobs / --jobs)")

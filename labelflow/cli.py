@@ -63,6 +63,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=("raise", "abstain"), default="raise",
                    help="an LF raising on a row stops the run (raise) or abstains there (abstain)")
     p.add_argument("--jobs", type=_positive, default=None, help="worker processes for Python LFs (default: all CPUs)")
+    p.add_argument("--lf-timeout", type=float, default=None, metavar="SECONDS",
+                   help="time limit of one Python LF call on one row; a call past it is an LF error "
+                        "(--on-error decides; default: no limit)")
     _engine_arguments(p)
 
     p = command("fit", "Fit a label model on the train rows and report dev/test metrics.")
@@ -414,15 +417,19 @@ def _init(args: argparse.Namespace) -> dict[str, Any]:
 def _apply(args: argparse.Namespace) -> dict[str, Any]:
     project = _open(args)
     matrix, cache = project.apply(lfs=args.lfs, on_error=args.on_error, n_jobs=args.jobs, progress=True,
-                                  engine=args.engine, address=args.address)
+                                  engine=args.engine, address=args.address, timeout_s=args.lf_timeout)
     result = {
         "rows": matrix.shape[0], "lfs": list(matrix.lf_names),
         "applied": cache.misses, "cached": cache.hits,
         "failures": [f.__dict__ for f in matrix.failures],
     }
+    if cache.uncached:  # LF name → what its fingerprint cannot cover (so it was re-applied)
+        result["uncached"] = cache.uncached
     if not args.json:
         print(f"label matrix {matrix.shape[0]} rows × {matrix.shape[1]} LFs "
               f"({len(cache.misses)} applied, {len(cache.hits)} from cache)")
+        for name, why in cache.uncached.items():
+            print(f"  LF {name!r} re-applied: {why}")
         for f in matrix.failures[:20]:
             print(f"  LF {f.lf!r} failed on row id {f.row_id!r}: {f.error}")
         if len(matrix.failures) > 20:

@@ -360,7 +360,7 @@ def _label_shard(table: Any, plan: bytes) -> Any:
     error = None
     try:
         applier = _unpack(plan)
-        votes, failures = applier(frame, n_jobs=1)
+        votes, failures = applier(frame, n_jobs=1, processes=False)  # the task is the process: Ray retries it
     except Exception as exc:
         try:
             error = cloudpickle.dumps(exc)

@@ -351,15 +351,16 @@ class Project:
 
     def apply(self, *, lfs: str | Path | Sequence[LabelingFunction] | None = None, on_error: OnError = "raise",
               n_jobs: int | None = None, progress: bool = False, engine: Engine | RayEngine = "local",
-              address: str | None = None) -> tuple[LabelMatrix, VoteCache]:
+              address: str | None = None, timeout_s: float | None = None) -> tuple[LabelMatrix, VoteCache]:
         """Apply the LF suite (a file, LF objects, or the configured suite) to every row, reusing cached
         votes; saves ``store/matrix.parquet``. The rows are read and labeled a chunk at a time, here
-        or on Ray (``engine="ray"``, see :meth:`ray_engine`)."""
+        or on Ray (``engine="ray"``, see :meth:`ray_engine`); ``timeout_s`` limits each Python LF call
+        (see :func:`~labelflow.apply.apply_lfs`)."""
         cache = VoteCache(self.store / "votes")
         suite = lfs if isinstance(lfs, Sequence) and not isinstance(lfs, str) else self.lfs(lfs)
         matrix = apply_lfs(self.rows(), suite, cardinality=self.schema.k, cache=cache, on_error=on_error,
                            n_jobs=n_jobs, progress=progress, fm_cache=self.fm_cache,
-                           engine=self.ray_engine(engine, address) or "local")
+                           engine=self.ray_engine(engine, address) or "local", timeout_s=timeout_s)
         matrix.save(self.store / "matrix.parquet")
         return matrix, cache
 

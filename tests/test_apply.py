@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
+import sys
 import textwrap
+import time
 
 import numpy as np
 import polars as pl
@@ -26,7 +30,8 @@ from labelflow import (
     regex_lf,
     threshold_lf,
 )
-from labelflow.apply import PARALLEL_MIN_ROWS
+from labelflow.apply import PARALLEL_MIN_ROWS, ChunkApplier
+from labelflow.lf import as_lf
 from labelflow.matrix import LFFailure
 
 HAM, SPAM = 0, 1
@@ -413,12 +418,12 @@ def test_cache_changed_text_reapplies_everything(tiny_dataset, suite_file, tmp_p
     np.testing.assert_array_equal(matrix.values[1:], SUITE_MATRIX[1:])
 
 
-def test_cache_metadata_change_keeps_expression_lfs_that_do_not_read_it(tiny_dataset, suite_file, tmp_path):
+def test_cache_metadata_change_keeps_lfs_that_do_not_read_it(tiny_dataset, suite_file, tmp_path):
     _apply_cached(tiny_dataset, suite_file, tmp_path / "votes")
     edited = tiny_dataset.replace(tiny_dataset.frame.with_columns(author=pl.lit("someone else")))
     matrix, cache = _apply_cached(edited, suite_file, tmp_path / "votes")
-    assert cache.hits == ["kw_song"]  # reads only `text`
-    assert cache.misses == ["link", "money", "short"]  # Python LFs may read any column
+    assert cache.hits == ["link", "short", "kw_song"]  # read only `text` (Python LFs: as x.text)
+    assert cache.misses == ["money"]  # reads x inside a generator expression: any column, as far as is known
     np.testing.assert_array_equal(matrix.values, SUITE_MATRIX)
 
 
@@ -493,3 +498,500 @@ def test_same_size_edit_runs_the_new_code(tiny_dataset, tmp_path, monkeypatch):
 def test_lf_named_id_is_rejected(tiny_dataset):
     with pytest.raises(LFError, match="'id' is reserved"):
         apply_lfs(tiny_dataset, [keyword_lf("id", ["song"], label=HAM)], cardinality=2)
+
+
+# --- issue 14, item 1: the vote cache never hands back votes of code or data that has changed ------------------
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """Write ``name.py`` beside the suite (importable by it); ``forget()`` drops the imported modules, as a new
+    ``labelflow apply`` process starts without them."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("sys.dont_write_bytecode", True)  # an edit within the second must still be seen
+    import importlib
+    import sys
+
+    written: list[str] = []
+
+    def write(name: str, text: str) -> None:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
+        written.append(name)
+        forget()
+
+    def forget() -> None:
+        for name in written:
+            sys.modules.pop(name, None)
+        importlib.invalidate_caches()
+
+    write.forget = forget  # type: ignore[attr-defined]
+    yield write
+    forget()
+
+
+def _suite(tmp_path, text):
+    path = tmp_path / "suite.py"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _applied(tiny_dataset, suite_path, tmp_path, **kwargs):
+    cache = VoteCache(tmp_path / "votes")
+    matrix = apply_lfs(tiny_dataset, load_lf_suite(suite_path), cardinality=2, cache=cache, n_jobs=1, **kwargs)
+    return matrix, cache
+
+
+HELPERS = '''\
+    WORDS = ("cash",)
+
+
+    def is_spam(text):
+        return any(w in text.lower() for w in WORDS)
+
+
+    class Detector:
+        def __init__(self, words):
+            self.words = words
+
+        def hit(self, text):
+            return any(w in text.lower() for w in self.words)
+'''
+
+
+@pytest.mark.parametrize(
+    "suite",
+    [
+        '''\
+        from labelflow import ABSTAIN, labeling_function
+        from {mod} import is_spam
+
+        @labeling_function()
+        def spam(x):
+            return 1 if is_spam(x.text) else ABSTAIN
+        ''',
+        '''\
+        import {mod}
+        from labelflow import ABSTAIN, labeling_function
+
+        @labeling_function()
+        def spam(x):
+            return 1 if {mod}.is_spam(x.text) else ABSTAIN
+        ''',
+        '''\
+        from labelflow import ABSTAIN, labeling_function
+
+        @labeling_function()
+        def spam(x):
+            from {mod} import is_spam
+            return 1 if is_spam(x.text) else ABSTAIN
+        ''',
+    ],
+    ids=["from-import", "module-attribute", "import-in-the-lf"],
+)
+def test_item1_editing_a_helper_in_another_module_reapplies_the_lf(tiny_dataset, tmp_path, user_module, suite):
+    import importlib
+
+    inside = suite.find("import is_spam") > suite.index("def spam")  # the LF imports its helper when it runs
+
+    def imported() -> None:  # as after the suite has run once in a process
+        if inside:
+            importlib.import_module("helpers_a")
+
+    user_module("helpers_a", HELPERS)
+    path = _suite(tmp_path, suite.format(mod="helpers_a"))
+    matrix, cache = _applied(tiny_dataset, path, tmp_path)
+    assert matrix.values[:, 0].tolist() == [-1, -1, 1, -1]
+    if inside:  # in a new process the helper is not imported before the LF runs: nothing to fingerprint yet
+        assert cache.uncached == {"spam": "fingerprint cannot cover spam() in suite.py (imports module 'helpers_a' at "
+                                          "run time and it is not imported yet)"}
+        user_module.forget()
+        imported()
+        _, cache = _applied(tiny_dataset, path, tmp_path)
+        assert (cache.misses, cache.uncached) == (["spam"], {})
+    user_module("helpers_a", HELPERS.replace('"cash",', '"cash", "love"'))  # a constant the helper reads
+    imported()
+    matrix, cache = _applied(tiny_dataset, path, tmp_path)
+    assert (cache.misses, cache.hits, cache.uncached) == (["spam"], [], {})
+    assert matrix.values[:, 0].tolist() == [-1, 1, 1, -1]
+    user_module.forget()
+    imported()
+    _, cache = _applied(tiny_dataset, path, tmp_path)  # unchanged: from the cache again
+    assert (cache.misses, cache.hits) == ([], ["spam"])
+
+
+def test_item1_editing_a_method_of_a_class_used_by_an_lf_reapplies_it(tiny_dataset, tmp_path, user_module):
+    user_module("helpers_b", HELPERS)
+    path = _suite(tmp_path, '''\
+        from labelflow import ABSTAIN, labeling_function
+        from helpers_b import Detector
+
+        DETECTOR = Detector(["cash"])
+
+        @labeling_function()
+        def spam(x):
+            return 1 if DETECTOR.hit(x.text) else ABSTAIN
+        ''')
+    matrix, cache = _applied(tiny_dataset, path, tmp_path)
+    assert matrix.values[:, 0].tolist() == [-1, -1, 1, -1]
+    user_module("helpers_b", HELPERS.replace("return any(w in text.lower() for w in self.words)",
+                                             "return any(w in text.lower() for w in self.words) or 'song' in text"))
+    matrix, cache = _applied(tiny_dataset, path, tmp_path)
+    assert (cache.misses, cache.hits) == (["spam"], [])
+    assert matrix.values[:, 0].tolist() == [-1, 1, 1, 1]
+    user_module.forget()
+    _, cache = _applied(tiny_dataset, path, tmp_path)
+    assert (cache.misses, cache.hits) == ([], ["spam"])
+
+
+@pytest.mark.parametrize("kind", ["word-list", "numpy-array"])
+def test_item1_editing_a_data_file_the_suite_loads_reapplies_the_lf(tiny_dataset, tmp_path, kind):
+    words = tmp_path / "words.txt"
+    words.write_text("cash\n")
+    load = "set(Path(__file__).with_name('words.txt').read_text().split())" if kind == "word-list" else \
+        "np.loadtxt(Path(__file__).with_name('words.txt'), dtype=str, ndmin=1)"
+    path = _suite(tmp_path, f'''\
+        from pathlib import Path
+
+        import numpy as np
+        from labelflow import ABSTAIN, labeling_function
+
+        WORDS = {load}
+
+        @labeling_function()
+        def spam(x):
+            return 1 if any(w in x.text.lower() for w in WORDS) else ABSTAIN
+        ''')
+    matrix, _ = _applied(tiny_dataset, path, tmp_path)
+    assert matrix.values[:, 0].tolist() == [-1, -1, 1, -1]
+    words.write_text("cash\nlove\n")
+    matrix, cache = _applied(tiny_dataset, path, tmp_path)
+    assert (cache.misses, cache.hits) == (["spam"], [])
+    assert matrix.values[:, 0].tolist() == [-1, 1, 1, -1]
+    _, cache = _applied(tiny_dataset, path, tmp_path)
+    assert (cache.misses, cache.hits) == ([], ["spam"])
+
+
+def test_item1_an_lf_whose_fingerprint_has_gaps_is_reapplied_every_time_and_says_why(tiny_dataset, tmp_path):
+    (tmp_path / "words.txt").write_text("cash")
+    path = _suite(tmp_path, '''\
+        import array
+        from pathlib import Path
+
+        from labelflow import ABSTAIN, keyword_lf, labeling_function
+
+        CODES = array.array("b", [1])
+        WORDS = Path(__file__).with_name("words.txt")
+
+        @labeling_function()
+        def coded(x):
+            return 1 if CODES[0] == 1 and "cash" in x.text.lower() else ABSTAIN
+
+        @labeling_function()
+        def reads_file(x):
+            return 1 if open(WORDS).read() in x.text.lower() else ABSTAIN
+
+        kw = keyword_lf("kw", ["song"], label=0)
+        ''')
+    for words, column in (("cash", [-1, -1, 1, -1]), ("love", [-1, 1, -1, -1])):
+        (tmp_path / "words.txt").write_text(words)
+        matrix, cache = _applied(tiny_dataset, path, tmp_path)
+        assert cache.misses[:2] == ["coded", "reads_file"]
+        assert cache.uncached == {
+            "coded": "fingerprint cannot cover global 'CODES' of suite.py (a array.array object, which labelflow "
+                     "cannot hash)",
+            "reads_file": "fingerprint cannot cover reads_file() in suite.py (calls open(): what it reads at run time "
+                          "is not covered)",
+        }
+        assert matrix.values[:, 1].tolist() == column
+    assert cache.hits == ["kw"]
+    assert len(list((tmp_path / "votes").glob("*.npz"))) == 1  # only kw's votes were stored
+
+
+@preprocessor()
+def lowered(x):
+    x.lowered = x.text.lower()
+    return x
+
+
+@snorkel_lf(pre=[lowered])
+def sn_cash_lowered(x):
+    return SPAM if "cash" in x.lowered else ABSTAIN
+
+
+@snorkel_lf()
+def sn_song(x):
+    return HAM if "song" in x.text else ABSTAIN
+
+
+def _author_is_bot() -> object:
+    from snorkel.preprocess import Preprocessor
+
+    class AuthorIsBot(Preprocessor):
+        def __init__(self):
+            super().__init__("author_is_bot", field_names={"author": "author"}, mapped_field_names={"bot": "bot"})
+
+        def run(self, author):
+            return {"bot": author.startswith("bot")}
+
+    return AuthorIsBot()
+
+
+def test_item1_a_new_fm_column_keeps_snorkel_lfs_cached_and_their_own_columns_still_count(tiny_dataset, tmp_path):
+    @snorkel_lf(pre=[_author_is_bot()])
+    def sn_bot(x):
+        return SPAM if x.bot else ABSTAIN
+
+    suite = [sn_cash_lowered, sn_song, sn_bot]
+    assert [as_lf(lf).columns() for lf in suite] == [("lowered", "text"), ("text",), ("bot", "author")]
+    names = [lf.name for lf in suite]
+
+    def run(data):
+        cache = VoteCache(tmp_path / "votes")
+        return apply_lfs(data, suite, cardinality=2, cache=cache, n_jobs=1), cache
+
+    first, _ = run(tiny_dataset)
+    assert first.values.tolist() == [[-1, -1, 1], [-1, 0, -1], [1, -1, 1], [-1, 0, -1]]
+    with_fm = tiny_dataset.replace(tiny_dataset.frame.with_columns(zero_shot_spam=pl.lit(0.5)))
+    matrix, cache = run(with_fm)
+    assert (cache.misses, cache.hits) == ([], names)
+    np.testing.assert_array_equal(matrix.values, first.values)
+    new_author = with_fm.replace(with_fm.frame.with_columns(author=pl.lit("bot9")))
+    matrix, cache = run(new_author)
+    assert (cache.misses, cache.hits) == (["sn_bot"], ["sn_cash_lowered", "sn_song"])
+    assert matrix.values[:, 2].tolist() == [1, 1, 1, 1]
+
+
+def test_item1_cli_apply_says_which_lfs_were_reapplied_and_why(project, tmp_path, capsys):
+    from labelflow.cli import main
+
+    path = _suite(tmp_path, '''\
+        import threading
+
+        from labelflow import ABSTAIN, labeling_function
+
+        DONE = threading.Event()
+
+        @labeling_function()
+        def evented(x):
+            return 1 if not DONE.is_set() and "free" in x.text else ABSTAIN
+        ''')
+    p = ["-p", str(project.root), "--lfs", str(path), "--jobs", "1"]
+    assert main(["apply", *p]) == 0
+    assert main(["apply", *p]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == "label matrix 16 rows × 1 LFs (1 applied, 0 from cache)"
+    assert out[-1] == ("  LF 'evented' re-applied: fingerprint cannot cover global 'DONE' of suite.py (a "
+                       "threading.Event object, which labelflow cannot hash)")
+    assert main(["apply", *p, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["uncached"] == {"evented": out[-1].split(": ", 1)[1]}
+
+
+# --- issue 14, item 5: sys.exit() and print() in an LF -------------------------------------------------------
+
+
+@pytest.fixture
+def deadline():
+    """Fail a test that takes more than 90 s (a hang) instead of waiting forever."""
+
+    def hung(signum, frame):
+        raise TimeoutError("the test hung for 90 s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(90)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _exits_on(row_id, how="sys.exit"):
+    @labeling_function(name="exits")
+    def exits(x):
+        if x.id == row_id:
+            if how == "sys.exit":
+                sys.exit(0)
+            os._exit(0)
+        return HAM
+
+    return exits
+
+
+@pytest.mark.parametrize("where", ["this-process", "workers"])
+def test_item5_an_lf_calling_sys_exit_is_an_lf_error_naming_the_lf_and_row(tiny_dataset, big_frame, where, deadline):
+    data, row_id, n_jobs = (tiny_dataset, "c", 1) if where == "this-process" else \
+        (big_frame, big_frame["id"][15_000], 2)
+    with pytest.raises(LFError, match=rf"^LF 'exits' raised SystemExit: the LF called sys.exit\(0\); an LF must return "
+                                      rf"a vote on row id '{re.escape(row_id)}' \(use on_error='abstain'"):
+        apply_lfs(data, [has_link, _exits_on(row_id)], cardinality=2, n_jobs=n_jobs)
+    matrix = apply_lfs(data, [has_link, _exits_on(row_id)], cardinality=2, n_jobs=n_jobs, on_error="abstain")
+    assert matrix.failures == (LFFailure("exits", row_id, "SystemExit: the LF called sys.exit(0); an LF must return "
+                                                          "a vote"),)
+    assert (matrix.values[:, 1] == ABSTAIN).sum() == 1
+
+
+SYS_EXIT_SUITE = '''\
+from labelflow import ABSTAIN, labeling_function
+import sys
+
+print("suite imported")
+
+
+@labeling_function()
+def chatty(x):
+    print("looking at", x.id)
+    return 1 if "free" in x.text else ABSTAIN
+
+
+@labeling_function()
+def bye(x):
+    if x.id == "t3":
+        sys.exit(0)
+    return ABSTAIN
+'''
+
+
+def test_item5_cli_apply_never_exits_0_without_a_matrix(project, tmp_path, capsys):
+    from labelflow.cli import main
+
+    path = _suite(tmp_path, SYS_EXIT_SUITE)
+    assert main(["apply", "-p", str(project.root), "--lfs", str(path), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == ("labelflow: error: LF 'bye' raised SystemExit: the LF called sys.exit(0); an LF must return a "
+                       "vote on row id 't3' (use on_error='abstain' to abstain on such rows)")
+    assert not (project.store / "matrix.parquet").exists()
+
+
+def test_item5_a_suite_calling_sys_exit_on_import_is_an_error(tmp_path):
+    path = _suite(tmp_path, "import sys\nsys.exit(0)\n")
+    with pytest.raises(LFError, match=r"suite.py, line 2: the LF suite failed to import: SystemExit: 0"):
+        load_lf_suite(path)
+
+
+def test_item5_lf_print_output_does_not_reach_the_json_on_stdout(project, tmp_path, capfd):
+    from labelflow.cli import main
+
+    path = _suite(tmp_path, SYS_EXIT_SUITE.replace('x.id == "t3"', "False"))
+    assert main(["apply", "-p", str(project.root), "--lfs", str(path), "--jobs", "1", "--json"]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["lfs"] == ["chatty", "bye"]  # stdout holds the JSON document alone
+    assert "suite imported" in err and "looking at t0" in err
+
+
+def test_item5_lf_print_output_in_worker_processes_goes_to_stderr(big_frame, capfd):
+    @labeling_function()
+    def chatty(x):
+        if x.id.endswith("#3"):
+            print("worker", os.getpid(), "row", x.id)
+            os.system("echo from a subprocess")  # noqa: S605 (file descriptor 1 too)
+        return ABSTAIN
+
+    apply_lfs(big_frame, [chatty], cardinality=2, n_jobs=2)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "row" in err and "from a subprocess" in err
+    pids = {int(line.split()[1]) for line in err.splitlines() if line.startswith("worker ")}
+    assert pids and os.getpid() not in pids  # printed in worker processes
+
+
+# --- issue 14, item 10: a worker that dies fails the run; a per-row time limit ----------------------------------
+
+
+def test_item10_a_worker_that_dies_fails_naming_its_rows_and_the_lf(big_frame, deadline):
+    row_id = big_frame["id"][15_000]
+    with pytest.raises(LFError, match=rf"^a worker process died \(exit status 0\) while LF 'exits' was labeling row id "
+                                      rf"'{re.escape(row_id)}' \(of rows '.+'\.\.'.+'\); nothing was written"):
+        apply_lfs(big_frame, [has_link, _exits_on(row_id, how="os._exit")], cardinality=2, n_jobs=2)
+
+
+def test_item10_a_worker_killed_by_a_signal_is_named(big_frame, deadline):
+    row_id = big_frame["id"][300]
+
+    @labeling_function()
+    def oom(x):
+        if x.id == row_id:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+        return HAM
+
+    with pytest.raises(LFError, match=rf"died \(killed by signal SIGKILL, perhaps for lack of memory\) while LF 'oom' "
+                                      rf"was labeling row id '{re.escape(row_id)}'"):
+        apply_lfs(big_frame, [oom], cardinality=2, n_jobs=2, on_error="abstain")
+
+
+def _slow_on(row_id, *, stubborn=False):
+    @labeling_function(name="slow")
+    def slow(x):
+        if x.id == row_id:
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                try:
+                    time.sleep(60)
+                except BaseException:  # noqa: BLE001 (an LF that swallows the interrupt)
+                    if not stubborn:
+                        raise
+        return SPAM if "cash" in x.text.lower() else ABSTAIN
+
+    return slow
+
+
+@pytest.mark.parametrize("stubborn", [False, True], ids=["interrupted", "ignores-the-interrupt"])
+@pytest.mark.parametrize("processes", [True, False], ids=["worker", "this-process"])
+def test_item10_an_lf_past_the_time_limit_is_an_lf_error(tiny_dataset, stubborn, processes, deadline):
+    if stubborn and not processes:
+        pytest.skip("code ignoring the interrupt is stopped only in a worker process")
+    lfs = (has_link, _slow_on("b", stubborn=stubborn))
+    applier = ChunkApplier(lfs, 2, "raise", 0.3)
+    began = time.monotonic()
+    extra = " and ignored the interrupt" if stubborn else ""
+    with pytest.raises(LFError, match=rf"^LF 'slow' raised TimeoutError: took longer than the time limit of 0.3 s"
+                                      rf"{extra} on row id 'b'.*raise the time limit, or use on_error='abstain'"):
+        applier(tiny_dataset.frame, processes=processes)
+    assert time.monotonic() - began < 10
+    votes, failures = ChunkApplier(lfs, 2, "abstain", 0.3)(tiny_dataset.frame, processes=processes)
+    assert votes.tolist() == [[-1, -1], [-1, -1], [1, 1], [-1, -1]]
+    assert failures["slow"] == [LFFailure("slow", "b",
+                                          f"TimeoutError: took longer than the time limit of 0.3 s{extra}")]
+    assert time.monotonic() - began < 20
+
+
+def test_item10_time_limit_in_worker_processes_over_chunks_and_the_cache(big_frame, tmp_path, deadline):
+    row_id = big_frame["id"][12_345]
+    suite = [has_link, _slow_on(row_id)]
+    cache = VoteCache(tmp_path)
+    matrix = apply_lfs(big_frame, suite, cardinality=2, n_jobs=2, on_error="abstain", timeout_s=0.5, cache=cache,
+                       chunk_rows=10_000)
+    assert [f.row_id for f in matrix.failures] == [row_id]
+    expected = apply_lfs(big_frame, [has_link, _slow_on("none")], cardinality=2, n_jobs=1)
+    np.testing.assert_array_equal(np.delete(matrix.values, 12_345, axis=0), np.delete(expected.values, 12_345, axis=0))
+    assert matrix.values[12_345, 1] == ABSTAIN
+    cache = VoteCache(tmp_path)  # without a limit the late call's abstain is not what the LF votes: not reused
+    apply_lfs(big_frame[:100], suite, cardinality=2, on_error="abstain", cache=cache)
+    assert cache.misses == ["has_link", "slow"]
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "1", True])
+def test_item10_bad_time_limit(tiny_dataset, bad):
+    with pytest.raises(LFError, match=rf"timeout_s must be a number of seconds > 0, or None; "
+                                      rf"got {re.escape(repr(bad))}"):
+        apply_lfs(tiny_dataset, [has_link], cardinality=2, timeout_s=bad)
+
+
+def test_item10_cli_lf_timeout(project, tmp_path, capsys, deadline):
+    from labelflow.cli import main
+
+    path = _suite(tmp_path, '''\
+        import time
+        from labelflow import ABSTAIN, labeling_function
+
+        @labeling_function()
+        def slow(x):
+            if x.id == "t2":
+                time.sleep(60)
+            return ABSTAIN
+        ''')
+    p = ["-p", str(project.root), "--lfs", str(path), "--lf-timeout", "0.2"]
+    assert main(["apply", *p]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "labelflow: error: LF 'slow' raised TimeoutError: took longer than the time limit of 0.2 s on row id 't2' "
+        "(raise the time limit, or use on_error='abstain' to abstain on such rows)")
+    assert main(["apply", *p, "--on-error", "abstain"]) == 0
+    assert "  LF 'slow' failed on row id 't2': TimeoutError: took longer than the time limit of 0.2 s" in \
+        capsys.readouterr().out.splitlines()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -178,6 +179,36 @@ def test_an_lf_error_on_a_worker_names_the_lf_row_and_shard(cluster, tiny_datase
     local = apply_lfs(tiny_dataset, [picky], cardinality=2, on_error="abstain")
     assert matrix.failures == local.failures and len(matrix.failures) == 1
     np.testing.assert_array_equal(matrix.values, local.values)
+
+
+@pytest.mark.slow
+def test_item10_time_limit_and_item5_sys_exit_on_ray_workers(cluster, tiny_dataset):
+    """Ray tasks run the LFs in their own process (a killed task is Ray's to retry): the time limit interrupts
+    a slow call there, and sys.exit() in an LF is an LF error, as on the local engine."""
+
+    @labeling_function()
+    def slow(x):
+        if x.id == "b":
+            time.sleep(60)
+        return SPAM if "cash" in x.text.lower() else ABSTAIN
+
+    @labeling_function()
+    def exits(x):
+        if x.id == "d":
+            sys.exit(3)
+        return HAM
+
+    began = time.monotonic()
+    matrix = apply_lfs(tiny_dataset, [slow, exits], cardinality=2, engine=RayEngine(shard_rows=2), on_error="abstain",
+                       timeout_s=0.5)
+    assert time.monotonic() - began < 45
+    assert matrix.values.tolist() == [[-1, 0], [-1, 0], [1, 0], [-1, -1]]
+    assert [(f.lf, f.row_id, f.error) for f in matrix.failures] == [
+        ("slow", "b", "TimeoutError: took longer than the time limit of 0.5 s"),
+        ("exits", "d", "SystemExit: the LF called sys.exit(3); an LF must return a vote")]
+    with pytest.raises(LFError, match=r"LF 'slow' raised TimeoutError: took longer than the time limit of 0.5 s on row "
+                                      r"id 'b' .*\(in shard part-00000\.parquet\)"):
+        apply_lfs(tiny_dataset, [slow], cardinality=2, engine=RayEngine(shard_rows=2), timeout_s=0.5)
 
 
 @pytest.mark.slow

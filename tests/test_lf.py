@@ -265,3 +265,105 @@ def test_fingerprint_follows_expression_name_resources_and_closure():
 def test_numpy_class_index_is_a_valid_vote():
     lf = PythonLF("np_vote", lambda x: np.int64(1))
     assert lf(Row(text="x")) == 1
+
+
+# --- issue 14, item 1: a fingerprint covers what the LF reaches, or says what it cannot cover ------------
+
+
+def _closure_lf(value):
+    def lf(x):
+        return 1 if value is not None else ABSTAIN
+    return PythonLF("closure", lf)
+
+
+def test_item1_fingerprint_follows_numpy_arrays_by_value():
+    weights = np.arange(6, dtype=np.float64)
+    edited = weights.copy()
+    edited[3] = 99.0
+    assert _closure_lf(weights).fingerprint() == _closure_lf(weights.copy()).fingerprint()
+    assert _closure_lf(weights).fingerprint() != _closure_lf(edited).fingerprint()
+    assert _closure_lf(weights).fingerprint() != _closure_lf(weights.astype(np.float32)).fingerprint()
+    assert _closure_lf(weights).uncovered() == ()
+
+
+def test_item1_fingerprint_follows_the_methods_and_state_of_user_classes():
+    def make(body):
+        scope: dict = {}
+        exec(f"class Detector:\n    def __init__(self, words):\n        self.words = words\n"
+             f"    def hit(self, text):\n        return {body}\n", scope)
+        return scope["Detector"]
+
+    first, same, edited = make("'a' in text"), make("'a' in text"), make("'b' in text")
+    assert _closure_lf(first(["x"])).fingerprint() == _closure_lf(same(["x"])).fingerprint()
+    assert _closure_lf(first(["x"])).fingerprint() != _closure_lf(edited(["x"])).fingerprint()  # a method
+    assert _closure_lf(first(["x"])).fingerprint() != _closure_lf(first(["y"])).fingerprint()  # the state
+    assert _closure_lf(first(["x"])).uncovered() == ()
+
+
+def test_item1_fingerprint_follows_containers_of_data_by_value():
+    assert _closure_lf({"a": [1, 2], "b": {3}}).fingerprint() == _closure_lf({"b": {3}, "a": [1, 2]}).fingerprint()
+    assert _closure_lf({"a": [1, 2]}).fingerprint() != _closure_lf({"a": [1, 3]}).fingerprint()
+    frames = [pl.DataFrame({"w": [w]}) for w in ("a", "a", "b")]
+    assert _closure_lf(frames[0]).fingerprint() == _closure_lf(frames[1]).fingerprint()
+    assert _closure_lf(frames[0]).fingerprint() != _closure_lf(frames[2]).fingerprint()
+
+
+def test_item1_fingerprint_terminates_on_cycles():
+    ring: list = [1]
+    ring.append(ring)
+
+    def even(n):
+        return n == 0 or odd(n - 1)
+
+    def odd(n):
+        return n != 0 and even(n - 1)
+
+    class Node:
+        def __init__(self):
+            self.me = self
+
+    for value in (ring, even, Node()):
+        assert _closure_lf(value).fingerprint() == _closure_lf(value).fingerprint()
+        assert _closure_lf(value).uncovered() == ()
+
+
+def test_item1_uncovered_names_objects_it_cannot_hash_and_files_read_at_run_time(tmp_path):
+    import array
+    import threading
+
+    (gap,) = _closure_lf(array.array("b", [1])).uncovered()
+    assert gap.startswith("variable 'value' captured by _closure_lf.<locals>.lf() in ")
+    assert gap.endswith("(a array.array object, which labelflow cannot hash)")
+    assert "threading.Event object" in _closure_lf(threading.Event()).uncovered()[0]
+    path = tmp_path / "words.txt"
+
+    @labeling_function()
+    def reads_a_file(x):
+        return 1 if x.text in open(path).read() else ABSTAIN  # noqa: SIM115
+
+    assert any("calls open()" in gap for gap in reads_a_file.uncovered())
+    assert keyword_lf("k", ["a"], label=1).uncovered() == ()
+
+
+FIXED_SET = '''
+from labelflow import ABSTAIN, labeling_function
+
+WORDS = {"cash", "prize", "win", "free", "money"}
+
+@labeling_function()
+def lf(x):
+    return 1 if x.text in {"a", "b", "c", "d", "e"} or x.text in WORDS else ABSTAIN
+'''
+
+
+def test_item1_fingerprint_does_not_depend_on_the_hash_seed(tmp_path):
+    """Sets (literals compiled to frozensets, and data) iterate in a per-process order; fingerprints must not."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "suite.py"
+    path.write_text(FIXED_SET)
+    code = f"from labelflow import load_lf_suite; print(load_lf_suite({str(path)!r})[0].fingerprint())"
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(seen) == 1
