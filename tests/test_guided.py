@@ -106,7 +106,7 @@ def youtube_project(tmp_path_factory):
                                    "test": [demo.DATA / f for f in demo.TEST_FILES]},
         classes=demo.CLASSES, text="CONTENT", id="COMMENT_ID", label="label", dev_sample=demo.DEV_SIZE,
         seed=demo.SEED, hide_labels=["train"], duplicates="drop_identical", lfs=work / "suite.py",
-        label_model="labelflow")
+        label_model="majority_vote")  # the loop's mechanics need errors to work on; labelflow leaves 3 of 120
     project.apply()
     project.fit()
     return project
