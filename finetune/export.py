@@ -9,7 +9,8 @@ A finished run folder is a Hugging Face model folder::
     RUN_DIR/labels.parquet                   the soft labels it was trained on
     RUN_DIR/metrics.json                     dev and test metrics of the student and the label model
     RUN_DIR/README.md                        the model card
-    RUN_DIR/train.log, checkpoints/last.pt   the log and the resumable state
+    RUN_DIR/train.log                        log lines
+    RUN_DIR/checkpoints/last.safetensors     the resumable state (tensors and JSON, no pickle)
     RUN_DIR/progress.json                    the last progress (status "complete")
 
 so ``AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`` serves it

@@ -5,7 +5,8 @@ caller, so a run outlives the app page or notebook that started it. Its files
 live in the project's store::
 
     store/runs/NAME/              the run folder (see :mod:`finetune.train` and :mod:`finetune.export`)
-    store/runs/NAME.pid           the launch: {"pid", "started" (Unix seconds), "argv", "config",
+    store/runs/NAME.pid           the launch: {"pid", "started" (Unix seconds), "proc_start" (the process's start
+                                  time in clock ticks after boot, from /proc; null elsewhere), "argv", "config",
                                   "label_model"} (JSON, written atomically)
     store/runs/NAME.console.log   the process's stdout and stderr (rewritten at each launch)
     store/runs/NAME.exit          its exit status once it ends by itself (absent while it runs or after
@@ -18,7 +19,7 @@ Example::
     start_run(project, "student-1", FinetuneConfig(epochs=3))
     [(r.name, r.status, r.progress) for r in list_runs(project)]
     stop_run(project, "student-1")
-    start_run(project, "student-1", resume=True)   # continues from checkpoints/last.pt
+    start_run(project, "student-1", resume=True)   # continues from checkpoints/last.safetensors
     wait_run(project, "student-1").metrics["test"]["student"]["accuracy"]
 """
 
@@ -134,7 +135,7 @@ def run_info(project: Project, name: str) -> RunInfo:
     exit_file = _beside(path, "exit")
     code = int(exit_file.read_text()) if exit_file.is_file() else None
     error = None
-    if launch is not None and _alive(launch):
+    if launch is not None and _alive(launch, path):
         status: Status = "training"
     elif meta is not None and meta.get("status") == "complete":
         status = "complete"
@@ -215,8 +216,8 @@ def start_run(project: Project, name: str, config: FinetuneConfig | None = None,
                                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     _CHILDREN[proc.pid] = proc
-    write_json(_beside(path, "pid"), {"pid": proc.pid, "started": time.time(), "argv": argv,
-                                          "config": config.to_dict(), "label_model": label_model})
+    write_json(_beside(path, "pid"), {"pid": proc.pid, "started": time.time(), "proc_start": _proc_start(proc.pid),
+                                      "argv": argv, "config": config.to_dict(), "label_model": label_model})
     return run_info(project, name)
 
 
@@ -224,18 +225,24 @@ def stop_run(project: Project, name: str, *, wait: float = 10.0) -> RunInfo:
     """Send SIGTERM to a training run's process group; wait up to ``wait`` seconds for it to end.
 
     The run keeps its last checkpoint: ``start_run(project, name, resume=True)`` continues it.
-    Raises :class:`FinetuneError` when the run is not training.
+    Raises :class:`FinetuneError` when the run is not training, or when the process its launch
+    record (``NAME.pid``, a file in the project) names cannot be verified as this run's
+    ``labelflow finetune`` process, started when the record says (:func:`_not_this_run`):
+    nothing is signalled then.
     """
     info = run_info(project, name)
     launch = _read_json(_beside(info.path, "pid"))
     if info.status != "training" or launch is None:
         raise FinetuneError(f"run {name!r} is not training (status {info.status!r})")
+    problem = _not_this_run(launch, info.path, strict=True)
+    if problem:
+        raise FinetuneError(f"refusing to stop run {name!r}: {problem}; nothing was signalled")
     try:
         os.killpg(launch["pid"], signal.SIGTERM)
     except ProcessLookupError:
         pass  # ended meanwhile
     deadline = time.monotonic() + wait
-    while _alive(launch) and time.monotonic() < deadline:
+    while _alive(launch, info.path) and time.monotonic() < deadline:
         time.sleep(0.05)
     return run_info(project, name)
 
@@ -310,22 +317,93 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _alive(launch: dict[str, Any]) -> bool:
-    """Whether the process of a launch record runs (not a zombie) and, where ``/proc`` shows its command line, is
-    the launched one (so a recycled pid does not count)."""
-    pid, out = launch["pid"], launch["argv"][launch["argv"].index("--out") + 1]
-    if pid in _CHILDREN:
+def _alive(launch: dict[str, Any], path: Path) -> bool:
+    """Whether the process of a launch record runs (not a zombie) and, where ``/proc`` shows it, is this run's
+    launched process (:func:`_not_this_run`: so a recycled pid, or a crafted record, does not count)."""
+    pid = launch.get("pid")
+    if isinstance(pid, int) and pid in _CHILDREN:
         return _CHILDREN[pid].poll() is None
+    if not _plain_pid(pid):
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return False  # another user's process is not a run of ours
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True  # no /proc here: the pid is alive, that is all that can be told
+    return state != "Z" and _not_this_run(launch, path) is None
+
+
+def _plain_pid(pid: Any) -> bool:
+    """A pid that may be signalled: an int above 1 that is neither this process nor its process group."""
+    return (isinstance(pid, int) and not isinstance(pid, bool) and pid > 1 and pid != os.getpid()
+            and pid != os.getpgrp())
+
+
+def _proc_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks after boot (``/proc/PID/stat`` field 22); None without /proc."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _not_this_run(launch: dict[str, Any], path: Path, *, strict: bool = False) -> str | None:
+    """``None`` when the launch record's pid is, now, the leader of its own process group running this run's
+    ``labelflow finetune --out <path>`` (its ``/proc`` command line, relative paths resolved in its working
+    folder) and started when the record says (``proc_start``, or within 10 s of ``started`` for records without
+    it); else why not. The record is a file in the project, so nothing in it is believed before this check.
+    A process this one launched (and still holds) passes. Without ``/proc`` nothing can be checked: ``strict``
+    gives a reason then."""
+    pid = launch.get("pid")
+    if not _plain_pid(pid):
+        return f"its launch record names pid {pid!r}, which is not a process labelflow may signal"
+    if pid in _CHILDREN and _CHILDREN[pid].poll() is None:
+        return None
     proc = Path(f"/proc/{pid}")
     try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0")]
+        cwd = Path(os.readlink(proc / "cwd"))
+        ticks = _proc_start(pid)
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return f"process {pid} has ended"
+    except FileNotFoundError:
+        if not proc.exists() and not Path("/proc/self").exists():
+            return "this system has no /proc to check which process that is" if strict else None
+        return f"process {pid} has ended"
+    except OSError as exc:
+        return f"process {pid} cannot be inspected ({exc.__class__.__name__}): it is not a run of this user"
+    found = next((i for i in range(len(args) - 2) if args[i:i + 3] == ["-m", "labelflow", "finetune"]), None)
+    outs = [args[i + 1] for i in range(len(args) - 1) if args[i] == "--out"]
+    here = path.resolve()
+    if found is None or not any((cwd / out).resolve() == here for out in outs):
+        return f"process {pid} is not this run's `labelflow finetune --out {path}` (its command line: {' '.join(args)[:200]!r})"
+    if group != pid:
+        return f"process {pid} does not lead its own process group (group {group})"
+    recorded = launch.get("proc_start")
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        if ticks != recorded:
+            return f"process {pid} started at tick {ticks}, not at tick {recorded} as the run's launch record says"
+    else:
+        started = launch.get("started")
+        boot = _boot_time()
+        if ticks is None or boot is None or not isinstance(started, (int, float)) \
+                or abs(boot + ticks / os.sysconf("SC_CLK_TCK") - started) > 10:
+            return f"process {pid} did not start when the run's launch record says"
+    return None
+
+
+def _boot_time() -> float | None:
+    """Unix seconds of the last boot (``btime`` of ``/proc/stat``)."""
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
     except OSError:
-        return True  # no /proc here
-    return state != "Z" and out in cmdline
+        pass
+    return None

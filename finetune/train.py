@@ -9,8 +9,9 @@ folder, trains, picks the best dev checkpoint and writes the run (see
     RUN_DIR/train.log              log lines (loss, samples/s, dev scores)
     RUN_DIR/progress.json          where training is (see :data:`PROGRESS_FILE`), rewritten at each log
                                    window and evaluation
-    RUN_DIR/checkpoints/last.pt    the resumable state (atomic): trainable weights, optimizer,
-                                   schedule, RNG, position in the epoch, best dev weights, history
+    RUN_DIR/checkpoints/last.safetensors  the resumable state (atomic; tensors as safetensors, the rest as
+                                   JSON in its metadata, no pickle: see :mod:`finetune.checkpoint`): trainable
+                                   weights, optimizer, schedule, RNG, position in the epoch, best dev weights, history
 
 Speed: bf16 autocast and TF32 on a GPU, fused AdamW, dynamic padding over
 length-grouped batches, gradient accumulation, SDPA attention, optional
@@ -38,6 +39,7 @@ import numpy as np
 from labelflow.errors import require
 from labelflow.io import atomic_path, write_json
 
+from finetune.checkpoint import read_checkpoint, write_checkpoint
 from finetune.config import FinetuneConfig
 from finetune.data import LengthGroupedBatches, SoftLabels, collate, read_soft_labels, tokenize
 from finetune.errors import FinetuneError
@@ -47,7 +49,9 @@ from finetune.model import EXTRA, check_base_model, load_base_model, load_traina
 
 RUN_FILE = "finetune.json"
 LABELS_FILE = "labels.parquet"
-CHECKPOINT = Path("checkpoints") / "last.pt"
+CHECKPOINT = Path("checkpoints") / "last.safetensors"
+LEGACY_CHECKPOINT = Path("checkpoints") / "last.pt"
+"""The checkpoint of labelflow before safetensors checkpoints: read only as weights (``torch.load(weights_only=True)``)."""
 PROGRESS_FILE = "progress.json"
 """``{"status": "training" | "complete", "step", "total_steps", "epoch" (fractional), "loss" (mean train loss of
 the last log window, or null), "samples_per_s" (of that window, or null), "dev_accuracy" (of the last evaluation,
@@ -237,7 +241,7 @@ def _prepare_run_dir(run_dir: Path, meta: dict[str, Any], cfg: FinetuneConfig, *
                             "resume=True (--resume), or choose a new folder")
     _check_same_task(run_dir, old, meta, cfg)
     write_json(path, {**meta, "status": "complete" if old.get("status") == "complete" else "training"})
-    return (run_dir / CHECKPOINT).is_file()
+    return (run_dir / CHECKPOINT).is_file() or (run_dir / LEGACY_CHECKPOINT).is_file()
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
@@ -337,10 +341,17 @@ class _Trainer:
         import torch
 
         path = self.run_dir / CHECKPOINT
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise FinetuneError(f"cannot read checkpoint {path}: {exc}") from exc
+        if path.is_file():
+            ckpt = read_checkpoint(path)
+        else:  # a run checkpointed by an older labelflow: tensors and plain containers only, never code
+            path = self.run_dir / LEGACY_CHECKPOINT
+            try:
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise FinetuneError(f"cannot read checkpoint {path} as weights only (it is not loaded as a pickle, "
+                                    f"which could run code): {type(exc).__name__}: {exc}") from None
+            if not isinstance(ckpt, dict):
+                raise FinetuneError(f"cannot read checkpoint {path}: it holds a {type(ckpt).__name__}, not a mapping")
         if ckpt.get("format") != FORMAT:
             raise FinetuneError(f"checkpoint {path} has format {ckpt.get('format')!r}; this labelflow reads {FORMAT}")
         load_trainable_state(model, ckpt["model"])
@@ -543,8 +554,8 @@ class _Trainer:
                     "rng": {"torch": torch.get_rng_state(),
                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
                     "state": self.state}
-            with atomic_path(self.run_dir / CHECKPOINT) as tmp:
-                torch.save(ckpt, tmp)
+            write_checkpoint(self.run_dir / CHECKPOINT, ckpt)
+            (self.run_dir / LEGACY_CHECKPOINT).unlink(missing_ok=True)
         self.acc.wait_for_everyone()
 
 

@@ -66,6 +66,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--lf-timeout", type=float, default=None, metavar="SECONDS",
                    help="time limit of one Python LF call on one row; a call past it is an LF error "
                         "(--on-error decides; default: no limit)")
+    p.add_argument("--trust", action="store_true",
+                   help="trust the project's LF suite and config as they are now (see `labelflow trust`), then apply")
     _engine_arguments(p)
 
     p = command("fit", "Fit a label model on the train rows and report dev/test metrics.")
@@ -144,8 +146,13 @@ def make_parser() -> argparse.ArgumentParser:
         s = studio.add_parser(action, help=help_text, description=help_text)
         s.add_argument("-p", "--project", default=".", help="project folder (default: current directory)")
         s.add_argument("--json", action="store_true", help="print one JSON document")
-        s.add_argument("--url", help="Label Studio URL (saved in labelflow.json); the API key comes from the "
-                                     "environment variable in studio_api_key_env (default LABEL_STUDIO_API_KEY)")
+        s.add_argument("--url", help="Label Studio URL: used, confirmed for this project's later commands and saved "
+                                     "in labelflow.json once the command succeeds (credentials in it are used for "
+                                     "this command only, never saved or printed); without it, the project's saved "
+                                     "URL, if you confirmed it on this machine")
+        s.add_argument("--api-key-env", default="LABEL_STUDIO_API_KEY", metavar="VAR",
+                       help="environment variable holding the API key (default LABEL_STUDIO_API_KEY; a project file "
+                            "never chooses it)")
         if action == "push":
             s.add_argument("--rows", default="sample", help="'sample', 'entropy' (least certain first) or comma-separated row ids")
             s.add_argument("--splits", default="dev,test", help="splits to pick unlabeled rows from (default dev,test)")
@@ -157,6 +164,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host other than this machine (127.0.0.1, ::1, localhost): anyone who reaches the "
+                        "app can run Python on this machine through its LF editor")
+    p.add_argument("--trust", action="store_true", help="trust the project's LF suite and config first "
+                                                        "(see `labelflow trust`)")
+
+    p = command("trust", "Trust a project: let labelflow run its LF suite (Python code) as it is now. Read the "
+                         "suite first; trust is recorded outside the project, by a hash of the suite and config.",
+                project=False)
+    p.add_argument("folder", nargs="?", default=".", help="project folder (default: current directory)")
+    p.add_argument("--check", action="store_true", help="only say whether it is trusted (exit status 2 if not)")
+    p.add_argument("--revoke", action="store_true", help="forget the trust given to this project")
 
     p = command("bench", "Benchmarks.", project=False, json_out=False)
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -416,6 +435,8 @@ def _init(args: argparse.Namespace) -> dict[str, Any]:
 
 def _apply(args: argparse.Namespace) -> dict[str, Any]:
     project = _open(args)
+    if args.trust:
+        _trust_project(project)
     matrix, cache = project.apply(lfs=args.lfs, on_error=args.on_error, n_jobs=args.jobs, progress=True,
                                   engine=args.engine, address=args.address, timeout_s=args.lf_timeout)
     result = {
@@ -603,28 +624,64 @@ def _studio(args: argparse.Namespace) -> dict[str, Any]:
     from labelflow import studio
 
     project = _open(args)
-    if args.url and args.url != project.config.studio_url:
-        project.update_config(studio_url=args.url)
+    server = {"url": args.url, "api_key_env": args.api_key_env}
     if args.studio == "push":
         rows = args.rows if args.rows in ("sample", "entropy") else [r.strip() for r in args.rows.split(",") if r.strip()]
         result = asdict(studio.push(project, rows=rows, splits=tuple(args.splits.split(",")), n=args.n, seed=args.seed,
-                                    model=args.model))
+                                    model=args.model, **server))
         text = (f"Label Studio project {result['project_id']} at {result['url']}: {result['created']} tasks created, "
                 f"{result['updated']} updated, {result['unchanged']} unchanged; {result['predictions_added']} "
                 f"pre-annotations (model_version {result['model_version']})")
     elif args.studio == "pull":
-        result = asdict(studio.pull(project))
+        result = asdict(studio.pull(project, **server))
         text = (f"pulled from Label Studio project {result['project_id']}: {result['added']} labels added, "
                 f"{result['changed']} changed, {result['unchanged']} unchanged, {result['skipped']} skipped")
         text += "".join(f"\n  disagreement on row {c['id']}: {c['annotators']} gave {c['labels']} (no gold label)"
                         for c in result["conflicts"])
     else:
-        result = studio.status(project)
+        result = studio.status(project, **server)
         text = (f"Label Studio project {result['project_id']} at {result['url']}: {result['tasks']} tasks, "
                 f"{result['annotated']} annotated, {result['pending']} pending; {result['conflicts']} conflicts in the store")
+    if args.url:  # only now that the command succeeded: confirm the URL and save it (without credentials)
+        studio.remember_url(project, args.url)
     if not args.json:
         print(text)
     return result
+
+
+def _trust(args: argparse.Namespace) -> dict[str, Any]:
+    from labelflow.project import Project
+    from labelflow.trust import revoke_trust, trust_file
+
+    project = Project.open(args.folder)
+    fp = project.fingerprint()
+    result = {"project": str(project.root.resolve()), "suite": fp.suite, "outside_project": fp.outside,
+              "fingerprint": fp.digest, "files": fp.files, "config": fp.config, "trust_file": str(trust_file())}
+    if args.revoke:
+        result.update(revoked=revoke_trust(project.root, fp), trusted=project.trusted)
+        if not args.json:
+            print(f"{result['project']}: trust revoked ({result['revoked']} record(s) forgotten)")
+    elif args.check:
+        project.require_trusted()  # UntrustedProjectError: exit status 2, saying how to trust it
+        result["trusted"] = True
+        if not args.json:
+            print(f"{result['project']}: trusted (suite {fp.suite})")
+    else:
+        _trust_project(project)
+        result["trusted"] = True
+    return result
+
+
+def _trust_project(project) -> None:
+    """Trust ``project`` as it is now, saying what is trusted (on stderr)."""
+    fp = project.trust()
+    files = ", ".join(sorted(fp.files))
+    print(f"trusted {project.root.resolve()}: "
+          + (f"its LF suite {fp.suite}" if fp.suite is not None else "no LF suite configured")
+          + (" (OUTSIDE the project folder)" if fp.outside else "")
+          + (f" with the Python files beside it ({files})" if len(fp.files) > 1 else "")
+          + (f", Ray cluster {fp.config['ray_address']}" if fp.config.get("ray_address") else "")
+          + f"; sha256 {fp.digest[:16]}…; any change to them must be trusted again", file=sys.stderr)
 
 
 def _ui(args: argparse.Namespace) -> NoReturn:
@@ -639,6 +696,12 @@ def _ui(args: argparse.Namespace) -> NoReturn:
                              "tree; install labelflow from a clone with `pip install -e '.[app]'`)")
     if not 0 < args.port < 65536:
         raise LabelflowError(f"--port must be in 1..65535; got {args.port}")
+    remote = not _loopback(args.host)
+    if remote and not args.allow_remote:
+        raise LabelflowError(f"--host {args.host} would open the app to other machines, and its LF editor runs the "
+                             "Python code typed into it on this one; serve it on 127.0.0.1 (the default) and reach it "
+                             "through an SSH tunnel, or pass --allow-remote if everyone who can reach "
+                             f"{args.host}:{args.port} may run code here")
     try:  # here, not in the server this process becomes, where a bad name is a traceback
         import socket
 
@@ -646,9 +709,19 @@ def _ui(args: argparse.Namespace) -> NoReturn:
     except (OSError, UnicodeError) as exc:
         raise LabelflowError(f"--host {args.host!r} is neither an IP address nor a name this machine resolves "
                              f"({exc}); give an address such as 127.0.0.1 or 0.0.0.0") from None
+    if args.trust:
+        _trust_project(project)
     require("streamlit", "app")
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
                "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    if remote:
+        bar = "!" * 100
+        print(f"{bar}\nWARNING: serving the labelflow app on {args.host}:{args.port}, beyond this machine, WITHOUT "
+              "authentication.\nAnyone who can reach it can run arbitrary Python code here as this user (the LF "
+              f"editor runs typed code)\nand read the project's data.\n{bar}", file=sys.stderr, flush=True)
+    if project.config.lfs is not None and not project.trusted:
+        print(f"note: {project.root.resolve()} is not a trusted project: the app shows its LF suite's source with a "
+              "Trust button and runs none of it until you trust it", file=sys.stderr, flush=True)
     print(f"labelflow app for {project.root.resolve()} on http://{args.host}:{args.port} (Ctrl+C stops it)",
           file=sys.stderr, flush=True)
     os.execve(sys.executable, command, {**os.environ, "LABELFLOW_PROJECT": str(project.root.resolve())})
@@ -656,6 +729,7 @@ def _ui(args: argparse.Namespace) -> NoReturn:
 
 COMMANDS = {"init": _init, "apply": _apply, "fit": _fit, "summary": _summary, "export": _export,
             "demo": _demo, "bench": _bench, "fm": _fm, "analyze": _analyze, "studio": _studio, "ui": _ui,
+            "trust": _trust,
             **FINETUNE_COMMANDS}
 
 
@@ -666,6 +740,18 @@ def _open(args: argparse.Namespace):
     from labelflow.project import Project
 
     return Project.open(args.project)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only: ``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host.strip().lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to any interface
 
 
 def _pairs(items: list[str], first_key: str) -> str | dict[str, str]:

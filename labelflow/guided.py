@@ -128,6 +128,7 @@ def save_lf(project, code: str) -> Path:
     _, source = _compile_into_suite(project, code)
     with atomic_path(project.suite_path) as tmp:
         tmp.write_text(source, encoding="utf-8")
+    project.trust()  # the suite was trusted (try_lf ran it); labelflow's own edit keeps it so
     return project.suite_path
 
 
@@ -151,6 +152,7 @@ def _compile_into_suite(project, code: str) -> tuple[LabelingFunction, str]:
     if not defined:
         raise LFError("the LF code defines nothing: write one `@labeling_function()` def or `name = keyword_lf(...)`")
     path = project.suite_path
+    project.require_trusted()  # the suite file's code runs below
     suite_source = path.read_text(encoding="utf-8")
     source, offset = merge_into_suite(suite_source, code)
     tmp = path.with_name(f".{path.stem}.trial.py")
@@ -388,6 +390,7 @@ def _target(analysis: Analysis, slice: Slice) -> tuple[int | None, np.ndarray]:
 
 
 def _suite_globals(project) -> dict:
+    project.require_trusted()  # the suite file's code runs below
     load_lf_suite(project.suite_path)
     return dict(vars(_suite_module(project.suite_path)))
 

@@ -41,6 +41,8 @@ from labelflow.labelmodels.base import tied_rows
 from labelflow.lf import LabelingFunction, load_lf_suite
 from labelflow.matrix import LabelMatrix, hash_strings
 from labelflow.schema import ClassSchema
+from labelflow.trust import (Fingerprint, UntrustedProjectError, fingerprint, is_trusted, record_trust,
+                             untrusted_message)
 from labelflow.typing import ABSTAIN
 
 CONFIG_FILE = "labelflow.json"
@@ -200,6 +202,8 @@ class Project:
         (project.store / "matrix.parquet").unlink(missing_ok=True)
         for output in (project.store / "fm").glob("*.parquet"):
             output.unlink()
+        if lfs is not None:  # the caller named the suite file: trust what it holds now (see labelflow.trust)
+            project.trust()
         return project
 
     @classmethod
@@ -236,8 +240,11 @@ class Project:
         unknown = sorted(set(changes) - set(ProjectConfig.__dataclass_fields__))
         if unknown:
             raise ProjectError(f"unknown config keys {unknown}")
+        trusted = self.trusted
         self.config = replace(self.config, **changes)
         write_json(self.root / CONFIG_FILE, asdict(self.config))
+        if trusted and not self.trusted:  # a change made through labelflow (ray_address, lfs) keeps the trust
+            self.trust()
 
     # --- pipeline steps -----------------------------------------------------------------------------
 
@@ -301,10 +308,13 @@ class Project:
 
     def ray_engine(self, engine: Engine | RayEngine = "local", address: str | None = None) -> RayEngine | None:
         """``None`` for the local engine; for Ray, the settings with this project's defaults: the address
-        ``address``, else the config's ``ray_address``; shards staged under ``store/ray``."""
+        ``address``, else the config's ``ray_address`` (only for a trusted project: :meth:`require_trusted`);
+        shards staged under ``store/ray``."""
         engine = RayEngine.of(engine, address=address or self.config.ray_address)
         if engine is None:
             return None
+        if address is None and self.config.ray_address and engine.address == self.config.ray_address:
+            self.require_trusted(what=f"code on the Ray cluster its config names ({self.config.ray_address})")
         return engine if engine.staging is not None else replace(engine, staging=str(self.store / "ray"))
 
     @property
@@ -315,8 +325,36 @@ class Project:
         return self._resolve(self.config.lfs)
 
     def lfs(self, path: str | Path | None = None) -> list[LabelingFunction]:
-        """The LF suite: ``path`` (relative to the working directory) or the configured one."""
-        return load_lf_suite(self.suite_path if path is None else path)
+        """The LF suite: ``path`` (relative to the working directory; the caller's choice, run as it is) or the
+        configured one, which runs only when the project is trusted (else :class:`UntrustedProjectError`)."""
+        if path is not None:
+            return load_lf_suite(path)
+        suite = self.suite_path
+        self.require_trusted()
+        return load_lf_suite(suite)
+
+    # --- trust (see labelflow.trust) ------------------------------------------------------------------
+
+    def fingerprint(self) -> Fingerprint:
+        """What the project would run: its suite file (and the Python files beside it) and config, hashed."""
+        return fingerprint(self.root, lfs=self.config.lfs, ray_address=self.config.ray_address)
+
+    @property
+    def trusted(self) -> bool:
+        """Whether this user trusts the project's suite and config as they are now."""
+        return is_trusted(self.fingerprint())
+
+    def require_trusted(self, *, what: str = "its LF suite") -> None:
+        """Raise :class:`UntrustedProjectError` (saying how to trust it) unless the project is trusted."""
+        fp = self.fingerprint()
+        if not is_trusted(fp):
+            raise UntrustedProjectError(untrusted_message(fp, self.root, what=what))
+
+    def trust(self) -> Fingerprint:
+        """Trust the project's suite and config as they are now (recorded outside the project)."""
+        fp = self.fingerprint()
+        record_trust(fp, self.root)
+        return fp
 
     @property
     def annotations(self) -> AnnotationStore:

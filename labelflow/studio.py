@@ -13,9 +13,17 @@ annotation before writing any, writes them in one transaction, reports
 annotators who disagree instead of resolving them, and changes nothing when
 pulled again.
 
-The server URL is the project config's ``studio_url``; the API key is read only
-from the environment variable named by ``studio_api_key_env`` (default
-``LABEL_STUDIO_API_KEY``) and never stored or printed.
+**The key and the URL (trust).** The API key is read only from the environment
+variable ``LABEL_STUDIO_API_KEY`` (or one the caller names: ``api_key_env=``,
+``--api-key-env``), never from a name a project file gives (``studio_api_key_env``
+in ``labelflow.json`` is ignored), and is never stored or printed. The server URL
+is the caller's ``url=`` (``--url``), else the project config's ``studio_url``;
+a URL read from the project file gets the key only when the user confirmed it on
+this machine (:func:`confirm_url`: ``labelflow studio ... --url URL`` once, or the URL
+listed under ``studio_urls`` in the user's trust file, see :mod:`labelflow.trust`),
+so a project someone sends cannot send your key to their server. Credentials in a
+URL (``http://user:password@host``) are used for that call only: what is saved,
+confirmed and printed is the URL without them (:func:`clean_url`, :func:`redact_url`).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 from datetime import datetime
 from typing import Any, Literal
 from xml.sax.saxutils import quoteattr
@@ -33,10 +42,13 @@ import polars as pl
 
 from labelflow.errors import LabelflowError, ProjectError, require
 from labelflow.io import write_json
+from labelflow.trust import confirm_studio_url, studio_url_confirmed, trust_file
 from labelflow.typing import ABSTAIN
 
 SOURCE = "label-studio"
 STATE_FILE = "studio.json"
+API_KEY_ENV = "LABEL_STUDIO_API_KEY"
+"""The environment variable holding the API key, unless the caller names another (never a project file)."""
 
 
 class StudioError(LabelflowError):
@@ -99,7 +111,8 @@ def config_choices(config: str) -> list[str]:
 
 
 def push(project, *, rows: Literal["sample", "entropy"] | list[str] = "sample", splits: tuple[str, ...] = ("dev", "test"),
-         n: int = 100, seed: int = 0, model: str | None = None) -> PushReport:
+         n: int = 100, seed: int = 0, model: str | None = None, url: str | None = None,
+         api_key_env: str = API_KEY_ENV) -> PushReport:
     """Create or update the Label Studio project and import rows as tasks.
 
     Parameters
@@ -113,8 +126,11 @@ def push(project, *, rows: Literal["sample", "entropy"] | list[str] = "sample", 
         the project's); without a fitted model, tasks go without them. The
         pre-annotation is the row's class by :meth:`~labelflow.project.Project.predictions`
         (ties broken as ``fit`` and ``export`` break them), scored by its probability.
+    url, api_key_env
+        The server (default: the project's ``studio_url``, once confirmed) and the environment
+        variable holding the key; see the module docstring.
     """
-    client, url = _client(project)
+    client, url = _client(project, url, api_key_env)
     dataset = project.dataset()
     frame = dataset.frame
     matrix = _maybe(project.matrix)
@@ -156,13 +172,13 @@ def push(project, *, rows: Literal["sample", "entropy"] | list[str] = "sample", 
                       added + (len(new_tasks) if probs is not None else 0), version)
 
 
-def pull(project) -> PullReport:
+def pull(project, *, url: str | None = None, api_key_env: str = API_KEY_ENV) -> PullReport:
     """Store every finished Label Studio annotation as a gold label (see the module docstring).
 
     Raises :class:`StudioError`, with the store unchanged, when an annotation names a
-    class the schema lacks or a task's row is not in the dataset.
+    class the schema lacks or a task's row is not in the dataset. ``url``, ``api_key_env``: as for :func:`push`.
     """
-    client, url = _client(project)
+    client, url = _client(project, url, api_key_env)
     studio_id = _studio_project(project, client, url, create=False)
     emails = {u.id: u.email or u.username for u in _call(lambda: list(client.users.list()), url)}
     names = list(project.schema.names)
@@ -197,9 +213,11 @@ def pull(project) -> PullReport:
                       conflicts.to_dicts())
 
 
-def status(project) -> dict[str, Any]:
-    """Tasks in the Label Studio project, how many have a finished annotation, and the store's conflicts."""
-    client, url = _client(project)
+def status(project, *, url: str | None = None, api_key_env: str = API_KEY_ENV) -> dict[str, Any]:
+    """Tasks in the Label Studio project, how many have a finished annotation, and the store's conflicts.
+
+    ``url``, ``api_key_env``: as for :func:`push`."""
+    client, url = _client(project, url, api_key_env)
     studio_id = _studio_project(project, client, url, create=False)
     tasks = _tasks(client, studio_id)
     done = sum(any(not a.get("was_cancelled") for a in t.annotations or []) for t in tasks)
@@ -211,16 +229,94 @@ def status(project) -> dict[str, Any]:
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-def _client(project) -> tuple[Any, str]:
-    url = project.config.studio_url
-    if not url:
-        raise ProjectError(f"{project.root}: no Label Studio URL configured; pass --url (it is saved in labelflow.json)")
-    env = project.config.studio_api_key_env
-    key = os.environ.get(env)
+def clean_url(url: str) -> str:
+    """``url`` without credentials, query or fragment: what is saved, confirmed and compared.
+
+    Raises :class:`StudioError` (the URL shown without its credentials) unless it is an
+    ``http``/``https`` URL with a host.
+
+    Examples
+    --------
+    >>> clean_url("https://ann:s3cret@label.example.com:8443/ls/?token=abc")
+    'https://label.example.com:8443/ls'
+    """
+    if not isinstance(url, str):
+        raise StudioError(f"the Label Studio URL must be a string; got {type(url).__name__}")
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise StudioError(f"the Label Studio URL {redact_url(url)!r} is not valid: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise StudioError(f"the Label Studio URL must be http:// or https:// with a host; got {redact_url(url)!r}")
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def redact_url(url: str) -> str:
+    """``url`` for messages: credentials and query values masked.
+
+    Examples
+    --------
+    >>> redact_url("http://ann:s3cret@127.0.0.1:8080/?token=abc")
+    'http://***@127.0.0.1:8080/?token=***'
+    """
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return "<an invalid URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(f"{k.partition('=')[0]}=***" if "=" in k else "***" for k in parts.query.split("&")) \
+        if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def confirm_url(url: str) -> str:
+    """Record ``url`` (without credentials) as a Label Studio server this user chose; returns that URL.
+
+    A project's ``studio_url`` gets the API key only once confirmed (``labelflow studio ... --url`` does this).
+    """
+    clean = clean_url(url)
+    confirm_studio_url(clean)
+    return clean
+
+
+def remember_url(project, url: str) -> str:
+    """After a successful call with ``url``: confirm it and save it (without credentials) as the project's
+    ``studio_url`` when it differs; returns the URL saved."""
+    clean = confirm_url(url)
+    if clean != project.config.studio_url:
+        project.update_config(studio_url=clean)
+    return clean
+
+
+def _client(project, url: str | None = None, api_key_env: str = API_KEY_ENV) -> tuple[Any, str]:
+    """The SDK client and the URL to name in messages (credentials masked)."""
+    if url is None:
+        url = project.config.studio_url
+        if not url:
+            raise ProjectError(f"{project.root}: no Label Studio URL configured; pass --url (it is saved in "
+                               "labelflow.json once the command succeeds)")
+        if not studio_url_confirmed(clean_url(url)):
+            raise StudioError(
+                f"the Label Studio URL {redact_url(url)!r} comes from {project.root}'s labelflow.json and has not been "
+                f"confirmed on this machine, so the API key is not sent there; if it is your server, pass --url "
+                f"{redact_url(url)} once (or list it under \"studio_urls\" in {trust_file()})")
+    shown = redact_url(url)
+    clean_url(url)  # a valid http(s) URL
+    if not isinstance(api_key_env, str) or not api_key_env:
+        raise StudioError(f"api_key_env must name an environment variable; got {api_key_env!r}")
+    key = os.environ.get(api_key_env)
     if not key:
-        raise StudioError(f"the Label Studio API key is read from the environment variable {env}, which is not set")
+        named = getattr(project.config, "studio_api_key_env", API_KEY_ENV)
+        note = (f" (labelflow.json's studio_api_key_env {named!r} is ignored: a project file does not choose which "
+                "secret is sent; pass --api-key-env to use another variable)" if named != api_key_env else "")
+        raise StudioError(f"the Label Studio API key is read from the environment variable {api_key_env}, which is "
+                          f"not set{note}")
     sdk = require("label_studio_sdk", "studio")
-    return sdk.LabelStudio(base_url=url, api_key=key, timeout=60), url
+    return sdk.LabelStudio(base_url=url, api_key=key, timeout=60), shown
 
 
 def _call(fn, url: str):
@@ -251,7 +347,7 @@ def _studio_project(project, client, url: str, *, create: bool = True) -> int:
     state_path = project.store / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     names = list(project.schema.names)
-    studio_id = state.get("project_id") if state.get("url") == url else None
+    studio_id = state.get("project_id") if state.get("url") == clean_url(url) else None
     if studio_id is not None:
         remote = _call(lambda: client.projects.get(studio_id), url)
         choices = config_choices(remote.label_config or "")
@@ -265,7 +361,7 @@ def _studio_project(project, client, url: str, *, create: bool = True) -> int:
     descriptions = [c.get("description", "") for c in project.config.classes]
     remote = _call(lambda: client.projects.create(title=f"labelflow: {project.config.name}"[:50],
                                                   label_config=label_config(names, descriptions)), url)
-    write_json(state_path, {"url": url, "project_id": remote.id})
+    write_json(state_path, {"url": clean_url(url), "project_id": remote.id})
     return remote.id
 
 

@@ -21,6 +21,19 @@ YOUTUBE = REPO / "data" / "youtube"
 HAM, SPAM = 0, 1
 
 
+@pytest.fixture(scope="session", autouse=True)
+def labelflow_home(tmp_path_factory):
+    """Trust records and confirmed Label Studio URLs (:mod:`labelflow.trust`) go to a folder of this test session
+    (``$LABELFLOW_HOME``, which the app's and the CLI's subprocesses inherit), never to the user's own."""
+    before = os.environ.get("LABELFLOW_HOME")
+    os.environ["LABELFLOW_HOME"] = str(tmp_path_factory.mktemp("labelflow-home"))
+    yield Path(os.environ["LABELFLOW_HOME"])
+    if before is None:
+        os.environ.pop("LABELFLOW_HOME", None)
+    else:
+        os.environ["LABELFLOW_HOME"] = before
+
+
 @pytest.fixture
 def tiny_frame() -> pl.DataFrame:
     """Four comments with an author and a nullable numeric column."""
@@ -225,13 +238,14 @@ def wait_for_step():
     import time
 
     from finetune.runs import run_info
+    from finetune.train import CHECKPOINT
 
     def wait(project, name: str, step: int, timeout: float = 240):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             info = run_info(project, name)
             assert info.status == "training", info
-            if (info.progress or {}).get("step", 0) >= step and (info.path / "checkpoints" / "last.pt").is_file():
+            if (info.progress or {}).get("step", 0) >= step and (info.path / CHECKPOINT).is_file():
                 return info
             time.sleep(0.05)
         raise AssertionError(f"run {name!r} did not reach step {step} in {timeout} s")

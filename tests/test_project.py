@@ -101,6 +101,7 @@ def test_export(project, tmp_path, fmt):
 
 def test_export_uncovered_and_tied_rows_get_a_tie_broken_pred(project, tmp_path, project_files, expected):
     project_files["suite"].write_text(expected.suite + "\nLFS = [kw_sub, kw_song, kw_free, kw_link]\n")
+    project.trust()  # an edited suite runs once trusted again (labelflow.trust)
     project.apply(n_jobs=1)
     project.fit("majority_vote")
     frame = project.export(tmp_path / "labels.parquet", splits=["train"])
@@ -193,6 +194,7 @@ def test_model_fit_on_another_lf_set(project, project_files, expected):
     project.apply(n_jobs=1)
     project.fit("majority_vote")
     project_files["suite"].write_text(expected.suite + "\nkw_cash = keyword_lf('kw_cash', ['cash'], label=1)\n")
+    project.trust()  # an edited suite runs once trusted again (labelflow.trust)
     project.apply(n_jobs=1)
     with pytest.raises(ProjectError, match=r"was fit on a different LF set \(added since: \['kw_cash'\], removed: \[\]"):
         project.label_model("majority_vote")
@@ -202,6 +204,7 @@ def test_failed_apply_keeps_the_saved_matrix(project, project_files, expected):
     project.apply(n_jobs=1)
     before = (project.store / "matrix.parquet").read_bytes()
     project_files["suite"].write_text(expected.suite + "\n\n@labeling_function()\ndef broken(x):\n    return 1 // 0\n")
+    project.trust()  # an edited suite runs once trusted again (labelflow.trust)
     with pytest.raises(LFError, match=r"LF 'broken' raised ZeroDivisionError: .* on row id 't0'"):
         project.apply(on_error="raise", n_jobs=1)
     assert (project.store / "matrix.parquet").read_bytes() == before

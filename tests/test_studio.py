@@ -78,6 +78,7 @@ def ls_project(project, server, monkeypatch):
 
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
     project.config = replace(project.config, studio_url=server["url"])
+    studio.confirm_url(server["url"])  # the user's own server: a project's URL gets the key once confirmed
     project.apply()
     project.fit()
     return project
@@ -174,6 +175,7 @@ def test_pre_annotations_are_the_class_fit_and_export_give_ties_included(ls_proj
     # "love this song" (t1, row 1): kw_song says HAM, kw_love SPAM; majority vote ties; the hash of row 1 picks SPAM
     project.suite_path.write_text(project.suite_path.read_text()
                                   + '\nkw_love = keyword_lf("kw_love", ["love"], label=1)\n')
+    project.trust()  # an edited suite runs once trusted again
     project.apply()
     project.fit()
     predictions = project.predictions()

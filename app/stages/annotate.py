@@ -22,22 +22,27 @@ def label(root: str, row_id: str, label: int | None, annotator: str) -> None:
 
 
 def studio_action(root: str, action: str, url: str, rows: str, n: int, splits: tuple[str, ...]) -> None:
-    """Button callback: push to / pull from Label Studio at ``url`` and say what happened."""
+    """Button callback: push to / pull from Label Studio at ``url`` and say what happened.
+
+    A URL typed into the field (one that differs from the project's) is the user's choice: the API key goes there,
+    and it is confirmed and saved once the call succeeds. The project's own URL gets the key only once confirmed
+    (see :mod:`labelflow.studio`)."""
     try:
         project = Project.open(root)
-        if url and url != project.config.studio_url:
-            project.update_config(studio_url=url)
+        typed = url if url and url != project.config.studio_url else None
         if action == "push":
-            r = studio.push(project, rows=rows, splits=splits, n=n)
+            r = studio.push(project, rows=rows, splits=splits, n=n, url=typed)
             widgets.flash("success", f"Label Studio project {r.project_id}: {r.created} tasks created, {r.updated} "
                                      f"updated, {r.unchanged} unchanged; {r.predictions_added} pre-annotations")
         else:
-            r = studio.pull(project)
+            r = studio.pull(project, url=typed)
             widgets.flash("success", f"Pulled: {r.added} labels added, {r.changed} changed, {r.unchanged} unchanged, "
                                      f"{r.skipped} skipped")
             for c in r.conflicts:
                 widgets.flash("warning", f"Annotators disagree on row {c['id']} ({', '.join(c['annotators'])}): "
                                          "no gold label until they agree")
+        if typed:
+            studio.remember_url(project, typed)
     except LabelflowError as exc:
         widgets.flash("error", f"Label Studio {action} failed: {exc}")
 
@@ -91,8 +96,9 @@ if not mine.is_empty():
     st.dataframe(mine.head(20), hide_index=True)
 
 with st.expander("Label Studio"):
-    st.caption(f"The API key is read from the environment variable `{project.config.studio_api_key_env}` of the "
-               "process running the app; it is never stored.")
+    st.caption(f"The API key is read from the environment variable `{studio.API_KEY_ENV}` of the process running "
+               "the app; it is never stored. A URL that comes with the project gets the key only once you confirmed "
+               "it on this machine: type your server's URL here (or pass `--url` to `labelflow studio`) once.")
     url = st.text_input("Label Studio URL", value=project.config.studio_url or "", key="studio_url",
                         placeholder="http://127.0.0.1:8080")
     how = st.radio("Rows to push", ["sample", "entropy"], horizontal=True, key="studio_rows",

@@ -1,4 +1,8 @@
-"""LFs: the suite with its statistics; write an LF, see what it does at once, save it into the suite."""
+"""LFs: the suite with its statistics; write an LF, see what it does at once, save it into the suite.
+
+An untrusted project (see :mod:`labelflow.trust`) runs nothing here: the page shows the suite's source,
+what else trusting it covers, and a Trust button.
+"""
 
 import altair as alt
 import streamlit as st
@@ -7,12 +11,47 @@ import loaders
 import widgets
 from labelflow.errors import LabelflowError
 from labelflow.guided import save_lf
+from labelflow.trust import trust_file
 
 project = loaders.project()
 model = st.session_state["model"]
 root = str(project.root)
 st.title("Labeling functions")
 widgets.show_flashes()
+
+
+def trust_suite(shown: str) -> None:
+    """The Trust button: trust the suite only if it is still the one shown (it may change while being read)."""
+    now = project.fingerprint()
+    if now.digest != shown:
+        widgets.flash("warning", "The suite or the files beside it changed while you read them; nothing was trusted. "
+                                 "Read them again.")
+        return
+    project.trust()
+    widgets.flash("success", f"Trusted {now.suite.name}: labelflow runs it from now on (until it changes).")
+
+
+if project.config.lfs is not None and not project.trusted:
+    fp = project.fingerprint()
+    st.warning(
+        f"**This project is not trusted, so none of its code runs.** Its LF suite `{fp.suite}`"
+        + (" lies **outside the project folder**" if fp.outside else "")
+        + " is Python: loading it runs it, with your permissions. Read it below (and the files beside it, which "
+        "it can load); if you trust it, press **Trust**. Trust is recorded outside the project, for these exact "
+        "files: an edit must be trusted again.", icon=":material/gpp_maybe:")
+    if fp.config.get("ray_address"):
+        st.warning(f"Its config also names a Ray cluster, `{fp.config['ray_address']}`, that trusting lets LFs run on.")
+    for name in fp.files:
+        path = fp.suite.parent / name
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            text = f"# cannot read {path}: {exc}"
+        with st.expander(f"Source of {path}", expanded=name == fp.suite.name):
+            st.code(text, language="python", line_numbers=True)
+    st.button("Trust", key="trust", type="primary", on_click=trust_suite, args=(fp.digest,),
+              help=f"Record this suite's hash as trusted in {trust_file()}; the same as `labelflow trust {project.root}`")
+    st.stop()
 
 stamp = loaders.stamp(project)
 splits = loaders.splits(root, stamp)

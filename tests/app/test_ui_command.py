@@ -32,7 +32,7 @@ def test_ui_runs_streamlit_on_the_app_bound_to_this_machine(app_project, execve,
 
 
 def test_ui_host_and_port(app_project, execve):
-    assert main(["ui", "-p", str(app_project.root), "--host", "0.0.0.0", "--port", "9000"]) == 0
+    assert main(["ui", "-p", str(app_project.root), "--host", "0.0.0.0", "--port", "9000", "--allow-remote"]) == 0
     argv = execve[0][1]
     assert argv[argv.index("--server.address") + 1] == "0.0.0.0" and argv[argv.index("--server.port") + 1] == "9000"
 
@@ -59,3 +59,28 @@ def test_ui_without_the_app_folder_says_where_it_looked(app_project, execve, cap
     err = capsys.readouterr().err
     assert f"the app is missing: {tmp_path / 'site-packages' / 'app' / 'main.py'} does not exist" in err
     assert execve == []
+
+
+# --- issue 14, item 9: the app (which runs typed Python) is not opened to the network by accident -------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.com"])
+def test_item9_ui_refuses_a_non_loopback_host_without_allow_remote(app_project, execve, capsys, host):
+    assert main(["ui", "-p", str(app_project.root), "--host", host]) == 2
+    err = capsys.readouterr().err
+    assert f"--host {host} would open the app to other machines" in err and "--allow-remote" in err
+    assert execve == []
+
+
+def test_item9_ui_with_allow_remote_warns_loudly(app_project, execve, capsys):
+    assert main(["ui", "-p", str(app_project.root), "--host", "0.0.0.0", "--allow-remote"]) == 0
+    argv = execve[0][1]
+    assert argv[argv.index("--server.address") + 1] == "0.0.0.0"
+    err = capsys.readouterr().err
+    assert "WARNING: serving the labelflow app on 0.0.0.0:8501" in err and "run arbitrary Python code" in err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_item9_ui_on_loopback_needs_no_flag_and_prints_no_warning(app_project, execve, capsys, host):
+    assert main(["ui", "-p", str(app_project.root), "--host", host]) == 0
+    assert "WARNING" not in capsys.readouterr().err

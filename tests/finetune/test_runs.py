@@ -124,3 +124,89 @@ def test_what_cannot_start(fitted, project_files, tmp_path):
     with pytest.raises(FinetuneError, match="a run named 'busy' exists already"):
         start_run(fitted, "busy")
     assert list_runs(fitted) == []
+
+
+# --- issue 14, item 9: the Stop button signals only this run's own process -------------------------------------
+
+
+def _pretender(argv_tail: list[str]):
+    """A process in a process group of its own whose command line ends with ``argv_tail`` (it only sleeps)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *argv_tail],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _launch_record(project, name: str, pid: int, **extra) -> None:
+    import time
+
+    from labelflow.io import write_json
+
+    path = runs_folder(project) / name
+    write_json(runs_folder(project) / f"{name}.pid", {
+        "pid": pid, "started": time.time(), "argv": ["labelflow", "--out", ""], "config": FinetuneConfig().to_dict(),
+        "label_model": None, **extra})
+
+
+def test_item9_a_crafted_pid_file_does_not_make_stop_signal_another_process(project):
+    import time
+
+    runs_folder(project).mkdir(parents=True)
+    victim = _pretender([])  # any process of the user, e.g. their editor's process group
+    try:
+        _launch_record(project, "crafted", victim.pid)
+        with pytest.raises(FinetuneError, match="not training|refusing to stop"):
+            stop_run(project, "crafted")
+        time.sleep(0.3)
+        assert victim.poll() is None, "stop_run signalled a process that is not the run's"
+        assert run_info(project, "crafted").status == "stopped"
+        # a labelflow finetune of another run folder: not this run's either
+        other = runs_folder(project) / "other"
+        elsewhere = _pretender(["-m", "labelflow", "finetune", "--out", str(other)])
+        try:
+            _launch_record(project, "crafted", elsewhere.pid)
+            with pytest.raises(FinetuneError):
+                stop_run(project, "crafted")
+            time.sleep(0.3)
+            assert elsewhere.poll() is None
+        finally:
+            elsewhere.kill()
+            elsewhere.wait()
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_item9_stop_checks_the_command_line_and_the_start_time_recorded_at_launch(project):
+    import time
+
+    from finetune.runs import _proc_start
+
+    runs_folder(project).mkdir(parents=True)
+    run = runs_folder(project) / "mine"
+    proc = _pretender(["-m", "labelflow", "finetune", "-p", str(project.root), "--out", str(run)])
+    try:
+        time.sleep(0.2)
+        # the command line fits, but the process did not start when the record says (a recycled pid)
+        _launch_record(project, "mine", proc.pid, proc_start=_proc_start(proc.pid) + 100)
+        with pytest.raises(FinetuneError, match="not training|refusing to stop"):
+            stop_run(project, "mine")
+        assert proc.poll() is None
+        # the genuine record: stopped
+        _launch_record(project, "mine", proc.pid, proc_start=_proc_start(proc.pid))
+        assert run_info(project, "mine").status == "training"
+        stop_run(project, "mine", wait=5)
+        assert proc.wait(timeout=5) == -15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # never the caller's own process or group, nor pid 0 / 1 / -1 (os.killpg(0, ...) would signal the caller's group)
+    import os
+
+    from finetune.runs import _alive, _not_this_run
+
+    for pid in (0, 1, -1, os.getpid(), os.getpgrp(), True, "12"):
+        record = {"pid": pid, "started": time.time(), "argv": ["--out", str(run)]}
+        assert _not_this_run(record, run, strict=True) is not None and not _alive(record, run)

@@ -16,7 +16,9 @@ pytest.importorskip("peft")
 torch = pytest.importorskip("torch")
 
 from finetune import FinetuneConfig, FinetuneError, finetune, load_student, predict  # noqa: E402
+from finetune.checkpoint import read_checkpoint  # noqa: E402
 from finetune.model import resolve_base_model  # noqa: E402
+from finetune.train import CHECKPOINT  # noqa: E402
 from labelflow.labelmodels.base import probs_to_preds, tied_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +66,7 @@ def test_full_fine_tuning_loss_falls_and_run_folder_is_complete(tmp_path, export
     assert m["train"]["steps"] == 24 and m["train"]["samples_per_s"] > 0 and m["train"]["tokens_per_s"] > 0
     assert m["best"]["step"] in [h["step"] for h in m["history"]]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "finetune.json", "metrics.json", "README.md",
-                 "labels.parquet", "train.log", "progress.json", "checkpoints/last.pt"):
+                 "labels.parquet", "train.log", "progress.json", "checkpoints/last.safetensors"):
         assert (run / name).is_file(), name
     assert not (run / "adapter").exists()  # full fine-tuning has no adapter
     assert json.loads((run / "finetune.json").read_text())["status"] == "complete"
@@ -206,11 +208,11 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, export, tiny_mode
             "--lr", "5e-3", "--max-length", "32", "--device", "cpu", "--patience", "0", "--checkpoint-every", "20",
             "--cpu-threads", "1", "--json"]
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    checkpoint = killed / "checkpoints" / "last.pt"
+    checkpoint = killed / CHECKPOINT
     kill_when([sys.executable, "-m", "labelflow", *args, "--out", str(killed)], checkpoint.is_file, cwd=REPO)
     assert not (killed / "metrics.json").exists()
     assert json.loads((killed / "finetune.json").read_text())["status"] == "training"
-    ckpt = torch.load(killed / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = read_checkpoint(checkpoint)  # safetensors + JSON: nothing unpickled
     assert 0 < ckpt["state"]["step"] < 300
     assert main([*args, "--out", str(killed), "--resume"]) == 0
     assert main([*args, "--out", str(reference)]) == 0
@@ -255,3 +257,60 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, export, tiny_config):
         pytest.skip("a GPU is present")
     with pytest.raises(FinetuneError, match="device='cuda' but torch sees no CUDA GPU"):
         finetune(export(), out=tmp_path / "run", config=tiny_config(device="cuda"))
+
+
+# --- issue 14, item 6: a checkpoint is data, never code -------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, 'w').write('ran')``: what a crafted pickle checkpoint could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def test_item6_a_crafted_checkpoint_does_not_run_code(tmp_path, export, tiny_config):
+    run = tmp_path / "run"
+    finetune(export(), out=run, config=tiny_config(epochs=1))
+    marker = tmp_path / "payload-ran"
+    crafted = {"format": 1, "model": _Payload(marker), "state": {"step": 0}}
+    # a pickle where a checkpoint of the old format (last.pt) was, and one where the checkpoint is
+    for name in ("last.pt", "last.safetensors"):
+        for old in (run / "checkpoints").iterdir():
+            old.unlink()
+        torch.save(crafted, run / "checkpoints" / name)
+        try:
+            finetune(None, out=run, config=tiny_config(epochs=1), resume=True)
+            error = None
+        except Exception as exc:  # noqa: BLE001 - which error it is is checked below, after the payload
+            error = f"{type(exc).__name__}: {exc}"
+        assert not marker.exists(), f"reading checkpoints/{name} ran its payload"
+        assert error is not None and error.startswith("FinetuneError: cannot read checkpoint"), error
+
+
+def test_item6_checkpoints_are_safetensors_with_json_state(tmp_path, export, tiny_config):
+    from safetensors import safe_open
+
+    from finetune.checkpoint import METADATA_KEY
+
+    run = tmp_path / "run"
+    result = finetune(export(), out=run, config=tiny_config(epochs=2))
+    path = run / CHECKPOINT
+    assert path.name == "last.safetensors" and not (run / "checkpoints" / "last.pt").exists()
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()[METADATA_KEY])
+        names = set(f.keys())
+    assert meta["format"] == 1 and meta["state"]["step"] == result.metrics["train"]["steps"] == 12
+    # weights, optimizer moments, RNG state: tensors in the safetensors part; options and positions: JSON
+    assert any(n.startswith("model/") for n in names) and any(n.startswith("optimizer/state/") for n in names)
+    assert "rng/torch" in names and meta["optimizer"]["param_groups"][0]["lr"] >= 0
+    ckpt = read_checkpoint(path)
+    assert ckpt["state"]["step"] == 12 and ckpt["rng"]["torch"].dtype == torch.uint8
+    assert isinstance(ckpt["optimizer"]["param_groups"][0]["betas"], tuple)
+    assert set(ckpt["optimizer"]["state"]) == set(range(len(ckpt["optimizer"]["state"])))  # integer keys come back
+    # resuming the finished run reads it back and writes the same metrics
+    again = finetune(None, out=run, config=tiny_config(epochs=2), resume=True)
+    assert again.resumed_from == 12 and again.metrics["test"] == json.loads(json.dumps(result.metrics["test"]))
