@@ -242,9 +242,12 @@ def test_demo(tmp_path, capsys):
     # the label model is at least as accurate as Snorkel's on the same suite, with and without FM LFs
     assert test["label_model"]["accuracy"] >= test["snorkel"]["accuracy"] >= 0.85
     assert test["label_model_with_fm"]["accuracy"] >= test["snorkel_with_fm"]["accuracy"]
-    # the FM LFs raise the label model's test accuracy and coverage
-    assert test["label_model_with_fm"]["accuracy"] > test["label_model"]["accuracy"]
-    assert test["label_model_with_fm"]["coverage"] > test["label_model"]["coverage"]
+    # the FM LFs vote on every row; there too the label model beats majority vote. (They no longer raise its
+    # accuracy here: the plain suite's uncovered rows get the class its coverage implies, 0.951 on test, and
+    # the broad FM LFs at ~0.8 cost the precise keyword LFs some rows, 0.935.)
+    assert test["label_model_with_fm"]["coverage"] == 1.0 > test["label_model"]["coverage"]
+    assert test["label_model_with_fm"]["accuracy"] > test["majority_vote_with_fm"]["accuracy"]
+    assert test["label_model"]["accuracy"] > test["majority_vote"]["accuracy"]
     assert report["rows"] == {"total": 1953, "lfs": len(load_lf_suite(REPO / "lfs" / "youtube_spam_fm.py"))}
     assert (tmp_path / "demo" / CONFIG_FILE).is_file()
 
