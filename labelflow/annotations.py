@@ -81,6 +81,9 @@ class AnnotationStore:
         self._ready = False
 
     def _connect(self) -> sqlite3.Connection:
+        if self.path.exists() and not self.path.is_file():
+            raise ProjectError(f"{self.path} is not a file; the human gold labels live there (SQLite); move what "
+                               "is there away or restore the file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
@@ -140,7 +143,7 @@ class AnnotationStore:
         """Every stored label as stored: columns ``id, annotator, label`` (class name), ``time, source``,
         oldest first; not checked against the schema (to find and remove labels it lacks)."""
         schema = {**COLUMNS, "label": pl.String}
-        if not self.path.is_file():
+        if not self.path.exists():
             return pl.DataFrame(schema=schema)
         with closing(self._connect()) as conn:
             rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM annotations ORDER BY time, id, annotator").fetchall()

@@ -82,12 +82,14 @@ class LabelMatrix:
 
     def save(self, path: str | Path) -> None:
         """Write the matrix as Parquet (cardinality and failures in its metadata), atomically."""
+        frame = self.to_frame()
         meta = {
             "labelflow.cardinality": str(self.cardinality),
             "labelflow.failures": json.dumps([f.__dict__ for f in self.failures]),
+            "labelflow.content": _content_hash(frame),
         }
         with atomic_path(path) as tmp:
-            self.to_frame().write_parquet(tmp, metadata=meta)
+            frame.write_parquet(tmp, metadata=meta)
 
     @staticmethod
     def read_lf_names(path: str | Path) -> tuple[str, ...]:
@@ -141,6 +143,10 @@ class LabelMatrix:
                 i = int(bad.arg_max())
                 raise LabelModelError(f"{path}: LF {name!r} votes {col[i]} on row id {ids[i]!r}, outside "
                                       f"-1..{cardinality - 1} (cardinality {cardinality})")
+        recorded = meta.get("labelflow.content")
+        if recorded and recorded.split(":")[0] == pl.__version__ and recorded != _content_hash(frame):
+            raise LabelModelError(f"{path}: its votes were changed after `labelflow apply` wrote it (they no longer "
+                                  "match the content hash it recorded); run `labelflow apply` to rebuild it")
         values = (frame.select(names).to_numpy().astype(LABEL_DTYPE) if names
                   else np.empty((frame.height, 0), LABEL_DTYPE))
         failures = tuple(LFFailure(**f) for f in json.loads(meta.get("labelflow.failures", "[]")))
@@ -177,6 +183,15 @@ class LabelMatrix:
         h.update(hash_strings(self.ids).encode())
         h.update(np.ascontiguousarray(self.values, dtype=LABEL_DTYPE).data)
         return h.hexdigest()
+
+
+def _content_hash(frame: pl.DataFrame) -> str:
+    """``"<polars version>:<hex>"``: an order-independent hash of a matrix frame's rows (id and votes), so rows
+    re-ordered by id still match and a vote moved to another row does not. Row hashes are polars', stable within
+    a polars version only, so a file written under another version is not checked."""
+    rows = frame.select(pl.col("id").cast(pl.String), pl.exclude("id").cast(pl.Int16)).hash_rows(seed=0)
+    total = int(rows.to_numpy().astype(np.uint64).sum(dtype=np.uint64))
+    return f"{pl.__version__}:{total:016x}:{frame.height}"
 
 
 def hash_strings(values: pl.Series, *, chunk: int = 1 << 18) -> str:

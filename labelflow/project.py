@@ -33,7 +33,7 @@ from labelflow.annotations import AnnotationStore
 from labelflow.apply import Engine, OnError, VoteCache, apply_lfs
 from labelflow.dataset import Dataset, canonical_split, load_dataset
 from labelflow.distributed import RayEngine
-from labelflow.errors import DataError, LabelModelError, ProjectError
+from labelflow.errors import DataError, LabelModelError, ProjectError, involving
 from labelflow.fm.cache import FMCache
 from labelflow.io import atomic_path, write_json, write_parquet_parts
 from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model, probs_to_preds
@@ -195,7 +195,8 @@ class Project:
         hidden = sorted({canonical_split(s) for s in hide_labels} - set(dataset.splits()))
         if hidden:
             raise DataError(f"hide_labels names split(s) {hidden} the dataset lacks; its splits are {dataset.splits()}")
-        dataset.frame.write_parquet(_staged(project.store / "dataset.parquet"))
+        with involving(project.store / "dataset.parquet", writing=True):
+            dataset.frame.write_parquet(_staged(project.store / "dataset.parquet"))
         write_json(root / CONFIG_FILE, asdict(config))
         os.replace(_staged(project.store / "dataset.parquet"), project.store / "dataset.parquet")
         # outputs of the previous dataset go; the content-addressed caches (votes, FM outputs) stay valid
@@ -263,7 +264,8 @@ class Project:
             raise ProjectError(f"{path} is missing; re-create the project with `labelflow init`")
         frame = pl.read_parquet(path)
         for output in sorted((self.store / "fm").glob("*.parquet")):
-            frame = frame.join(pl.read_parquet(output), on="id", how="left", maintain_order="left")
+            with involving(output):
+                frame = frame.join(pl.read_parquet(output), on="id", how="left", maintain_order="left")
         return Dataset(frame, self.schema, tuple(self.config.text))
 
     def rows(self) -> pl.LazyFrame:
@@ -279,8 +281,10 @@ class Project:
         for output in sorted((self.store / "fm").glob("*.parquet")):
             fm = pl.scan_parquet(output)
             ids = pl.concat([frames[0].select("id"), fm.select(pl.col("id").alias("fm_id"))], how="horizontal")
-            if fm.select(pl.len()).collect().item() != n \
-                    or ids.select((pl.col("id") != pl.col("fm_id")).any()).collect().item():
+            with involving(output):
+                misaligned = fm.select(pl.len()).collect().item() != n \
+                    or ids.select((pl.col("id") != pl.col("fm_id")).any()).collect().item()
+            if misaligned:
                 raise ProjectError(f"{output} does not hold the dataset's rows in its order; run `labelflow fm` "
                                    f"again to recompute {output.stem!r}")
             frames.append(fm.drop("id"))

@@ -185,6 +185,10 @@ def load_label_model(path: str | Path) -> LabelModel:
         raise LabelModelError(f"{path}: saved with format {meta.get('format')}; this labelflow reads format {FORMAT_VERSION}")
     if meta["name"] not in _REGISTRY:
         raise LabelModelError(f"{path}: unknown label model {meta['name']!r}; known models are {label_model_names()}")
+    for key, array in arrays.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise LabelModelError(f"{path}: its array {key!r} holds NaN or infinite values, which a fit never "
+                                  "writes; fit the model again")
     model = _REGISTRY[meta["name"]]._from_state(meta["cardinality"], meta["seed"], meta["config"], arrays)
     model.n_lfs = meta["n_lfs"]
     model.lf_names = None if meta["lf_names"] is None else tuple(meta["lf_names"])
