@@ -104,8 +104,10 @@ class FlowLabelModel(LabelModel):
     --------
     >>> L = np.array([[0, 0, -1], [1, 1, 1], [1, -1, 0], [-1, -1, -1]])
     >>> model = FlowLabelModel(2).fit(L)
-    >>> model.predict(L, tie_policy="abstain")
-    array([ 0,  1,  1, -1])
+    >>> model.predict(L)
+    array([0, 1, 1, 0])
+    >>> model.uncovered.round(2)  # the last row, which no LF votes on, gets this distribution
+    array([0.67, 0.33])
     """
 
     name = "labelflow"
