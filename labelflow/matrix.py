@@ -97,13 +97,15 @@ class LabelMatrix:
         return tuple(c for c in pl.read_parquet_schema(path) if c != "id")
 
     @classmethod
-    def load(cls, path: str | Path) -> "LabelMatrix":
+    def load(cls, path: str | Path, *, check_content: bool = True) -> "LabelMatrix":
         """Read a matrix written by :meth:`save`, checking every vote before it becomes ``int8``.
 
         A vote outside ``-1 .. cardinality-1`` (``256`` in an ``Int16`` column would wrap to
         ``0``) and a null are refused, naming the value, the LF and the row id: the applier
         writes ``-1`` for an abstain, never a null, so a null means the file was written by
-        something else and is not read as an abstain (nor as class ``0``).
+        something else and is not read as an abstain (nor as class ``0``). With ``check_content``,
+        votes moved between rows after :meth:`save` wrote the file are refused too (an
+        order-independent hash of its rows is kept in its metadata).
 
         Raises
         ------
@@ -144,7 +146,8 @@ class LabelMatrix:
                 raise LabelModelError(f"{path}: LF {name!r} votes {col[i]} on row id {ids[i]!r}, outside "
                                       f"-1..{cardinality - 1} (cardinality {cardinality})")
         recorded = meta.get("labelflow.content")
-        if recorded and recorded.split(":")[0] == pl.__version__ and recorded != _content_hash(frame):
+        if check_content and recorded and recorded.split(":")[0] == pl.__version__ \
+                and recorded != _content_hash(frame):
             raise LabelModelError(f"{path}: its votes were changed after `labelflow apply` wrote it (they no longer "
                                   "match the content hash it recorded); run `labelflow apply` to rebuild it")
         values = (frame.select(names).to_numpy().astype(LABEL_DTYPE) if names

@@ -416,7 +416,11 @@ class Project:
         """
         path = self._matrix_path()
         try:
-            matrix = LabelMatrix.load(path)
+            try:
+                matrix = LabelMatrix.load(path)
+            except LabelModelError:  # say first which rows it lacks, when that is what changed
+                LabelMatrix.load(path, check_content=False).aligned(self.columns("id")["id"], where=str(path))
+                raise
             if matrix.cardinality != self.schema.k:
                 raise LabelModelError(f"{path} holds votes for {matrix.cardinality} classes; the project has "
                                       f"{self.schema.k} ({list(self.schema.names)})")
@@ -426,6 +430,7 @@ class Project:
 
     def _matrix_path(self) -> Path:
         path = self.store / "matrix.parquet"
+        _not_a_folder(path)
         if not path.is_file():
             raise ProjectError(f"{self.root} has no label matrix yet; run `labelflow apply` first")
         return path
@@ -464,6 +469,7 @@ class Project:
         """
         name = name or self.config.label_model
         path = self.store / "models" / f"{name}.npz"
+        _not_a_folder(path)
         if not path.is_file():
             raise ProjectError(f"label model {name!r} has not been fit in {self.root}; run `labelflow fit --model {name}`")
         model = load_label_model(path)
@@ -635,6 +641,13 @@ def _relative(path: Path, root: Path) -> str:
         return os.path.relpath(path.resolve(), root.resolve())
     except ValueError:  # different drives on Windows
         return str(path.resolve())
+
+
+def _not_a_folder(path: Path) -> None:
+    """Raise :class:`ProjectError` naming ``path`` when a folder (or anything not a file) stands where a store file belongs."""
+    if path.exists() and not path.is_file():
+        raise ProjectError(f"{path} is not a file; a store file belongs there: move it away, then run the command "
+                           "that writes it again")
 
 
 def _staged(path: Path) -> Path:

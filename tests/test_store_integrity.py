@@ -47,3 +47,14 @@ def test_item11_a_saved_model_with_nan_parameters_is_refused(tmp_path):
     np.savez(tmp_path / "m.npz", **arrays)
     with pytest.raises(LabelModelError, match=r"m\.npz: its array 'accuracy' holds NaN"):
         load_label_model(tmp_path / "m.npz")
+
+
+def test_item11_a_folder_where_the_matrix_or_a_model_belongs_is_named(project):
+    (project.store / "models").mkdir(exist_ok=True)
+    (project.store / "models" / "labelflow.npz").mkdir()
+    with pytest.raises(ProjectError, match=r"labelflow\.npz is not a file"):
+        project.label_model("labelflow")
+    (project.store / "matrix.parquet").unlink(missing_ok=True)
+    (project.store / "matrix.parquet").mkdir()
+    with pytest.raises(ProjectError, match=r"matrix\.parquet is not a file"):
+        project.matrix()
