@@ -119,25 +119,32 @@ def test_fm_prompt_dry_run_counts_and_stores_nothing(tmp_path, project_files, ca
 
 
 @pytest.mark.parametrize(("answers", "message"), [
-    (["SPAM"], "--answers takes CLASS=WORD[,WORD...]; got 'SPAM'"),
-    (["SPAM=  "], "--answers takes CLASS=WORD[,WORD...]; got 'SPAM=  '"),
+    (["SPAM"], "argument --answers: expected CLASS=WORD[,WORD...]; got 'SPAM'"),
+    (["SPAM=  "], "argument --answers: expected CLASS=WORD[,WORD...]; got 'SPAM=  '"),
     (["SPAM=yes", "EGGS=no"], "the answer mapping names class(es) ['EGGS'] outside the schema's classes ['HAM', 'SPAM']"),
 ])
 def test_fm_prompt_malformed_answers_exit_2(tmp_path, project_files, capsys, answers, message):
+    """Malformed answers are refused in one line with exit status 2 (at parse time when the flag alone shows it)."""
     root = init_tiny(tmp_path / "proj", project_files, capsys)
     argv = ["fm", "prompt", "-p", str(root), "--template", "{text}", "--json"]
     for a in answers:
         argv += ["--answers", a]
-    assert main(argv) == 2
+    try:
+        status = main(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    assert status == 2
     captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err == f"labelflow: error: {message}\n"
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("labelflow: error: ") and message in captured.err
 
 
 def test_fm_prompt_needs_exactly_one_template(tmp_path, project_files, capsys):
     root = init_tiny(tmp_path / "proj", project_files, capsys)
-    assert main(["fm", "prompt", "-p", str(root), "--answers", "SPAM=yes", "--dry-run"]) == 2
-    assert "give exactly one of --template and --template-file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["fm", "prompt", "-p", str(root), "--answers", "SPAM=yes", "--dry-run"])
+    assert exit_.value.code == 2
+    assert "arguments --template, --template-file: give exactly one of them" in capsys.readouterr().err
 
 
 def described_project(root, tmp_path):
