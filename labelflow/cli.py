@@ -261,26 +261,20 @@ def _non_empty(value: str) -> str:
     return value
 
 
-def _count(value: str) -> int:
-    """An integer ≥ 0."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise _arg_error(f"expected a whole number ≥ 0; got {value!r}") from None
-    if n < 0:
-        raise _arg_error(f"expected a whole number ≥ 0; got {n}")
-    return n
+def _at_least(minimum: int):
+    """An argparse ``type``: an integer ≥ ``minimum``."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise _arg_error(f"expected a whole number ≥ {minimum}; got {value!r}") from None
+        if n < minimum:
+            raise _arg_error(f"expected a whole number ≥ {minimum}; got {n}")
+        return n
+    return parse
 
 
-def _positive(value: str) -> int:
-    """An integer ≥ 1."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise _arg_error(f"expected a whole number ≥ 1; got {value!r}") from None
-    if n < 1:
-        raise _arg_error(f"expected a whole number ≥ 1; got {n}")
-    return n
+_count, _positive = _at_least(0), _at_least(1)
 
 
 def _identifier(value: str) -> str:

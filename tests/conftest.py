@@ -275,3 +275,30 @@ def _kill_when(cmd: list[str], ready: Callable[[], bool], *, cwd: Path, timeout:
 def kill_when():
     """:func:`_kill_when`: run a command and SIGKILL it once a condition holds (a killed-run test's first half)."""
     return _kill_when
+
+
+@pytest.fixture
+def failing_model():
+    """A registered label model that raises in fit; unregistered afterwards."""
+    from labelflow.labelmodels import LabelModel, register_label_model
+    from labelflow.labelmodels.base import _REGISTRY
+
+    @register_label_model
+    class Failing(LabelModel):
+        name = "failing_for_test"
+
+        def _fit(self, L, *, L_dev, y_dev, class_balance, progress):
+            raise RuntimeError("this model always fails")
+
+        def _predict_proba(self, L):
+            raise AssertionError("never fitted")
+
+        def _state(self):
+            return {}, {}
+
+        @classmethod
+        def _from_state(cls, cardinality, seed, config, arrays):
+            return cls(cardinality, seed=seed)
+
+    yield Failing.name
+    del _REGISTRY[Failing.name]

@@ -303,33 +303,6 @@ def test_bench_scores_covered_rows_and_keys_ties_by_the_test_row(tmp_path):
     assert row["coverage"] == round(float(covered.mean()), 4)
 
 
-@pytest.fixture
-def failing_model():
-    """A registered label model that raises in fit; unregistered afterwards."""
-    from labelflow.labelmodels import LabelModel, register_label_model
-    from labelflow.labelmodels.base import _REGISTRY
-
-    @register_label_model
-    class Failing(LabelModel):
-        name = "failing_for_test"
-
-        def _fit(self, L, *, L_dev, y_dev, class_balance, progress):
-            raise RuntimeError("this model always fails")
-
-        def _predict_proba(self, L):
-            raise AssertionError("never fitted")
-
-        def _state(self):
-            return {}, {}
-
-        @classmethod
-        def _from_state(cls, cardinality, seed, config, arrays):
-            return cls(cardinality, seed=seed)
-
-    yield Failing.name
-    del _REGISTRY[Failing.name]
-
-
 def test_bench_reports_a_failing_model_in_its_row_and_runs_the_others(tmp_path, capsys, failing_model):
     folder = _tiny_wrench(tmp_path / "tiny" / "wrench")
     models = f"majority_vote,{failing_model},auto"

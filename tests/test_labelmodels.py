@@ -11,10 +11,9 @@ from snorkel.labeling.model import MajorityLabelVoter
 from snorkel.utils import probs_to_preds as snorkel_probs_to_preds
 
 from labelflow import LabelModelError, get_label_model, label_model_names, load_label_model
-from labelflow.labelmodels import (AutoLabelModel, LabelModel, MajorityVote, SnorkelLabelModel, probs_to_preds,
-                                   register_label_model)
+from labelflow.labelmodels import AutoLabelModel, MajorityVote, SnorkelLabelModel, probs_to_preds, register_label_model
 from labelflow.labelmodels.auto import stratified_folds
-from labelflow.labelmodels.base import _REGISTRY, tied_rows
+from labelflow.labelmodels.base import tied_rows
 from labelflow.labelmodels.snorkel import dev_class_balance
 from labelflow.matrix import check_label_matrix
 
@@ -204,31 +203,6 @@ def test_snorkel_bad_hyperparameters(kwargs):
 
 
 # --- auto ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def failing_model():
-    """A registered label model that raises in fit; unregistered afterwards."""
-
-    @register_label_model
-    class Failing(LabelModel):
-        name = "failing_for_test"
-
-        def _fit(self, L, *, L_dev, y_dev, class_balance, progress):
-            raise RuntimeError("this model always fails")
-
-        def _predict_proba(self, L):
-            raise AssertionError("never fitted")
-
-        def _state(self):
-            return {}, {}
-
-        @classmethod
-        def _from_state(cls, cardinality, seed, config, arrays):
-            return cls(cardinality, seed=seed)
-
-    yield Failing.name
-    del _REGISTRY[Failing.name]
 
 
 def test_stratified_folds_put_every_class_with_two_rows_in_both_folds():
