@@ -12,7 +12,7 @@ from snorkel.utils import probs_to_preds as snorkel_probs_to_preds
 
 from labelflow import LabelModelError, get_label_model, label_model_names, load_label_model
 from labelflow.labelmodels import AutoLabelModel, MajorityVote, SnorkelLabelModel, probs_to_preds, register_label_model
-from labelflow.labelmodels.auto import stratified_folds
+from labelflow.labelmodels.base import stratified_folds
 from labelflow.labelmodels.base import tied_rows
 from labelflow.labelmodels.snorkel import dev_class_balance
 from labelflow.matrix import check_label_matrix

@@ -60,11 +60,44 @@ def test_uncovered_rows_follow_the_class_sizes_when_coverage_does_not_depend_on_
     fires = rng.random((6000, 4)) < 0.3
     right = rng.random((6000, 4)) < 0.85
     L = np.where(fires, np.where(right, y[:, None], 1 - y[:, None]), -1).astype(np.int8)
-    probs = FlowLabelModel(2).fit(L).predict_proba(L)
+    model = FlowLabelModel(2).fit(L)
+    probs = model.predict_proba(L)
     uncovered = (L < 0).all(axis=1)
-    # the covered rows' posterior mass (uniform prior) understates the imbalance, but the majority wins
-    assert 0.5 < probs[uncovered][0, 0] <= 0.7
+    # multipolar LFs cover every class alike: their votes give the class balance, and it is that of the uncovered rows
+    assert model.class_balance[0] == pytest.approx(0.7, abs=0.03) and model.prior_p_value < 1e-6
+    np.testing.assert_allclose(probs[uncovered][0], model.class_balance)
     assert np.mean(probs[uncovered].argmax(axis=1) == y[uncovered]) > 0.65
+
+
+def multipolar(n, prior, coverage=0.3, accuracy=0.85, m=4, seed=0):
+    """``[n, m]`` votes of multipolar LFs that fire at one rate whatever the class, and gold."""
+    rng = np.random.default_rng(seed)
+    k = len(prior)
+    y = rng.choice(k, n, p=np.asarray(prior))
+    fires = rng.random((n, m)) < coverage
+    right = rng.random((n, m)) < accuracy
+    wrong = (y[:, None] + rng.integers(1, k, (n, m))) % k
+    return np.where(fires, np.where(right, y[:, None], wrong), -1).astype(np.int8), y
+
+
+def test_without_gold_the_class_balance_comes_from_multipolar_votes_where_it_differs_from_uniform():
+    L, y = multipolar(20000, (0.97, 0.03), coverage=0.4, accuracy=0.75, m=6, seed=4)
+    model = FlowLabelModel(2).fit(L)
+    assert model.class_balance[1] == pytest.approx(0.03, abs=0.015)
+    ours = np.mean(model.predict(L) == y)
+    assert ours > 0.95 and ours > np.mean(MajorityVote(2).fit(L).predict(L) == y) + 0.05
+    balanced = FlowLabelModel(3).fit(multipolar(3000, (1 / 3,) * 3, seed=5)[0])
+    assert balanced.class_balance is None and balanced.prior_p_value > 0.05  # not told apart: no prior
+    spam_only = FlowLabelModel(2).fit(unipolar()[0])
+    assert spam_only.class_balance is None and spam_only.prior_p_value is None  # unipolar LFs are never asked
+
+
+def test_uncovered_rows_are_ties_where_nothing_tells_the_classes_apart():
+    L, _ = multipolar(6000, (1 / 3,) * 3, coverage=0.01, m=5, seed=6)
+    model = FlowLabelModel(3).fit(L)
+    np.testing.assert_allclose(model.uncovered, 1 / 3)
+    uncovered = (L < 0).all(axis=1)
+    assert np.all(model.predict(L[uncovered], tie_policy="abstain") == -1)
 
 
 def test_where_accuracies_cannot_be_told_apart_it_is_majority_vote():
@@ -164,6 +197,26 @@ def test_dev_gold_gives_the_class_prior_and_the_uncovered_rows_their_dev_distrib
     assert model.predict_proba(np.array([[-1, -1, -1]]))[0] == pytest.approx(model.uncovered)
 
 
+def test_dev_gold_chooses_the_class_conditional_model_where_it_predicts_held_out_gold_better(tmp_path):
+    # rare-class LFs that also fire on other classes: how often each fires per class matters, which
+    # the one-coin model cannot express
+    prior = (0.6, 0.25, 0.1, 0.05)
+    lfs = tuple((c, 0.5, 0.3 if c else 0.9) for c in range(4) for _ in range(4))
+    L, y = unipolar(n=9000, prior=prior, lfs=lfs, seed=8)
+    train, dev, test = slice(0, 6000), slice(6000, 6600), slice(6600, 9000)
+    model = FlowLabelModel(4).fit(L[train], L_dev=L[dev], y_dev=y[dev])
+    assert model.conditional is not None and model.conditional.shape == (16, 4, 4)
+    assert set(model.selection) == {"one_coin", "conditional_50", "conditional_1000"}
+    assert max(model.selection["conditional_50"], model.selection["conditional_1000"]) > model.selection["one_coin"]
+    one_coin = FlowLabelModel(4, conditional_strengths=()).fit(L[train], L_dev=L[dev], y_dev=y[dev])
+    assert one_coin.conditional is None and one_coin.selection is None
+    assert np.mean(model.predict(L[test]) == y[test]) > np.mean(one_coin.predict(L[test]) == y[test]) + 0.03
+    model.save(tmp_path / "m.npz")
+    loaded = load_label_model(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(L[test]), model.predict_proba(L[test]))
+    np.testing.assert_allclose(model.predict_proba(np.full((1, 16), -1))[0], model.uncovered)
+
+
 def test_dev_gold_missing_a_class_fits():
     L, y = synthetic(accuracies=(0.9, 0.8, 0.7))
     keep = y[:300] != 2
@@ -205,6 +258,7 @@ def test_cuda_fit_matches_cpu():
     ({"n_iter": 0}, r"need n_iter ≥ 1"),
     ({"dev_weight": "lots"}, r"dev_weight must be a number ≥ 0 or 'balanced'; got 'lots'"),
     ({"device": "tpu"}, r"device must be 'cpu', 'cuda' or 'auto'; got 'tpu'"),
+    ({"conditional_strengths": (50, 0)}, r"conditional_strengths must be numbers > 0; got \(50, 0\)"),
 ])
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(LabelModelError, match=message):

@@ -8,7 +8,7 @@ import numpy as np
 
 from labelflow.errors import LabelModelError
 from labelflow.labelmodels.base import (LabelModel, _REGISTRY, get_label_model, label_model_names, probs_to_preds,
-                                        register_label_model)
+                                        register_label_model, stratified_folds)
 from labelflow.typing import GoldArray, LabelArray, ProbArray
 
 PREFERENCE = ("labelflow", "snorkel", "majority_vote")
@@ -135,24 +135,6 @@ class AutoLabelModel(LabelModel):
         model.chosen, model.scores, model.reason = chosen, config["scores"], config["reason"]
         model.skipped = config.get("skipped", {})
         return model
-
-
-def stratified_folds(y: GoldArray, n_folds: int, *, seed: int) -> np.ndarray:
-    """``[n]`` fold index of each row: seeded-random, stratified by class (each class's rows are dealt to the
-    folds in turn, so a class with at least ``n_folds`` rows is in every fold) and fold sizes differ by one at most.
-
-    Examples
-    --------
-    >>> folds = stratified_folds(np.array([0, 0, 0, 0, 1, 1, 2]), 2, seed=0)
-    >>> [sorted(set(folds[[0, 1, 2, 3]].tolist())), sorted(set(folds[[4, 5]].tolist()))], np.bincount(folds).tolist()
-    ([[0, 1], [0, 1]], [4, 3])
-    """
-    y = np.asarray(y)
-    order = np.random.default_rng(seed).permutation(len(y))
-    order = order[np.argsort(y[order], kind="stable")]  # grouped by class, random within a class
-    folds = np.empty(len(y), dtype=np.int64)
-    folds[order] = np.arange(len(y)) % n_folds
-    return folds
 
 
 def _error_text(exc: BaseException) -> str:

@@ -239,3 +239,21 @@ def probs_to_preds(probs: ProbArray, *, tie_policy: TiePolicy = "random", tol: f
 def _is_max(probs: np.ndarray, tol: float) -> np.ndarray:
     """``[n, k]`` booleans: the classes within ``tol`` of their row's largest probability (Snorkel's test)."""
     return np.abs(probs - probs.max(axis=1, keepdims=True)) < tol
+
+
+def stratified_folds(y: GoldArray, n_folds: int, *, seed: int) -> np.ndarray:
+    """``[n]`` fold index of each row: seeded-random, stratified by class (each class's rows are dealt to the
+    folds in turn, so a class with at least ``n_folds`` rows is in every fold) and fold sizes differ by one at most.
+
+    Examples
+    --------
+    >>> folds = stratified_folds(np.array([0, 0, 0, 0, 1, 1, 2]), 2, seed=0)
+    >>> [sorted(set(folds[[0, 1, 2, 3]].tolist())), sorted(set(folds[[4, 5]].tolist()))], np.bincount(folds).tolist()
+    ([[0, 1], [0, 1]], [4, 3])
+    """
+    y = np.asarray(y)
+    order = np.random.default_rng(seed).permutation(len(y))
+    order = order[np.argsort(y[order], kind="stable")]  # grouped by class, random within a class
+    folds = np.empty(len(y), dtype=np.int64)
+    folds[order] = np.arange(len(y)) % n_folds
+    return folds

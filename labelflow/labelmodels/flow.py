@@ -34,28 +34,46 @@ never votes against its class. An LF that votes several classes may fall below
 ``1/k``, and then its vote counts against the class it names (an LF right 30 % of the
 time on a binary task is informative once inverted).
 
-**The class prior on covered rows** is only used when it is known: given to
-``fit`` (``class_balance``) or estimated from dev gold. Estimating it from the votes
-alone is biased by how much each class's LFs cover, and a wrong prior overrides
-correct votes, so without gold covered rows are scored with a uniform prior (ties
-are then broken by the tie policy, like majority vote).
+**The class prior on covered rows** is given to ``fit`` (``class_balance``), the dev class
+balance (add-one smoothed) where there is dev gold, and otherwise estimated from the votes of
+the *multipolar* LFs, never from the unipolar ones. The one-coin model assumes an LF fires at
+one rate whatever the class, so the rows a multipolar LF votes on are a fair sample of the
+classes and ``π`` is their maximum-likelihood class balance given the fitted accuracies. A
+unipolar LF fires on its own class by construction, so counting its votes would read coverage as
+class size. The estimate is used only where a Wald test (observed information) rejects the
+uniform balance at ``SIGNIFICANCE``; otherwise covered rows get a uniform prior and ties are
+broken by the tie policy, like majority vote. A suite of unipolar LFs alone therefore has no prior.
 
 **Rows no LF votes on** get their own distribution ``u``, not the uniform one. Rows
 are uncovered more often in classes whose LFs fire less, so ``u_y ∝ n_y · P(no vote | y)``
-with ``P(no vote | y) = Π_j (1 - r_jy)``, where ``r_jy`` is LF ``j``'s firing rate on
-class ``y`` (its vote mass on the model's posterior of covered rows divided by
-``n_y``) and ``n_y`` the class's row count: covered posterior mass plus its share
-of the uncovered rows, solved as a fixed point. This is the class balance the model
-implies; on a suite whose LFs all vote the rare class (spam LFs and no ham LFs),
-``u`` puts the uncovered rows in the common class instead of splitting them at
-random. With dev gold, ``u`` is the class distribution of the uncovered dev rows,
-smoothed towards that estimate with ``k`` pseudo-rows, and ``π`` the dev class
-balance (add-one smoothed).
+with ``P(no vote | y) = Π_j (1 - r_jy)``, where ``r_jy`` is unipolar LF ``j``'s firing rate on
+class ``y`` (its vote mass on the model's posterior of covered rows divided by ``n_y``;
+multipolar LFs fire alike on every class and drop out) and ``n_y`` the class's row count: ``π·n``
+where a prior is known, else the covered posterior mass plus the class's share of the uncovered
+rows, solved as a fixed point. On a suite whose LFs all vote the rare class (spam LFs and no ham
+LFs), ``u`` puts the uncovered rows in the common class instead of splitting them at random.
+Where no prior is known and a Pearson test on the covered rows does not tell ``u`` from uniform,
+``u`` is uniform and uncovered rows are ties. With dev gold, ``u`` is the class distribution of
+the uncovered dev rows, smoothed towards that estimate with ``k`` pseudo-rows.
 
 **Dev gold** enters the accuracy counts with its real correctness: each dev vote
 weighs ``n / n_dev`` pseudo-votes (``dev_weight="balanced"``: the dev split as a
 whole counts as much as the unlabeled rows) or a fixed number, and the shrinkage is
 at least ``3`` dev votes' worth, so one lucky dev vote cannot make an LF perfect.
+
+**With dev gold the model also tries a class-conditional fit** and keeps whichever predicts
+held-out gold better. The one-coin model gives an LF one accuracy; the class-conditional model
+(Dawid–Skene with abstain as an outcome, the parameterisation of Snorkel's ``LabelModel``) gives
+it ``θ_j[v, y] = P(votes v | y)``, so a rare-class LF that also fires on common rows, or an LF
+whose silence says something, is weighed by what it does on each class. It is fit by
+semi-supervised EM from the one-coin posterior, with a Dirichlet prior of ``strength`` pseudo-rows
+per class centred on it (``conditional_strengths``, 50 and 1,000 by default), the dev rows counted
+with their gold class and the dev class balance as prior. Without gold the class-conditional model
+is not used: its extra parameters are not identified from votes alone, and on correlated LFs
+its EM runs away. The choice is made by cross-validation on the dev gold (``DEV_FOLDS``
+stratified folds, mean log-likelihood of the held-out gold, ties keep the one-coin model; at
+least ``MIN_SELECTION_DEV_ROWS`` rows), recorded in :attr:`selection`; the winner is refit on
+all the dev gold. The class-conditional arithmetic runs in NumPy.
 
 Time is linear in the number of votes and memory is bounded: fitting and
 prediction walk the rows in chunks of ``CHUNK_ROWS`` and never expand the matrix
@@ -65,17 +83,27 @@ to ``[n, m, k]``. ``device="cuda"`` runs the same arithmetic in torch on the GPU
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+from scipy.stats import chi2
 
 from labelflow.errors import LabelModelError, require
-from labelflow.labelmodels.base import LabelModel, register_label_model
+from labelflow.labelmodels.base import LabelModel, register_label_model, stratified_folds
 from labelflow.typing import GoldArray, LabelArray, ProbArray
 
 CHUNK_ROWS = 1 << 18
 MIN_SHRINK_DEV_VOTES = 3.0
 """With dev gold, the shrinkage towards the pooled accuracy is worth at least this many dev votes."""
+SIGNIFICANCE = 0.05
+"""A class balance (or uncovered-row distribution) estimated without gold is used only where a test
+rejects the uniform one at this level."""
+MAX_PRIOR_ROWS = 100_000
+"""The class balance without gold is estimated on at most this many rows (a seeded sample)."""
+DEV_FOLDS = 5
+MIN_SELECTION_DEV_ROWS = 50
+"""With fewer dev gold rows than this, the one-coin model is kept without cross-validation."""
 
 
 @register_label_model
@@ -99,23 +127,29 @@ class FlowLabelModel(LabelModel):
         Pseudo-votes each dev gold vote counts for; ``"balanced"``: ``n / n_dev``.
     device
         ``"cpu"`` (NumPy), ``"cuda"`` or ``"auto"`` (torch on the GPU when present).
+    conditional_strengths
+        With dev gold, the prior strengths (pseudo-rows per class) of the class-conditional
+        candidates tried against the one-coin model; ``()`` keeps the one-coin model.
 
     Examples
     --------
     >>> L = np.array([[0, 0, -1], [1, 1, 1], [1, -1, 0], [-1, -1, -1]])
     >>> model = FlowLabelModel(2).fit(L)
-    >>> model.predict(L)
-    array([0, 1, 1, 0])
-    >>> model.uncovered.round(2)  # the last row, which no LF votes on, gets this distribution
-    array([0.67, 0.33])
+    >>> model.predict(L, tie_policy="abstain")  # three covered rows cannot tell the classes' sizes apart
+    array([ 0,  1,  1, -1])
+    >>> model.uncovered  # so the last row, which no LF votes on, is a tie
+    array([0.5, 0.5])
     """
 
     name = "labelflow"
 
     def __init__(self, cardinality: int, *, seed: int = 123, n_iter: int = 100, tol: float = 1e-5,
                  prior_accuracy: float = 0.7, prior_strength: float = 20.0,
-                 dev_weight: float | Literal["balanced"] = "balanced", device: str = "cpu") -> None:
+                 dev_weight: float | Literal["balanced"] = "balanced", device: str = "cpu",
+                 conditional_strengths: Sequence[float] = (50.0, 1000.0)) -> None:
         super().__init__(cardinality, seed=seed)
+        if any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in conditional_strengths):
+            raise LabelModelError(f"conditional_strengths must be numbers > 0; got {conditional_strengths!r}")
         if not 1 / cardinality < prior_accuracy < 1:
             raise LabelModelError(f"prior_accuracy must lie in (1/k, 1) = ({1 / cardinality:.3f}, 1); got {prior_accuracy}")
         if dev_weight != "balanced" and (isinstance(dev_weight, str) or dev_weight < 0):
@@ -127,20 +161,62 @@ class FlowLabelModel(LabelModel):
             raise LabelModelError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
         self.n_iter, self.tol, self.prior_accuracy, self.prior_strength = n_iter, tol, prior_accuracy, prior_strength
         self.dev_weight, self.device = dev_weight, device
+        self.conditional_strengths = tuple(float(s) for s in conditional_strengths)
         self.accuracy: np.ndarray | None = None
         """``[m]`` fitted accuracy of each LF."""
         self.share: np.ndarray | None = None
         """``[m]`` fraction of its weight each LF keeps (1 / size of its group of identical columns)."""
         self.class_balance: np.ndarray | None = None
-        """``[k]`` prior on covered rows (given to ``fit`` or from dev gold), or ``None`` (uniform)."""
+        """``[k]`` prior on covered rows (given to ``fit``, from dev gold, or from the multipolar LFs' votes
+        where they tell it apart from uniform), or ``None`` (uniform)."""
+        self.prior_p_value: float | None = None
+        """Without gold: p-value of the test that ``class_balance`` differs from uniform (``None``: not tested)."""
         self.uncovered: np.ndarray | None = None
         """``[k]`` distribution given to rows no LF votes on."""
+        self.conditional: np.ndarray | None = None
+        """``[m, k, k]`` ``P(LF j votes v | y)`` where dev gold chose the class-conditional model, else ``None``."""
+        self.selection: dict[str, float] | None = None
+        """With dev gold: each candidate's cross-validated mean log-likelihood of the gold (see :meth:`_fit`)."""
         self.n_iter_run = 0
 
     # --- fitting ------------------------------------------------------------------------------------
 
     def _fit(self, L: LabelArray, *, L_dev: LabelArray | None, y_dev: GoldArray | None,
              class_balance: np.ndarray | None, progress: bool) -> None:
+        self._fit_one_coin(L, L_dev, y_dev, class_balance)
+        self.conditional, self.selection = None, None
+        if y_dev is None or len(y_dev) < MIN_SELECTION_DEV_ROWS or not self.conditional_strengths:
+            return
+        self.selection = self._cross_validate(L, L_dev, y_dev, class_balance)
+        best = max(self.selection, key=self.selection.get)
+        if best != "one_coin":  # ties keep the one-coin model
+            self._fit_conditional(L, L_dev, y_dev, float(best.split("_")[-1]))
+
+    def _cross_validate(self, L: LabelArray, L_dev: LabelArray, y_dev: GoldArray,
+                        class_balance: np.ndarray | None) -> dict[str, float]:
+        """Mean held-out log-likelihood of the dev gold under each candidate, ``{"one_coin": …,
+        "conditional_50": …, …}``: dev gold is split into ``DEV_FOLDS`` stratified folds; each fold is
+        predicted by candidates fit on the train rows and the other folds' gold."""
+        folds = stratified_folds(y_dev, DEV_FOLDS, seed=self.seed)
+        names = ["one_coin"] + [f"conditional_{s:g}" for s in self.conditional_strengths]
+        total = dict.fromkeys(names, 0.0)
+        trial = FlowLabelModel(self.cardinality, seed=self.seed, **self._state()[0])
+        for fold in range(DEV_FOLDS):
+            fit_rows, held = folds != fold, folds == fold
+            if not held.any():
+                continue
+            trial._fit_one_coin(L, L_dev[fit_rows], y_dev[fit_rows], class_balance)
+            trial.conditional, one_coin_uncovered = None, trial.uncovered
+            total["one_coin"] += _log_likelihood(trial._predict_proba(L_dev[held]), y_dev[held])
+            for name, strength in zip(names[1:], self.conditional_strengths):
+                trial._fit_conditional(L, L_dev[fit_rows], y_dev[fit_rows], strength)
+                total[name] += _log_likelihood(trial._predict_proba(L_dev[held]), y_dev[held])
+                trial.conditional, trial.uncovered = None, one_coin_uncovered
+        return {name: value / len(y_dev) for name, value in total.items()}
+
+    def _fit_one_coin(self, L: LabelArray, L_dev: LabelArray | None, y_dev: GoldArray | None,
+                      class_balance: np.ndarray | None) -> None:
+        """Fit the one-coin accuracies, the class prior and the uncovered-row distribution."""
         xp, to = _backend(self.device)
         k, (n, m) = self.cardinality, L.shape
         self.share = _duplicate_share(L)
@@ -189,22 +265,110 @@ class FlowLabelModel(LabelModel):
                 break
         self.accuracy = _numpy(acc)
         covered_mass, fired_mass, n_uncovered = self._class_masses(L)
+        fired_mass[multi_np] = 0.0  # a multipolar LF fires at one rate whatever the class: no say on u
+        self.prior_p_value = None
         if class_balance is not None:
             self.class_balance = class_balance
         elif has_dev:
             self.class_balance = (np.bincount(y_dev, minlength=k) + 1.0) / (len(y_dev) + k)
+        elif multi_np.any():
+            self.class_balance, self.prior_p_value = self._multipolar_class_balance(L, multi_np)
         else:
             self.class_balance = None
         if self.class_balance is not None:
             implied = _uncovered_given_prior(self.class_balance * n, fired_mass)
         else:
             implied = _uncovered_fixed_point(covered_mass, fired_mass, n_uncovered)
+            if _chi2_p_value(implied, n - n_uncovered) > SIGNIFICANCE:
+                implied = np.full(k, 1 / k)  # not told apart from uniform: uncovered rows are ties
         if has_dev and class_balance is None:
             uncovered_dev = y_dev[(L_dev < 0).all(axis=1)]
             counts = np.bincount(uncovered_dev, minlength=k) + k * implied
             self.uncovered = counts / counts.sum()
         else:
             self.uncovered = implied
+
+    def _multipolar_class_balance(self, L: LabelArray, multi: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """The class balance the multipolar LFs' votes imply, or ``None`` where it is not told apart from
+        uniform, and the Wald test's p-value.
+
+        A multipolar LF fires at one rate whatever the class (the model's assumption), so the rows it
+        votes on are a fair sample of the classes: ``π`` is the maximum-likelihood class balance of the
+        rows with a multipolar vote, given their multipolar votes and the fitted accuracies (EM on
+        ``π`` alone, on at most ``MAX_PRIOR_ROWS`` of those rows, seeded). Unipolar LFs are left out:
+        how often they fire depends on the class by construction. ``π`` is used only where a Wald
+        test with the observed information rejects the uniform balance at ``SIGNIFICANCE``.
+        """
+        k = self.cardinality
+        weight_of_lf = _log_odds(self.accuracy, k, np) * self.share * multi
+        parts = []
+        for block in _chunks(L):
+            rows, cols, votes = _votes(block)
+            keep = np.flatnonzero(np.bincount(rows, weights=multi[cols] * 1.0, minlength=block.shape[0]) > 0)
+            scores = np.bincount(rows * k + votes, weights=weight_of_lf[cols],
+                                 minlength=block.shape[0] * k).reshape(block.shape[0], k)
+            parts.append(scores[keep])
+        scores = np.concatenate(parts)
+        if len(scores) > MAX_PRIOR_ROWS:
+            scores = scores[np.random.default_rng(self.seed).choice(len(scores), MAX_PRIOR_ROWS, replace=False)]
+        likelihood = np.exp(scores - scores.max(axis=1, keepdims=True))  # [rows, k] ∝ P(votes | y)
+        prior = np.full(k, 1 / k)
+        for _ in range(1000):
+            post = likelihood * prior
+            post /= post.sum(axis=1, keepdims=True)
+            new = (post.sum(axis=0) + 1.0) / (len(post) + k)  # add-one: no class is ruled out
+            moved = np.abs(new - prior).max()
+            prior = new
+            if moved < 1e-8:
+                break
+        ratio = likelihood / (likelihood @ prior)[:, None]  # [rows, k] ∂ log-likelihood / ∂π
+        gradient = ratio[:, :-1] - ratio[:, -1:]  # free parameters π_1 … π_{k-1}
+        gap = (prior - 1 / k)[:-1]
+        p_value = float(chi2.sf(float(gap @ (gradient.T @ gradient) @ gap), k - 1))
+        return (prior if p_value <= SIGNIFICANCE else None), p_value
+
+    def _fit_conditional(self, L: LabelArray, L_dev: LabelArray, y_dev: GoldArray, strength: float) -> None:
+        """Fit :attr:`conditional`, the class-conditional vote distributions, starting from the one-coin fit.
+
+        ``θ_j[v, y] = P(LF j votes v | y)`` (abstain is ``1 - Σ_v θ_j[v, y]``) by semi-supervised EM:
+        the train rows weighted by their posterior, the dev rows by their gold class, and ``strength``
+        pseudo-rows per class drawn from the one-coin model's own posterior (a Dirichlet prior centred
+        on it). The class prior stays the dev class balance.
+        """
+        k, m = self.cardinality, L.shape[1]
+        dev_counts, dev_rows = _conditional_counts(L_dev, np.eye(k)[y_dev], k)
+        centre, centre_rows = np.zeros((m, k, k)), np.zeros(k)
+        for block in _chunks(L):
+            counts, rows = _conditional_counts(block, self._predict_proba(block), k)
+            centre, centre_rows = centre + counts, centre_rows + rows
+        centre = (centre + 1e-2) / (centre_rows + 2e-2 * k)
+        self.conditional = centre
+        for _ in range(self.n_iter):
+            counts, rows = dev_counts.copy(), dev_rows.copy()
+            for block in _chunks(L):
+                block_counts, block_rows = _conditional_counts(block, self._conditional_probs(block), k)
+                counts, rows = counts + block_counts, rows + block_rows
+            new = (counts + strength * centre) / (rows + strength)
+            moved = float(np.abs(new - self.conditional).max())
+            self.conditional = new
+            if moved < self.tol:
+                break
+        self.uncovered = self._conditional_probs(np.full((1, m), -1, dtype=np.int8))[0]
+
+    def _conditional_probs(self, block: np.ndarray) -> np.ndarray:
+        """``[rows, k]`` posterior of one chunk under :attr:`conditional` and the class prior."""
+        k = self.cardinality
+        fires = np.clip(self.conditional.sum(axis=1), 0.0, 1 - 1e-9)  # [m, y]
+        silent = np.log1p(-fires) * self.share[:, None]
+        weight = (np.log(self.conditional) * self.share[:, None, None]) - silent[:, None, :]  # [m, v, y]
+        rows, cols, votes = _votes(block)
+        scores = np.empty((block.shape[0], k))
+        for y in range(k):
+            scores[:, y] = np.bincount(rows, weights=weight[cols, votes, y], minlength=block.shape[0])
+        scores += silent.sum(axis=0) + np.log(self.class_balance)
+        scores -= scores.max(axis=1, keepdims=True)
+        probs = np.exp(scores)
+        return probs / probs.sum(axis=1, keepdims=True)
 
     def _class_masses(self, L: LabelArray) -> tuple[np.ndarray, np.ndarray, int]:
         """Posterior class mass of the covered rows (``[k]``), of each LF's votes (``[m, k]``),
@@ -227,8 +391,11 @@ class FlowLabelModel(LabelModel):
         out = np.empty((L.shape[0], self.cardinality))
         start = 0
         for block in _chunks(L):
-            probs = self._scores_to_probs(block, self.class_balance)
-            probs[(block < 0).all(axis=1)] = self.uncovered
+            if self.conditional is not None:
+                probs = self._conditional_probs(block)
+            else:
+                probs = self._scores_to_probs(block, self.class_balance)
+                probs[(block < 0).all(axis=1)] = self.uncovered
             out[start:start + len(block)] = probs
             start += len(block)
         return out
@@ -251,10 +418,13 @@ class FlowLabelModel(LabelModel):
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config = {"n_iter": self.n_iter, "tol": self.tol, "prior_accuracy": self.prior_accuracy,
-                  "prior_strength": self.prior_strength, "dev_weight": self.dev_weight, "device": self.device}
+                  "prior_strength": self.prior_strength, "dev_weight": self.dev_weight, "device": self.device,
+                  "conditional_strengths": list(self.conditional_strengths)}
         arrays = {"accuracy": self.accuracy, "share": self.share, "uncovered": self.uncovered}
         if self.class_balance is not None:
             arrays["class_balance"] = self.class_balance
+        if self.conditional is not None:
+            arrays["conditional"] = self.conditional
         return config, arrays
 
     @classmethod
@@ -262,7 +432,7 @@ class FlowLabelModel(LabelModel):
                     arrays: dict[str, np.ndarray]) -> "FlowLabelModel":
         model = cls(cardinality, seed=seed, **config)
         model.accuracy, model.share, model.uncovered = arrays["accuracy"], arrays["share"], arrays["uncovered"]
-        model.class_balance = arrays.get("class_balance")
+        model.class_balance, model.conditional = arrays.get("class_balance"), arrays.get("conditional")
         return model
 
 
@@ -307,6 +477,28 @@ def _posterior_agreement(rows: Any, votes: Any, weight: Any, n: int, k: int, xp:
     top = xp.amax(scores, 1)
     total = xp.exp(scores - top[:, None]).sum(1)  # Σ_c exp(s_c - top)
     return xp.exp(scores[rows, votes] - top[rows]) / total[rows]
+
+
+def _conditional_counts(L: np.ndarray, probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vote counts ``[m, v, y]`` weighted by each row's class probabilities ``probs`` (``[n, k]``),
+    and the class mass ``[k]`` of the rows."""
+    m = L.shape[1]
+    rows, cols, votes = _votes(L)
+    counts = np.empty((m * k, k))
+    for y in range(k):
+        counts[:, y] = np.bincount(cols * k + votes, weights=probs[rows, y], minlength=m * k)
+    return counts.reshape(m, k, k), probs.sum(axis=0)
+
+
+def _log_likelihood(probs: np.ndarray, gold: np.ndarray) -> float:
+    """Sum of ``log P(gold)`` over rows, each probability floored at ``1e-6``."""
+    return float(np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-6, 1.0)).sum())
+
+
+def _chi2_p_value(distribution: np.ndarray, rows: int) -> float:
+    """p-value of Pearson's test that ``rows`` rows drawn from ``distribution`` ``[k]`` came from the uniform one."""
+    k = len(distribution)
+    return float(chi2.sf(rows * k * float(((distribution - 1 / k) ** 2).sum()), k - 1))
 
 
 def _no_vote_probability(class_rows: np.ndarray, fired_mass: np.ndarray) -> np.ndarray:
