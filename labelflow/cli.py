@@ -69,11 +69,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", action="store_true",
                    help="trust the project's LF suite and config as they are now (see `labelflow trust`), then apply")
     _engine_arguments(p)
+    _extend_arguments(p)
 
     p = command("fit", "Fit a label model on the train rows and report dev/test metrics.")
     p.add_argument("--model", type=_label_model_name, help="registered label model (default: the project's)")
     p.add_argument("--seed", type=_count, default=123)
     p.add_argument("--dev-gold", action="store_true", help="also pass the dev rows' gold labels to the model")
+    _extend_arguments(p)
 
     p = command("summary", "LF statistics (coverage, overlaps, conflicts, accuracy on gold).")
     p.add_argument("--split", default="dev", help="split to summarise (default dev)")
@@ -186,6 +188,44 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--markdown", action="store_true", help="print the results as a Markdown table (as in the README)")
     b.add_argument("--json", action="store_true", help="print one JSON document")
     return parser
+
+
+def _extend_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--extend", nargs="?", const="", metavar="COLUMN", type=str,
+                       help="add embedding-extended LFs (a NAME~ext column per LF, radius fit on dev gold; see the "
+                            "README) over embedding column COLUMN (default: the configured one, else 'embedding', "
+                            "which `labelflow fm embed` writes); kept in labelflow.json for later commands")
+    group.add_argument("--no-extend", action="store_true", help="drop the embedding-extended LFs (kept in labelflow.json)")
+
+
+def _set_extend(project, args: argparse.Namespace) -> None:
+    """Turn embedding-extended LFs on (``--extend [COLUMN]``, once the column is there) or off (``--no-extend``)."""
+    from labelflow.extend import ExtendConfig
+
+    if args.no_extend and project.config.extend is not None:
+        project.update_config(extend=None)
+    elif args.extend is not None:
+        config = (project.extend_config or ExtendConfig()).to_dict()
+        config["embedding"] = args.extend or config["embedding"]
+        project.embeddings(config["embedding"])  # a clear error, and no setting saved, when it is missing
+        if config != project.config.extend:
+            project.update_config(extend=config)
+
+
+def _print_extension(project) -> list[dict[str, Any]]:
+    """Print (and return) what each LF's extension gave."""
+    report = project.extension()
+    extended = [e for e in report if e["column"]]
+    if report:
+        print(f"extended LFs over {project.extend_config.embedding!r}: {len(extended)} of {len(report)} LFs")
+        for e in extended:
+            print(f"  {e['column']}: radius {e['radius']:.3f}, {e['votes']} votes; dev precision "
+                  f"{e['dev_precision']:.2f} on {e['dev_votes']} (bar {e['bar']:.2f})")
+        skipped = [e["lf"] for e in report if not e["column"]]
+        if skipped:
+            print(f"  not extended ({len(skipped)}, reasons in --json): {', '.join(skipped)}")
+    return report
 
 
 def _engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -431,6 +471,7 @@ def _apply(args: argparse.Namespace) -> dict[str, Any]:
     project = _open(args)
     if args.trust:
         _trust_project(project)
+    _set_extend(project, args)
     matrix, cache = project.apply(lfs=args.lfs, on_error=args.on_error, n_jobs=args.jobs, progress=True,
                                   engine=args.engine, address=args.address, timeout_s=args.lf_timeout)
     result = {
@@ -440,6 +481,8 @@ def _apply(args: argparse.Namespace) -> dict[str, Any]:
     }
     if cache.uncached:  # LF name → what its fingerprint cannot cover (so it was re-applied)
         result["uncached"] = cache.uncached
+    if project.config.extend is not None:
+        result["extension"] = project.extension()
     if not args.json:
         print(f"label matrix {matrix.shape[0]} rows × {matrix.shape[1]} LFs "
               f"({len(cache.misses)} applied, {len(cache.hits)} from cache)")
@@ -449,6 +492,7 @@ def _apply(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  LF {f.lf!r} failed on row id {f.row_id!r}: {f.error}")
         if len(matrix.failures) > 20:
             print(f"  ... {len(matrix.failures) - 20} more failures (see --json)")
+        _print_extension(project)
     return result
 
 
@@ -456,6 +500,7 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
     from labelflow.labelmodels import AutoLabelModel
 
     project = _open(args)
+    _set_extend(project, args)
     model = project.fit(args.model, seed=args.seed, use_dev=args.dev_gold, progress=not args.json)
     metrics = project.evaluate(model)
     choice = model.choice() if isinstance(model, AutoLabelModel) else {"chosen": model.name, "reason": None}

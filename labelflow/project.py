@@ -10,6 +10,7 @@ Layout of a project folder::
     store/models/NAME.npz   fitted label models
     store/fm.sqlite         FM output cache (content-addressed)
     store/fm/NAME.parquet   named FM outputs (``labelflow fm ...``), joined to the dataset as column NAME
+    store/extension.json    what the matrix's embedding-extended LF columns were computed from (``extend``)
     store/annotations.sqlite  human gold labels with annotator and time (the app, Label Studio)
 
 The CLI and (later) the app open the same folder. Every file is written to a
@@ -18,6 +19,7 @@ temporary name and renamed, so a failed command leaves what was saved intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,7 +35,8 @@ from labelflow.annotations import AnnotationStore
 from labelflow.apply import Engine, OnError, VoteCache, apply_lfs
 from labelflow.dataset import Dataset, canonical_split, load_dataset
 from labelflow.distributed import RayEngine
-from labelflow.errors import DataError, LabelModelError, ProjectError, involving
+from labelflow.errors import DataError, LabelModelError, LFError, ProjectError, involving
+from labelflow.extend import ExtendConfig, base_columns, extend_votes
 from labelflow.fm.cache import FMCache
 from labelflow.io import atomic_path, write_json, write_parquet_parts
 from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model, probs_to_preds
@@ -73,6 +76,7 @@ class ProjectConfig:
     studio_url: str | None = None
     studio_api_key_env: str = "LABEL_STUDIO_API_KEY"
     ray_address: str | None = None
+    extend: dict[str, Any] | None = None
     format: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -85,6 +89,10 @@ class ProjectConfig:
             raise ProjectError(f"dev_sample must be ≥ 0; got {self.dev_sample}")
         if self.label_model not in label_model_names():
             raise ProjectError(f"unknown label model {self.label_model!r}; known models are {label_model_names()}")
+        try:
+            ExtendConfig.from_dict(self.extend)
+        except LFError as exc:
+            raise ProjectError(str(exc)) from None
 
     @property
     def schema(self) -> ClassSchema:
@@ -119,6 +127,7 @@ _CONFIG_TYPES: dict[str, tuple[Any, str]] = {
     "hide_labels": (_str_list, "a list of split names"),
     "duplicates": (lambda v: v in ("error", "drop_identical"), '"error" or "drop_identical"'),
     "label_model": (_is_str, "a label model's name"), "studio_api_key_env": (_is_str, "a string"),
+    "extend": (lambda v: v is None or isinstance(v, dict), "null or an object of settings (labelflow.extend)"),
 }
 """What each key of ``labelflow.json`` holds: (check, what the error says it must be)."""
 
@@ -404,7 +413,7 @@ class Project:
                            n_jobs=n_jobs, progress=progress, fm_cache=self.fm_cache,
                            engine=self.ray_engine(engine, address) or "local", timeout_s=timeout_s)
         matrix.save(self.store / "matrix.parquet")
-        return matrix, cache
+        return self._extended(matrix), cache
 
     def matrix(self) -> LabelMatrix:
         """The label matrix of the last :meth:`apply`, its rows in the dataset's order.
@@ -412,7 +421,9 @@ class Project:
         The matrix's row ids are checked against the dataset's: rows are re-ordered by
         id when it holds exactly the dataset's rows, and anything else (rows missing or
         extra, votes out of range or null, see :meth:`LabelMatrix.load`) raises
-        :class:`ProjectError` naming the file and asking for ``labelflow apply``.
+        :class:`ProjectError` naming the file and asking for ``labelflow apply``. With the
+        ``extend`` setting it ends with the embedding-extended LFs' ``NAME~ext`` columns,
+        recomputed whenever what they were computed from changed (:meth:`_extended`).
         """
         path = self._matrix_path()
         try:
@@ -424,9 +435,10 @@ class Project:
             if matrix.cardinality != self.schema.k:
                 raise LabelModelError(f"{path} holds votes for {matrix.cardinality} classes; the project has "
                                       f"{self.schema.k} ({list(self.schema.names)})")
-            return matrix.aligned(self.columns("id")["id"], where=str(path))
+            matrix = matrix.aligned(self.columns("id")["id"], where=str(path))
         except LabelModelError as exc:
             raise ProjectError(f"{exc}; run `labelflow apply` again to rebuild it") from None
+        return self._extended(matrix)
 
     def _matrix_path(self) -> Path:
         path = self.store / "matrix.parquet"
@@ -604,6 +616,126 @@ class Project:
             getattr(frame, {"parquet": "write_parquet", "csv": "write_csv", "jsonl": "write_ndjson"}[fmt])(tmp)
         return frame
 
+    # --- embedding-extended LFs (labelflow.extend) ------------------------------------------------------
+
+    @property
+    def extend_config(self) -> ExtendConfig | None:
+        """The ``extend`` settings of ``labelflow.json`` (``None``: no extended LFs)."""
+        return None if self.config.extend is None else ExtendConfig.from_dict(self.config.extend)
+
+    def embeddings(self, column: str | None = None) -> np.ndarray:
+        """``[n, d]`` ``float32`` embedding of every row (NaN rows where the column is null), in dataset order.
+
+        ``column``: an array column of the dataset or an FM output (default: the ``extend``
+        setting's, else ``embedding``, which ``labelflow fm embed`` writes). Raises
+        :class:`ProjectError` naming the column and the command that makes it.
+        """
+        column = column or (self.extend_config or ExtendConfig()).embedding
+        rows = self.rows()
+        schema = rows.collect_schema()
+        arrays = [c for c, t in schema.items() if isinstance(t, (pl.Array, pl.List))]
+        if column not in schema:
+            raise ProjectError(f"{self.root}: no embedding column {column!r} in the dataset (array columns: {arrays}); "
+                               f"run `labelflow fm embed -p {self.root}` first (it writes column 'embedding'), or "
+                               "name another array column (`--extend COLUMN`)")
+        dtype = schema[column]
+        inner = getattr(dtype, "inner", None)
+        if not isinstance(dtype, (pl.Array, pl.List)) or inner is None or not inner.is_numeric():
+            raise ProjectError(f"{self.root}: column {column!r} is {dtype}, not an embedding (an array of numbers); "
+                               f"run `labelflow fm embed -p {self.root}` for one")
+        values = rows.select(column).collect()[column]
+        present = values.is_not_null().to_numpy()
+        kept = values.filter(pl.Series(present))
+        width = dtype.size if isinstance(dtype, pl.Array) else (kept.list.len().unique().to_list() or [0])
+        if isinstance(width, list):
+            if len(width) > 1:
+                raise ProjectError(f"{self.root}: column {column!r} holds lists of lengths {sorted(width)[:5]}; an "
+                                   "embedding has one length")
+            width = width[0]
+            kept = kept.list.to_array(width) if width else kept
+        X = np.full((len(values), width), np.nan, dtype=np.float32)
+        if width and present.any():
+            X[present] = kept.to_numpy().astype(np.float32)
+        return X
+
+    def extension(self) -> list[dict[str, Any]]:
+        """Per LF, what the current matrix's extension gave (:class:`~labelflow.extend.LFExtension` as dicts:
+        radius, dev evidence, votes cast, or why it got no column); ``[]`` without extended LFs."""
+        if self.extend_config is None:
+            return []
+        self.matrix()  # recomputes the extension when its inputs changed
+        return json.loads((self.store / "extension.json").read_text(encoding="utf-8"))["lfs"]
+
+    def _extended(self, matrix: LabelMatrix) -> LabelMatrix:
+        """``matrix`` with the extension columns the ``extend`` setting asks for, never stale.
+
+        The columns are a pure function of the suite's votes (the matrix's other columns),
+        the embedding column, the dev rows' gold labels (annotations included) and the
+        settings; ``store/extension.json`` records fingerprints of all four and of the
+        matrix it was saved with. When any differs (LFs re-applied, ``fm embed`` run again,
+        a dev row labelled, settings changed) the columns are recomputed and the matrix saved
+        again; a saved label model then asks for ``labelflow fit``. Without the setting, extension
+        columns are dropped.
+        """
+        base_idx = base_columns(matrix.lf_names)
+        base = matrix if len(base_idx) == len(matrix.lf_names) else LabelMatrix(
+            matrix.values[:, base_idx], tuple(matrix.lf_names[j] for j in base_idx), matrix.ids, matrix.cardinality,
+            matrix.failures)
+        config, record_path = self.extend_config, self.store / "extension.json"
+        if config is None:
+            if base is not matrix:
+                self._save_extended(base, None)
+            return base
+        split = self.columns("split")["split"].to_numpy()
+        dev = split == "dev"
+        gold = np.where(dev, self.gold(), ABSTAIN)
+        key = {"version": 1, "config": config.to_dict(), "base": base.fingerprint(),
+               "dev_gold": hashlib.blake2b(dev.tobytes() + gold.astype(np.int64).tobytes(), digest_size=16).hexdigest()}
+        stamp = self._embedding_stamp(config.embedding)
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        X = None
+        if isinstance(record, dict) and all(record.get(k) == v for k, v in key.items()) \
+                and record.get("matrix") == matrix.fingerprint():
+            if record.get("embedding_file") == stamp:
+                return matrix
+            X = self.embeddings(config.embedding)
+            if record.get("embedding") == _array_digest(X):
+                return matrix
+        X = self.embeddings(config.embedding) if X is None else X
+        ext = extend_votes(base.values, X, dev_rows=dev, y_dev=gold[dev], cardinality=self.schema.k,
+                           lf_names=base.lf_names, config=config)
+        extended = LabelMatrix(ext.values, ext.names, base.ids, base.cardinality, base.failures)
+        self._save_extended(extended, {**key, "embedding": _array_digest(X), "embedding_file": stamp,
+                                       "matrix": extended.fingerprint(), "lfs": [e.to_dict() for e in ext.lfs]})
+        return extended
+
+    def _save_extended(self, matrix: LabelMatrix, record: dict[str, Any] | None) -> None:
+        """Save a matrix whose extension columns changed, and its record; on a read-only store it stays in memory
+        (it is recomputed on the next read)."""
+        record_path = self.store / "extension.json"
+        try:
+            matrix.save(self.store / "matrix.parquet")
+            if record is None:
+                record_path.unlink(missing_ok=True)
+            else:
+                write_json(record_path, record)
+        except OSError:
+            pass
+
+    def _embedding_stamp(self, column: str) -> list[Any]:
+        """``[file, size, mtime_ns]`` of the file holding ``column`` (a quick test that it is unchanged)."""
+        path = self.store / "fm" / f"{column}.parquet"
+        path = path if path.is_file() else self.store / "dataset.parquet"
+        try:
+            st = path.stat()
+        except OSError:
+            return [path.name, None, None]
+        return [path.name, st.st_size, st.st_mtime_ns]
+
+
     # --- helpers ------------------------------------------------------------------------------------
 
     def columns(self, *names: str) -> pl.DataFrame:
@@ -641,6 +773,13 @@ def _relative(path: Path, root: Path) -> str:
         return os.path.relpath(path.resolve(), root.resolve())
     except ValueError:  # different drives on Windows
         return str(path.resolve())
+
+
+def _array_digest(X: np.ndarray) -> str:
+    """A hash of an array's shape and bytes."""
+    h = hashlib.blake2b(repr(X.shape).encode(), digest_size=16)
+    h.update(np.ascontiguousarray(X).data)
+    return h.hexdigest()
 
 
 def _not_a_folder(path: Path) -> None:
