@@ -15,8 +15,9 @@ from labelflow.project import Project
 FLASH = "_flash"
 
 
-def apply_and_fit(project: Project, model: str, *, use_dev: bool = False) -> dict[str, dict[str, Any]] | None:
-    """Apply the LF suite (cached per LF) and fit ``model`` inside an ``st.status`` with a progress bar.
+def apply_and_fit(project: Project, model: str, *, use_dev: bool | None = None) -> dict[str, dict[str, Any]] | None:
+    """Apply the LF suite (cached per LF) and fit ``model`` inside an ``st.status`` with a progress bar;
+    ``use_dev=None`` keeps the saved model's dev-gold setting and seed.
 
     Returns ``{split: metrics}`` of the new fit, or ``None`` after showing the error.
     """

@@ -1,86 +1,154 @@
-"""The guided error-analysis loop on the YouTube demo: accept the top suggestion, refit, repeat.
+"""The guided error-analysis loop as a user runs it: accept the top suggestion, refit, repeat; test scored apart.
 
-Builds the demo project (train = files 01–04 without labels, 120 of their rows as
-dev gold, test = file 05) with a copy of ``lfs/youtube_spam.py`` in a work folder,
-fits the label model, then ``--steps`` times: :func:`labelflow.guided.analyze` the
-dev split, ask :func:`labelflow.guided.suggest_lfs` for the top slices' suggestions,
-accept the one that raises the refit dev accuracy most
-(:func:`labelflow.guided.accept_suggestion`, the same calls the app's Accept button
-makes), re-apply and refit. Prints dev and test accuracy after each step.
+With a WRENCH folder (``label.json``, ``train.json``, ``valid.json``, ``test.json``), the
+project is built from its texts: train rows without labels, ``valid`` as the dev gold,
+``test`` as test. The starting suite is ``--start-lfs`` of WRENCH's own LFs (their
+votes, as ``threshold_lf`` s on columns ``wrench_<j>``; LFs 0, 1, 2, … by default, or
+the ones ``--lfs`` lists). Without a folder it is the YouTube demo's data (train =
+files 01–04 without labels, 120 of their rows as dev gold, test = file 05) with the
+same kind of start: the first ``--start-lfs`` LFs of ``lfs/youtube_spam.py``.
+
+Each step: :func:`labelflow.guided.analyze` the dev split, ask
+:func:`labelflow.guided.suggest_lfs` for suggestions on the top ``--slices`` slices
+(each mined on one half of the dev gold and measured on the other), accept the best
+by :func:`labelflow.guided.suggestion_rank` (the same call the app's Accept button and
+``labelflow analyze --accept`` make), re-apply and refit with the saved model's
+settings. Test rows are never used for mining or ranking; their accuracy is printed
+after each step only.
 
 Run::
 
-    python bench/guided_loop.py --steps 3
+    python bench/guided_loop.py ../shared/datasets/youtube/wrench --start-lfs 3 --steps 5
+    python bench/guided_loop.py --start-lfs 3 --steps 5          # the demo's data
 
-Human-readable lines first; the last line is one JSON object with every step.
+Human-readable lines first; the last line is one JSON object with every step,
+``test_accuracy`` per step, ``test_gain`` (last − start) and ``worst_step`` (the
+largest drop of test accuracy in one step, ≤ 0 when none).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("folder", nargs="?", help="WRENCH dataset folder (default: the YouTube demo's data)")
+    parser.add_argument("--start-lfs", type=int, default=3, help="LFs the loop starts from (default 3)")
+    parser.add_argument("--lfs", help="comma-separated WRENCH LF indices to start from (instead of the first N)")
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--model", default="labelflow", help="label model (default labelflow)")
+    parser.add_argument("--dev-gold", action="store_true", help="fit the label model with the dev gold too")
     parser.add_argument("--slices", type=int, default=5, help="top slices asked for suggestions each step")
     parser.add_argument("--kinds", default="keyword,regex",
                         help="suggestion kinds: keyword, regex, knn (knn embeds every row once with all-MiniLM-L6-v2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the dev folds")
     parser.add_argument("--workdir", help="project folder (default: a temporary one)")
     return parser
 
 
-def main(cfg: argparse.Namespace) -> dict:
-    from labelflow import demo
-    from labelflow.guided import accept_suggestion, analyze, suggest_lfs
+def wrench_project(folder: Path, work: Path, lfs: list[int], model: str):
+    """A project of the WRENCH folder's texts, starting from the WRENCH LFs ``lfs`` (their votes as columns)."""
+    from labelflow.dataset import read_wrench
     from labelflow.project import Project
 
-    work = Path(cfg.workdir or tempfile.mkdtemp(prefix="labelflow-guided-"))
-    work.mkdir(parents=True, exist_ok=True)
+    dataset, matrix = read_wrench(folder)
+    frame = dataset.frame
+    names = list(dataset.schema.names)
+    if any(j < 0 or j >= matrix.shape[1] for j in lfs):
+        raise SystemExit(f"--lfs: {folder} has LFs 0..{matrix.shape[1] - 1}; got {lfs}")
+    sources = {}
+    for split in ("train", "dev", "test"):
+        rows = (frame["split"] == split).to_numpy()
+        path = work / f"{split}.jsonl"
+        with path.open("w", encoding="utf-8") as out:
+            for i in np.flatnonzero(rows):
+                label = int(frame["label"][int(i)])
+                row = {"id": frame["id"][int(i)], "text": frame["text"][int(i)],
+                       "label": names[label] if label >= 0 else None}
+                row.update({f"wrench_{j}": int(matrix.values[i, j]) for j in lfs})
+                out.write(json.dumps(row) + "\n")
+        sources[split] = [path]
+    suite = work / "suite.py"
+    lines = ["from labelflow import threshold_lf", ""]
+    train = (frame["split"] == "train").to_numpy()
+    for j in lfs:
+        for c in sorted(set(matrix.values[train, j].tolist()) - {-1}):
+            lines.append(f'wrench_{j}_{names[c].lower()} = threshold_lf("wrench_{j}_{names[c].lower()}", "wrench_{j}", '
+                         f"label={c}, min={c}, max={c})")
+    suite.write_text("\n".join(lines) + "\n")
+    return Project.init(work / "project", sources=sources, classes=names, text="text", id="id", label="label",
+                        hide_labels=["train"], lfs=suite, label_model=model, name=folder.parent.name or folder.name)
+
+
+def demo_project(work: Path, n_lfs: int, model: str):
+    """The YouTube demo's data with the first ``n_lfs`` LFs of its suite."""
+    from labelflow import demo
+    from labelflow.lf import load_lf_suite
+    from labelflow.project import Project
+
+    keep = [lf.name for lf in load_lf_suite(demo.SUITE)][:n_lfs]
     suite = work / "youtube_spam.py"
-    shutil.copyfile(demo.SUITE, suite)
-    project = Project.init(
+    suite.write_text(demo.SUITE.read_text(encoding="utf-8") + f"\nLFS = [{', '.join(keep)}]\n")
+    return Project.init(
         work / "project",
         sources={"train": [demo.DATA / f for f in demo.TRAIN_FILES], "test": [demo.DATA / f for f in demo.TEST_FILES]},
         classes=demo.CLASSES, text="CONTENT", id="COMMENT_ID", label="label", dev_sample=demo.DEV_SIZE,
-        seed=demo.SEED, hide_labels=["train"], duplicates="drop_identical", lfs=suite, label_model=cfg.model,
+        seed=demo.SEED, hide_labels=["train"], duplicates="drop_identical", lfs=suite, label_model=model,
         name="youtube_spam")
+
+
+def main(cfg: argparse.Namespace) -> dict:
+    from labelflow.guided import accept_suggestion, analyze, suggest_lfs, suggestion_rank
+
+    work = Path(cfg.workdir or tempfile.mkdtemp(prefix="labelflow-guided-"))
+    work.mkdir(parents=True, exist_ok=True)
+    lfs = [int(j) for j in cfg.lfs.split(",")] if cfg.lfs else list(range(cfg.start_lfs))
+    project = wrench_project(Path(cfg.folder), work, lfs, cfg.model) if cfg.folder else demo_project(
+        work, cfg.start_lfs, cfg.model)
+    kinds = cfg.kinds.split(",")
     steps = []
 
-    def record(accepted: dict | None) -> None:
+    def record(accepted: dict | None, fit: bool) -> None:
         project.apply()
-        metrics = project.evaluate(project.fit())
+        model = project.fit(use_dev=cfg.dev_gold) if fit else project.fit()  # later refits keep the settings
+        metrics = project.evaluate(model)
         step = {"step": len(steps), "accepted": accepted, "lfs": project.matrix().shape[1],
-                "dev_accuracy": round(metrics["dev"]["accuracy"], 4), "test_accuracy": round(metrics["test"]["accuracy"], 4)}
+                **{f"{split}_{key}": round(metrics[split][key], 4) for split in ("dev", "test")
+                   for key in ("accuracy", "macro_f1", "coverage")}}
         steps.append(step)
-        what = f"accepted {accepted['name']} ({accepted['slice']})" if accepted else "start"
-        print(f"step {step['step']}: {what}: dev {step['dev_accuracy']:.3f}, test {step['test_accuracy']:.3f}", flush=True)
+        what = f"accepted {accepted['name']} ({accepted['slice']})" if accepted else f"start: {step['lfs']} LFs"
+        print(f"step {step['step']}: {what}: dev {step['dev_accuracy']:.3f}, test {step['test_accuracy']:.3f} "
+              f"(coverage {step['test_coverage']:.1%})", flush=True)
 
     start = time.perf_counter()
-    record(None)
+    record(None, fit=True)
     for _ in range(cfg.steps):
         analysis = analyze(project)
-        best = None
-        for sl in analysis.slices[:cfg.slices]:
-            for suggestion in suggest_lfs(project, analysis, sl, max_suggestions=1, kinds=cfg.kinds.split(",")):
-                if best is None or suggestion.delta > best[0].delta:
-                    best = (suggestion, sl)
-        if best is None:
-            print("no suggestion left", flush=True)
+        found = [(s, sl) for sl in analysis.slices[:cfg.slices]
+                 for s in suggest_lfs(project, analysis, sl, max_suggestions=3, kinds=kinds, seed=cfg.seed)]
+        if not found:
+            print("no suggestion raises held-out accuracy; stopping", flush=True)
             break
-        suggestion, sl = best
+        suggestion, sl = min(found, key=lambda pair: suggestion_rank(pair[0]))
         accept_suggestion(project, suggestion)
+        low, high = suggestion.interval
         record({"name": suggestion.name, "kind": suggestion.kind, "slice": sl.name, "code": suggestion.code.strip(),
-                "dev_precision": round(suggestion.precision, 4), "predicted_dev_accuracy": round(suggestion.accuracy_after, 4)})
-    result = {"steps": steps, "seconds": round(time.perf_counter() - start, 2), "project": str(project.root),
-              "dev_gain": round(steps[-1]["dev_accuracy"] - steps[0]["dev_accuracy"], 4),
-              "test_gain": round(steps[-1]["test_accuracy"] - steps[0]["test_accuracy"], 4)}
+                "support": f"{suggestion.support_correct} of {suggestion.support}",
+                "held_out_delta": round(suggestion.delta, 4), "held_out_interval": [round(low, 4), round(high, 4)]},
+               fit=False)
+    test = [s["test_accuracy"] for s in steps]
+    result = {"dataset": str(cfg.folder or "youtube demo"), "start_lfs": lfs, "model": cfg.model,
+              "dev_gold": cfg.dev_gold, "steps": steps, "test_accuracy": test,
+              "test_gain": round(test[-1] - test[0], 4),
+              "worst_step": round(min([0.0] + [b - a for a, b in zip(test, test[1:])]), 4),
+              "seconds": round(time.perf_counter() - start, 2), "project": str(project.root)}
     print(json.dumps(result))
     return result
 

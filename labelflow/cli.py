@@ -137,7 +137,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", default="keyword,regex", type=_kinds,
                    help="suggestion kinds: keyword, regex, knn, prompt (comma-separated; default keyword,regex)")
     p.add_argument("--accept", action="store_true",
-                   help="write the suggestion that raises dev accuracy most into the suite file, then apply and fit")
+                   help="write the suggestion that raises held-out accuracy most into the suite file, then apply "
+                        "and refit the model with its saved settings (seed, --dev-gold)")
 
     p = command("studio", "Label Studio round trip: push rows to label, pull finished labels as gold.", project=False,
                 json_out=False)
@@ -504,10 +505,18 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
     model = project.fit(args.model, seed=args.seed, use_dev=args.dev_gold, progress=not args.json)
     metrics = project.evaluate(model)
     choice = model.choice() if isinstance(model, AutoLabelModel) else {"chosen": model.name, "reason": None}
+    fitted = model.chosen if isinstance(model, AutoLabelModel) else model
+    selection = getattr(fitted, "selection", None)  # labelflow with dev gold: one-coin vs class-conditional
+    if selection:
+        choice["selection"] = selection
     if not args.json:
         print(f"fitted label model {model.name!r}")
         if isinstance(model, AutoLabelModel):
             print(f"auto chose {choice['chosen']!r}: {choice['reason']}")
+        if selection:
+            kept = "class-conditional" if fitted.conditional is not None else "one-coin"
+            scores = ", ".join(f"{name} {value:.3f}" for name, value in selection.items())
+            print(f"{fitted.name} kept its {kept} fit (held-out dev log-likelihood per row: {scores})")
         _print_metrics({f"auto → {choice['chosen']}" if isinstance(model, AutoLabelModel) else model.name: metrics})
     return {"model": model.name, **choice, "metrics": metrics}
 
@@ -612,7 +621,7 @@ def _provider_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _analyze(args: argparse.Namespace) -> dict[str, Any]:
-    from labelflow.guided import accept_suggestion, analyze, suggest_lfs
+    from labelflow.guided import suggestion_rank, accept_suggestion, analyze, suggest_lfs
 
     project = _open(args)
     predictions = None
@@ -637,23 +646,32 @@ def _analyze(args: argparse.Namespace) -> dict[str, Any]:
     for sl in analysis.slices[:args.suggest]:
         found += [(s, sl) for s in suggest_lfs(project, analysis, sl, kinds=args.kinds.split(","))]
     result["suggestions"] = [{"slice": sl.name, "name": s.name, "kind": s.kind, "precision": s.precision,
-                              "coverage": s.coverage, "dev_accuracy_after": s.accuracy_after, "delta": s.delta,
-                              "code": s.code} for s, sl in found]
+                              "support": s.support, "support_correct": s.support_correct, "coverage": s.coverage,
+                              "held_out_rows": s.held_out_rows, "accuracy_before": s.accuracy_before,
+                              "accuracy_after": s.accuracy_after, "delta": s.delta, "delta_interval": list(s.interval),
+                              "examples": [list(e) for e in s.examples], "code": s.code} for s, sl in found]
     if found and not args.json:
-        print("\nsuggested LFs (dev accuracy after refitting with each):")
+        print(f"\nsuggested LFs (effect measured on {args.split} gold rows they were not mined from):")
         for s, sl in found:
-            print(f"  [{sl.name}] {s.code.strip().splitlines()[-1]}\n      precision {s.precision:.2f}, coverage "
-                  f"{s.coverage:.1%}, dev accuracy {s.accuracy_before:.3f} → {s.accuracy_after:.3f}")
+            low, high = s.interval
+            print(f"  [{sl.name}] {s.code.strip().splitlines()[-1]}\n      right on {s.support_correct} of "
+                  f"{s.support} {args.split} gold rows, coverage {s.coverage:.1%}; held-out accuracy "
+                  f"{s.accuracy_before:.3f} → {s.accuracy_after:.3f} ({s.delta:+.3f}, 95 % {low:+.3f} … {high:+.3f}, "
+                  f"{s.held_out_rows} rows)")
+            for text, gold in s.examples:
+                print(f"        {gold}: {' '.join(text.split())[:100]}")
     if args.accept:
-        best = max(found, key=lambda pair: pair[0].delta, default=(None, None))[0]
-        if best is None or best.delta <= 0:
-            raise LabelflowError("no suggestion raises dev accuracy; nothing accepted (try --suggest with more slices)")
+        best = min(found, key=lambda pair: suggestion_rank(pair[0]), default=(None, None))[0]
+        if best is None:
+            raise LabelflowError("no suggestion raises held-out accuracy; nothing accepted "
+                                 "(try --suggest with more slices, or other --kinds)")
         path = accept_suggestion(project, best)
         project.apply(progress=not args.json)
-        metrics = project.evaluate(project.fit(args.model))
+        metrics = project.evaluate(project.fit(args.model))  # the saved model's seed and dev-gold setting
         result["accepted"] = {"name": best.name, "suite": str(path), "metrics": metrics}
         if not args.json:
-            print(f"\naccepted {best.name} into {path}; refit: dev accuracy {metrics[args.split]['accuracy']:.3f}")
+            print(f"\naccepted {best.name} into {path}; refit with the saved model's settings: "
+                  f"{args.split} accuracy {analysis.accuracy:.3f} → {metrics[args.split]['accuracy']:.3f}")
     return result
 
 

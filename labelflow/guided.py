@@ -8,10 +8,14 @@ The app, the CLI and ``bench/guided_loop.py`` all go through these functions:
   and only when the whole suite still loads.
 * :func:`analyze` scores the label model on a gold split and finds the slices
   where it fails (:mod:`labelflow.slices`).
-* :func:`suggest_lfs` proposes concrete LFs for a slice (keywords and phrases
-  enriched in its errors, a kNN LF over the dev gold) and measures each: its
-  precision and coverage on dev, and the label model's dev accuracy after
-  refitting with it. :func:`accept_suggestion` saves one like :func:`save_lf`.
+* :func:`suggest_lfs` proposes concrete LFs for a slice (words and phrases whose
+  rows are the target class far more often than the class prior, a kNN LF over
+  the slice's gold rows, a prompt LF) and measures each honestly: the gold rows of
+  the split are cut into :data:`FOLDS` stratified folds; candidates are mined on
+  the other folds' rows and their effect, the change in the label model's
+  accuracy when it is refit with the LF (same model, seed and dev-gold setting
+  as the saved one, never the held-out rows' gold), is measured on the held-out
+  fold. :func:`accept_suggestion` saves one like :func:`save_lf`.
 """
 
 from __future__ import annotations
@@ -19,27 +23,35 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from sklearn.decomposition import PCA
 
 from labelflow.apply import VoteCache, apply_lfs
 from labelflow.errors import LabelflowError, LFError
 from labelflow.io import atomic_path
 from labelflow.labelmodels import get_label_model
+from labelflow.labelmodels.base import stratified_folds
 from labelflow.lf import LabelingFunction, load_lf_suite
-from labelflow.slices import Slice, find_slices, ngrams
+from labelflow.slices import Slice, find_slices, ngram_matrix
 from labelflow.typing import ABSTAIN
 
 CODE_FILE = "<LF code>"
-MIN_DEV_VOTES = 3
+FOLDS = 2
+"""Gold rows are cut into this many folds: candidates are mined on the others and measured on each."""
+MIN_SUPPORT = 3
+"""A word or phrase must be in at least this many gold rows of the mining folds."""
 MIN_PRECISION = 0.5
-"""A suggestion's dev precision must be at least this with 95 % confidence (Wilson lower bound)."""
+"""A candidate's precision on the mining rows must be at least this with 95 % confidence (Wilson lower bound)."""
+MAX_NGRAMS = 12
+"""Words and phrases kept per fold (the highest ``errors fixed × log lift``) before measuring."""
 MAX_REFITS = 8
+"""Candidates refit and measured per fold."""
+N_EXAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -75,25 +87,50 @@ class Analysis:
     slices: list[Slice]
     embedding_2d: np.ndarray | None
     """``[len(rows), 2]`` PCA of the rows' embeddings (``None`` without an embedding column)."""
+    fit_settings: dict = field(default_factory=lambda: {"seed": 123, "use_dev": False})
+    """The saved label model's ``seed`` and ``use_dev``; suggestions are measured with the same."""
 
 
 @dataclass(frozen=True)
 class Suggestion:
-    """A candidate LF for a slice, measured on dev; ``code`` is what accepting writes."""
+    """A candidate LF for a slice and its measured effect; ``code`` is what accepting writes.
+
+    The effect (:attr:`delta`) is measured on held-out gold rows only: rows of the
+    folds the candidate was not mined on, where the label model refit with it
+    (same model and settings as the saved one) is compared with the model refit
+    without it. ``accuracy_before`` / ``accuracy_after`` are those rows' accuracy
+    without / with it.
+    """
 
     name: str
     kind: str
     label: int
     code: str
     precision: float
+    """Of the split's gold rows it votes on, the share it gets right (``support_correct / support``)."""
     coverage: float
+    """Share of all rows of the project it votes on."""
     accuracy_before: float
     accuracy_after: float
+    support: int = 0
+    """Gold rows of the split it votes on."""
+    support_correct: int = 0
+    held_out_rows: int = 0
+    """Rows :attr:`delta` is measured on."""
+    delta_se: float = 0.0
+    """Standard error of :attr:`delta` (paired, over the held-out rows)."""
+    examples: tuple[tuple[str, str], ...] = ()
+    """Up to three ``(text, gold class name)`` of gold rows it votes on."""
 
     @property
     def delta(self) -> float:
-        """Change in the label model's dev accuracy when the LF is added and the model refit."""
+        """Change in the label model's held-out accuracy when the LF is added and the model refit."""
         return self.accuracy_after - self.accuracy_before
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95 % normal interval of :attr:`delta`."""
+        return self.delta - 1.96 * self.delta_se, self.delta + 1.96 * self.delta_se
 
 
 # --- writing LFs ------------------------------------------------------------------------------------
@@ -299,8 +336,9 @@ def analyze(project, *, model: str | None = None, split: str = "dev", embedding:
     table = sub.select("id", "text").with_columns(pl.Series("gold", gold), pl.Series("pred", pred),
                                                   pl.Series("correct", gold == pred),
                                                   pl.Series("covered", (L != ABSTAIN).any(axis=1)))
-    return Analysis(model_name, split, table, float((gold == pred).mean()),
-                    confusion, list(project.schema.names), slices, None if X is None else _pca_2d(X))
+    embedding_2d = None if X is None or len(X) < 2 else PCA(n_components=2).fit_transform(X)
+    return Analysis(model_name, split, table, float((gold == pred).mean()), confusion, list(project.schema.names),
+                    slices, embedding_2d, project.fit_settings(model))
 
 
 def _external_predictions(predictions: pl.DataFrame, ids: pl.Series, k: int) -> np.ndarray:
@@ -331,62 +369,114 @@ def _embedding(frame: pl.DataFrame, column: str) -> np.ndarray | None:
     return values.to_numpy().astype(np.float64)
 
 
-def _pca_2d(X: np.ndarray) -> np.ndarray:
-    """``[n, 2]`` projection of ``[n, d]`` ``X`` on its two main principal axes."""
-    centered = X - X.mean(0)
-    _, _, vt = np.linalg.svd(centered, full_matrices=False)
-    return centered @ vt[:2].T
-
-
 # --- suggestions ------------------------------------------------------------------------------------
 
 
 def suggest_lfs(project, analysis: Analysis, slice: Slice, *, max_suggestions: int = 3,
-                kinds: Sequence[str] = ("keyword", "regex")) -> list[Suggestion]:
-    """Candidate LFs for ``slice``, best first by the refit label model's dev accuracy.
+                kinds: Sequence[str] = ("keyword", "regex"), seed: int = 0) -> list[Suggestion]:
+    """Candidate LFs for ``slice`` that raise held-out accuracy, best first.
 
-    The target class is the gold class most of the slice's errors should have had.
-    ``"keyword"`` / ``"regex"`` candidates are the words / two-word phrases most
-    common in those rows (not made only of numbers or one-letter words);
-    ``"knn"`` is a nearest-neighbour LF whose neighbours are the slice's gold rows
-    (embeds every row once, then cached); ``"prompt"`` asks the default local LLM
-    (Gemma 3 270M) about the target class on the rows no other LF covers. Candidates with fewer than 3 dev votes,
-    whose dev precision is not above 0.5 with 95 % confidence, or whose votes an
-    existing LF already casts are dropped; the 8 that would fix most of the slice's
-    errors are each added to the current label matrix and the
-    analysis's model refit on the train rows, and scored on dev.
+    The gold rows of the analysed split are cut into :data:`FOLDS` folds (stratified
+    by class, seeded). For each fold, candidates are mined on the *other* folds' rows
+    and measured on this one, so no candidate is scored on rows it was chosen from:
+
+    * the target class is the gold class most of the slice's errors (in the mining
+      rows) should have had;
+    * ``"keyword"`` / ``"regex"``: words / two-word phrases (:func:`labelflow.slices.ngram_matrix`,
+      no stop words) in at least :data:`MIN_SUPPORT` mining rows, in at least one of the
+      slice's errors, whose mining rows are the target class more often than the class
+      prior (lift > 1), with a precision whose Wilson lower bound is at least
+      :data:`MIN_PRECISION` and above the label model's current accuracy on those rows;
+      the :data:`MAX_NGRAMS` with the most ``errors fixed × log lift`` are kept;
+    * ``"knn"``: a nearest-neighbour LF whose neighbours are the slice's mining gold rows;
+    * ``"prompt"``: the default local LLM (Gemma 3 270M) asked about the target class on
+      the rows no other LF covers.
+
+    Candidates whose votes an existing LF already casts are dropped. Up to
+    :data:`MAX_REFITS` per fold are each added to the label matrix and the label model
+    (the analysis's, with the saved model's seed and dev-gold setting; dev gold of the
+    held-out fold is never passed) refit on the train rows; the held-out fold's accuracy
+    with and without it gives the effect. Only candidates with a positive effect are
+    returned, best first by :func:`suggestion_rank`.
     """
-    target, wrong = _target(analysis, slice)
-    if target is None:
-        return []
-    module_globals = _suite_globals(project)
-    label_code = _label_code(project, target, module_globals)
-    taken = {lf.name for lf in project.lfs()}
-    candidates = []
-    if {"keyword", "regex"} & set(kinds):
-        counts = Counter(g for text in analysis.rows["text"].to_numpy()[wrong] for g in ngrams(text))
-        for gram, _ in counts.most_common(60):
-            kind = "regex" if " " in gram else "keyword"
-            words = gram.split()
-            if kind in kinds and not all(len(w) < 2 or w.isdigit() for w in words):
-                candidates.append(_ngram_code(gram, kind, label_code, taken, module_globals))
-    if "knn" in kinds:
-        candidates.append(_knn_code(slice, taken, module_globals))
-    if "prompt" in kinds:
-        candidates.append(_prompt_code(project, target, label_code, taken, module_globals))
-    return _measure(project, analysis, slice, target, wrong, candidates, max_suggestions)
-
-
-def _target(analysis: Analysis, slice: Slice) -> tuple[int | None, np.ndarray]:
-    """The class most of the slice's errors should have been, and ``[len(rows)]`` which rows those are."""
-    gold, pred = analysis.rows["gold"].to_numpy(), analysis.rows["pred"].to_numpy()
-    in_slice = np.zeros(len(gold), dtype=bool)
+    dataset, matrix = project.dataset(), project.matrix()
+    frame, gold = dataset.frame, project.gold()
+    split = frame["split"].to_numpy()
+    gold_rows = np.flatnonzero((split == analysis.split) & (gold != ABSTAIN))  # dataset rows of analysis.rows
+    y, pred = gold[gold_rows], analysis.rows["pred"].to_numpy()
+    folds = stratified_folds(y, FOLDS, seed=seed)
+    in_slice = np.zeros(len(gold_rows), dtype=bool)
     in_slice[slice.rows] = True
-    errors = in_slice & (gold != pred)
-    if not errors.any():
-        return None, errors
-    target = int(np.bincount(gold[errors]).argmax())
-    return target, errors & (gold == target)
+    module_globals = _suite_globals(project)
+    taken = {lf.name for lf in project.lfs()}
+    not_test = split != "test"  # test rows never shape a candidate
+    grams_X, grams = ngram_matrix(frame["text"].to_list()) if {"keyword", "regex"} & set(kinds) else (None, [])
+    made: dict[tuple, tuple[str, str, str]] = {}  # (kind, what, target) -> (kind, name, code): one name per candidate
+    codes: dict[str, tuple[str, str, int]] = {}  # code -> (kind, name, target)
+    mined: list[list[str]] = []  # per fold: codes, best first
+    for fold in range(FOLDS):
+        mine = folds != fold
+        target = _target(y, pred, in_slice & mine)
+        fold_codes: list[str] = []
+        if target is None:
+            mined.append(fold_codes)
+            continue
+        label_code = _label_code(project, target, module_globals)
+        wanted: list[tuple[tuple, object]] = []
+        if grams:
+            for gram in _discriminative_ngrams(grams_X, grams, gold_rows, y, pred, mine, in_slice, target, not_test,
+                                               {k for k in kinds if k in ("keyword", "regex")}):
+                kind = "regex" if " " in gram else "keyword"
+                wanted.append(((kind, gram, target),
+                               lambda g=gram, k=kind: _ngram_code(g, k, label_code, taken, module_globals)))
+        if "knn" in kinds:
+            ids = frame["id"].to_numpy()[gold_rows[in_slice & mine]].tolist()
+            wanted.append((("knn", fold, target), lambda i=ids: _knn_code(slice, i, taken, module_globals)))
+        if "prompt" in kinds:
+            wanted.append((("prompt", None, target),
+                           lambda: _prompt_code(project, target, label_code, taken, module_globals)))
+        for key, make in wanted:
+            if key not in made:
+                made[key] = make()
+            kind, name, code = made[key]
+            codes[code] = (kind, name, target)
+            fold_codes.append(code)
+        mined.append(fold_codes)
+    return _measure(project, analysis, dataset, matrix, gold_rows, folds, codes, mined, max_suggestions)
+
+
+def _target(y: np.ndarray, pred: np.ndarray, rows: np.ndarray) -> int | None:
+    """The gold class most of the errors among ``rows`` (a ``[n_gold]`` mask) should have had; ``None`` without errors."""
+    errors = rows & (y != pred)
+    return int(np.bincount(y[errors]).argmax()) if errors.any() else None
+
+
+def _discriminative_ngrams(X, grams: list[str], gold_rows: np.ndarray, y: np.ndarray, pred: np.ndarray,
+                           mine: np.ndarray, in_slice: np.ndarray, target: int, not_test: np.ndarray,
+                           kinds: set[str]) -> list[str]:
+    """Words and phrases that single out ``target`` on the mining gold rows (see :func:`suggest_lfs`), best first.
+
+    ``X`` is the ``[n, V]`` n-gram matrix of every row of the project; ``gold_rows`` the
+    dataset rows of the ``[n_gold]`` arrays ``y``, ``pred``, ``mine``, ``in_slice``.
+    """
+    rows = gold_rows[mine]
+    Xm = X[rows]
+    is_target = y[mine] == target
+    support = np.asarray(Xm.sum(axis=0)).ravel()
+    hits = np.asarray(Xm[is_target].sum(axis=0)).ravel()
+    model_right = np.asarray(Xm[pred[mine] == y[mine]].sum(axis=0)).ravel()
+    fixes = np.asarray(X[gold_rows[mine & in_slice & (y == target) & (pred != y)]].sum(axis=0)).ravel()
+    anywhere = np.asarray(X[np.flatnonzero(not_test)].sum(axis=0)).ravel() > 0
+    prior = max(is_target.mean(), 1e-9)
+    precision = hits / np.maximum(support, 1)
+    lift = precision / prior
+    ok = (support >= MIN_SUPPORT) & (fixes > 0) & (lift > 1) & (precision > model_right / np.maximum(support, 1)) & anywhere
+    ranked = []
+    for i in np.flatnonzero(ok):
+        kind = "regex" if " " in grams[i] else "keyword"
+        if kind in kinds and wilson_lower(float(precision[i]), int(support[i])) >= MIN_PRECISION:
+            ranked.append((-fixes[i] * np.log(lift[i]), -support[i], grams[i]))
+    return [gram for *_, gram in sorted(ranked)[:MAX_NGRAMS]]
 
 
 def _suite_globals(project) -> dict:
@@ -422,21 +512,25 @@ def _ngram_code(gram: str, kind: str, label_code: str, taken: set[str], module_g
     if kind == "keyword":
         call = f'keyword_lf("{name}", ["{gram}"], label={label_code})'
     else:
-        pattern = r"\b" + r"\s+".join(re.escape(w) for w in gram.split()) + r"\b"
-        call = f'regex_lf("{name}", r"{pattern}", label={label_code})'
+        call = f'regex_lf("{name}", r"{_regex(gram)}", label={label_code})'
     helper = "keyword_lf" if kind == "keyword" else "regex_lf"
     imports = "" if helper in module_globals else f"from labelflow import {helper}\n\n"
     return kind, name, f"{imports}{name} = {call}\n"
 
 
-def _knn_code(slice: Slice, taken: set[str], module_globals: dict) -> tuple[str, str, str]:
-    """A kNN LF whose neighbours are the slice's gold rows."""
+def _regex(gram: str) -> str:
+    """The pattern of a phrase LF: its words in order, any whitespace between, whole words."""
+    return r"\b" + r"\s+".join(re.escape(w) for w in gram.split()) + r"\b"
+
+
+def _knn_code(slice: Slice, ids: Sequence[str], taken: set[str], module_globals: dict) -> tuple[str, str, str]:
+    """A kNN LF whose neighbours are ``ids``, the slice's gold rows of the mining folds."""
     name = _free_name("knn_" + re.sub(r"\W+", "_", slice.name.lower()).strip("_")[:40], taken, module_globals)
-    ids = textwrap.fill(", ".join(f'"{i}"' for i in slice.row_ids), width=96, initial_indent=" " * 8,
-                        subsequent_indent=" " * 8)
+    listed = textwrap.fill(", ".join(f'"{i}"' for i in ids), width=96, initial_indent=" " * 8,
+                           subsequent_indent=" " * 8)
     imports = "" if "knn_lf" in module_globals else "from labelflow.fm import knn_lf\n\n"
-    return "knn", name, (f"{imports}# neighbours: the gold rows of the slice {slice.name!r}\n"
-                         f'{name} = knn_lf("{name}", neighbors=3, min_similarity="auto", reference=[\n{ids}\n])\n')
+    return "knn", name, (f"{imports}# neighbours: gold rows of the slice {slice.name!r}\n"
+                         f'{name} = knn_lf("{name}", neighbors=3, min_similarity="auto", reference=[\n{listed}\n])\n')
 
 
 def _label_code(project, c: int, module_globals: dict) -> str:
@@ -464,41 +558,67 @@ def _prompt_code(project, target: int, label_code: str, taken: set[str], module_
                             f'    min_confidence="auto",\n    budget="uncovered",\n)\n')
 
 
-def _measure(project, analysis: Analysis, slice: Slice, target: int, wrong: np.ndarray,
-             candidates: list[tuple[str, str, str]], max_suggestions: int) -> list[Suggestion]:
-    if not candidates:
-        return []
-    dataset, matrix = project.dataset(), project.matrix()
-    split, gold = dataset.frame["split"].to_numpy(), project.gold()
-    dev, train = (split == analysis.split) & (gold != ABSTAIN), split == "train"
-    lfs = []
-    for kind, name, code in candidates:
+def _measure(project, analysis: Analysis, dataset, matrix, gold_rows: np.ndarray, folds: np.ndarray,
+             codes: dict[str, tuple[str, str, int]], mined: list[list[str]], max_suggestions: int) -> list[Suggestion]:
+    """Apply every candidate once, then per fold refit with each of that fold's candidates and compare the
+    held-out fold's correct predictions with and without it."""
+    lfs = {}
+    for code, (kind, name, target) in codes.items():
         try:
-            lfs.append((kind, code, _compile_into_suite(project, code)[0]))
+            lfs[code] = _compile_into_suite(project, code)[0]
         except LFError:
             continue
     if not lfs:
         return []
-    suite = project.lfs()
-    votes = np.column_stack([_apply_beside_suite(project, lf, suite=suite, dataset=dataset) for _, _, lf in lfs])
-    slice_ids = set(np.asarray(slice.row_ids)[wrong[slice.rows]].tolist())
-    fixes = dataset.frame["id"].is_in(list(slice_ids)).to_numpy()
-    kept = []
-    for j, (kind, code, lf) in enumerate(lfs):
-        v = votes[:, j]
-        on_dev = dev & (v != ABSTAIN)
-        if on_dev.sum() < MIN_DEV_VOTES or _redundant(v, matrix.values):
+    suite, gold = project.lfs(), project.gold()
+    votes = {code: _apply_beside_suite(project, lf, suite=suite, dataset=dataset) for code, lf in lfs.items()}
+    votes = {code: v for code, v in votes.items() if not _redundant(v, matrix.values)}
+    split = dataset.frame["split"].to_numpy()
+    train = split == "train"
+    settings = analysis.fit_settings
+    diffs: dict[str, list[np.ndarray]] = {}
+    before_rows: dict[str, list[np.ndarray]] = {}
+    for fold, fold_codes in enumerate(mined):
+        held = gold_rows[folds == fold]
+        if not len(held):
             continue
-        precision = float((v[on_dev] == gold[on_dev]).mean())
-        if wilson_lower(precision, int(on_dev.sum())) >= MIN_PRECISION:
-            kept.append((int((fixes & (v == target)).sum()), precision, j, kind, code, lf))
-    kept.sort(key=lambda t: (-t[0], -t[1], t[2]))
-    before = _dev_accuracy(project, analysis.model_name, matrix.values, train, dev, gold)
+        dev = (split == "dev") & (gold != ABSTAIN)
+        dev[held] = False  # the held-out fold's gold is never passed to the model
+        before = _correct(project, analysis.model_name, settings, matrix.values, train, dev, gold, held)
+        measured = [code for code in fold_codes if code in votes and _votes_on(votes[code], gold_rows[folds != fold])]
+        for code in measured[:MAX_REFITS]:
+            after = _correct(project, analysis.model_name, settings, np.column_stack([matrix.values, votes[code]]),
+                             train, dev, gold, held)
+            diffs.setdefault(code, []).append(after.astype(float) - before)
+            before_rows.setdefault(code, []).append(before.astype(float))
+    names = np.array(project.schema.names, dtype=object)
+    texts = dataset.frame["text"].to_numpy()
     out = []
-    for _, precision, j, kind, code, lf in kept[:MAX_REFITS]:
-        after = _dev_accuracy(project, analysis.model_name, np.column_stack([matrix.values, votes[:, j]]), train, dev, gold)
-        out.append(Suggestion(lf.name, kind, target, code, precision, float((votes[:, j] != ABSTAIN).mean()), before, after))
-    return sorted(out, key=lambda s: (-s.delta, -s.precision, s.name))[:max_suggestions]
+    for code, parts in diffs.items():
+        d, b = np.concatenate(parts), np.concatenate(before_rows[code])
+        if d.mean() <= 0:
+            continue
+        kind, name, target = codes[code]
+        v = votes[code]
+        on_gold = gold_rows[v[gold_rows] != ABSTAIN]
+        right = int((v[on_gold] == gold[on_gold]).sum())
+        examples = tuple(dict.fromkeys((str(texts[i]), str(names[gold[i]])) for i in on_gold))[:N_EXAMPLES]
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        out.append(Suggestion(name, kind, target, code, right / len(on_gold) if len(on_gold) else 0.0,
+                              float((v != ABSTAIN).mean()), float(b.mean()), float(b.mean() + d.mean()),
+                              len(on_gold), right, len(d), se, examples))
+    return sorted(out, key=suggestion_rank)[:max_suggestions]
+
+
+def suggestion_rank(suggestion: Suggestion) -> tuple[float, float, str]:
+    """Best first: the highest lower end of the effect's 95 % interval (a sure small gain before a lucky large
+    one), then the largest effect."""
+    return -suggestion.interval[0], -suggestion.delta, suggestion.name
+
+
+def _votes_on(v: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether ``[n]`` votes ``v`` vote on any of ``rows`` (a candidate that never fires where it was mined is skipped)."""
+    return bool((v[rows] != ABSTAIN).any())
 
 
 def _redundant(v: np.ndarray, L: np.ndarray) -> bool:
@@ -520,9 +640,14 @@ def wilson_lower(p: float, n: int, z: float = 1.645) -> float:
     return float((centre - margin) / (1 + z * z / n))
 
 
-def _dev_accuracy(project, model: str, L: np.ndarray, train: np.ndarray, dev: np.ndarray, gold: np.ndarray) -> float:
-    lm = get_label_model(model, project.schema.k).fit(L[train])
-    return float((lm.predict(L)[dev] == gold[dev]).mean())
+def _correct(project, model: str, settings: dict, L: np.ndarray, train: np.ndarray, dev: np.ndarray,
+             gold: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``[len(rows)]`` whether ``model``, fit on ``L``'s train rows (and ``dev`` rows' gold where the saved
+    model used dev gold), predicts each of ``rows`` right (ties broken by the row's position, as everywhere)."""
+    lm = get_label_model(model, project.schema.k, seed=settings["seed"])
+    dev_args = {"L_dev": L[dev], "y_dev": gold[dev]} if settings["use_dev"] and dev.any() else {}
+    lm.fit(L[train], **dev_args)
+    return lm.predict(L)[rows] == gold[rows]
 
 
 def accept_suggestion(project, suggestion: Suggestion) -> Path:

@@ -447,13 +447,18 @@ class Project:
             raise ProjectError(f"{self.root} has no label matrix yet; run `labelflow apply` first")
         return path
 
-    def fit(self, model: str | None = None, *, seed: int = 123, use_dev: bool = False,
+    def fit(self, model: str | None = None, *, seed: int | None = None, use_dev: bool | None = None,
             progress: bool = False) -> LabelModel:
         """Fit a label model on the ``train`` rows' votes and save it to ``store/models``.
 
-        With ``use_dev``, the dev rows' votes and gold labels are passed too.
+        With ``use_dev``, the dev rows' votes and gold labels are passed too. ``seed`` and
+        ``use_dev`` left ``None`` keep the settings the saved model was last fit with
+        (:meth:`fit_settings`), so a refit after accepting an LF does not silently drop dev gold.
         """
         name = model or self.config.label_model
+        saved = self.fit_settings(name)
+        seed = saved["seed"] if seed is None else seed
+        use_dev = saved["use_dev"] if use_dev is None else use_dev
         matrix, splits = self.matrix(), self.columns("split")["split"]
         split = splits.to_numpy()
         train = split == "train"
@@ -465,8 +470,27 @@ class Project:
         dev_args = {"L_dev": matrix.values[dev], "y_dev": gold[dev]} if use_dev and dev.any() else {}
         lm.fit(matrix.values[train], progress=progress, **dev_args)
         lm.save(self.store / "models" / f"{name}.npz", lf_names=matrix.lf_names)
-        write_json(self._fit_record_path(name), self._fit_record(matrix, splits))
+        record = self._fit_record(matrix, splits)
+        record["settings"] = {"seed": seed, "use_dev": bool(use_dev)}
+        write_json(self._fit_record_path(name), record)
         return lm
+
+    def fit_settings(self, name: str | None = None) -> dict[str, Any]:
+        """``{"seed": int, "use_dev": bool}`` the saved label model ``name`` was fit with
+        (``{"seed": 123, "use_dev": False}`` when it has not been fit, or was fit before settings were recorded)."""
+        path = self._fit_record_path(name or self.config.label_model)
+        settings = {"seed": 123, "use_dev": False}
+        if path.is_file():
+            try:
+                recorded = json.loads(path.read_text(encoding="utf-8")).get("settings") or {}
+            except (OSError, ValueError, AttributeError) as exc:
+                raise ProjectError(f"{path} is unreadable ({exc}); run `labelflow fit` with the settings you want "
+                                   "(--seed, --dev-gold) to rewrite it") from None
+            if isinstance(recorded.get("seed"), int) and not isinstance(recorded.get("seed"), bool):
+                settings["seed"] = recorded["seed"]
+            if isinstance(recorded.get("use_dev"), bool):
+                settings["use_dev"] = recorded["use_dev"]
+        return settings
 
     def label_model(self, name: str | None = None, *, matrix: LabelMatrix | None = None) -> LabelModel:
         """A fitted, saved label model; checks it was fit on the current LF set and data.

@@ -10,17 +10,20 @@ then by error rate.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
+from sklearn.cluster import KMeans
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
 from labelflow.typing import ABSTAIN
 
-TOKEN = re.compile(r"[a-z0-9']+")
+TOKEN_PATTERN = r"(?u)\b\w[\w']*\b"
+"""What a word is for n-gram slices and suggestions (CountVectorizer's ``token_pattern``; one-letter words count)."""
 N_EXAMPLES = 5
 
 
@@ -47,21 +50,39 @@ class Slice:
     examples: list[str]
 
 
-def tokens(text: str) -> list[str]:
-    """Lower-cased word tokens of ``text``.
+def ngram_matrix(texts: Sequence[str], *, min_df: int = 1, stop_words: bool = False) -> tuple[sp.csr_matrix, list[str]]:
+    """``[n, V]`` binary matrix of which rows contain which n-gram, and the ``V`` n-grams.
+
+    N-grams are lower-cased words and two-word phrases (scikit-learn's ``CountVectorizer``
+    with :data:`TOKEN_PATTERN`) in at least ``min_df`` rows. Numbers, one-letter words and
+    phrases made only of those are left out; with ``stop_words``, scikit-learn's English
+    stop words count as such too (for naming slices). Suggestions keep them: "who" and
+    "how many" are what a question classifier's LFs are made of, and whether a word singles
+    out a class is for its lift over the class prior to say (:mod:`labelflow.guided`).
 
     Examples
     --------
-    >>> tokens("Check out my CHANNEL!!")
-    ['check', 'out', 'my', 'channel']
+    >>> X, grams = ngram_matrix(["Check out my channel", "check out this", "the 2 songs"], stop_words=True)
+    >>> grams  # not "my", "out", "this", "the"; phrases with one of them beside a word are kept
+    ['2 songs', 'channel', 'check', 'check out', 'my channel', 'songs']
+    >>> X.toarray()[:, grams.index("check")].tolist()
+    [1, 1, 0]
+    >>> ngram_matrix(["Check out my channel", "check out this", "the 2 songs"])[1]
+    ['2 songs', 'channel', 'check', 'check out', 'my', 'my channel', 'out', 'out my', 'out this', 'songs', 'the', 'the 2', 'this']
     """
-    return TOKEN.findall(text.lower())
+    vectorizer = CountVectorizer(ngram_range=(1, 2), token_pattern=TOKEN_PATTERN, binary=True, min_df=min_df,
+                                 dtype=np.int32)
+    try:
+        X = vectorizer.fit_transform(list(texts)).tocsc()
+    except ValueError:  # no word in any text, or none in min_df rows
+        return sp.csr_matrix((len(texts), 0), dtype=np.int32), []
+    grams = vectorizer.get_feature_names_out().tolist()
+    keep = [i for i, gram in enumerate(grams) if not all(_filler(w, stop_words) for w in gram.split())]
+    return X[:, keep].tocsr(), [grams[i] for i in keep]
 
 
-def ngrams(text: str) -> set[str]:
-    """The distinct unigrams and bigrams of ``text`` (bigrams joined by one space)."""
-    words = tokens(text)
-    return set(words) | {f"{a} {b}" for a, b in zip(words, words[1:])}
+def _filler(word: str, stop_words: bool) -> bool:
+    return len(word) < 2 or word.replace("'", "").isdigit() or (stop_words and word in ENGLISH_STOP_WORDS)
 
 
 def find_slices(
@@ -109,13 +130,14 @@ def find_slices(
     for j, name in enumerate(lf_names):
         groups.append(("lf", f"{name} votes", voted[:, j]))
     groups.append(("uncovered", "no LF votes", ~covered))
-    high = np.where(voted, L, -1).max(axis=1)
-    low = np.where(voted, L, np.iinfo(np.int16).max).min(axis=1)
-    groups.append(("conflict", "LFs conflict", covered & (high != low)))
+    votes = np.asarray(L, dtype=np.int64)  # int8 cannot hold the fill value below
+    high = np.where(voted, votes, -1).max(axis=1)
+    low = np.where(voted, votes, np.iinfo(np.int64).max).min(axis=1)
+    groups.append(("conflict", "LFs conflict", covered & (high != low)))  # two LFs vote different classes
     groups += _ngram_groups(texts, wrong, min_size, max_ngram_slices)
     if embeddings is not None and n >= 2 * min_size:
         groups += _cluster_groups(np.asarray(embeddings, dtype=np.float64), n_clusters, seed)
-    lengths = pl.DataFrame({"text length (words)": [len(tokens(t)) for t in texts]})
+    lengths = pl.DataFrame({"text length (words)": [len(t.split()) for t in texts]})
     for frame in (lengths, metadata):
         if frame is not None:
             groups += _metadata_groups(frame)
@@ -150,60 +172,29 @@ def _class_name(class_names: Sequence[str], c: int) -> str:
 
 def _ngram_groups(texts: Sequence[str], wrong: np.ndarray, min_size: int,
                   keep: int) -> list[tuple[str, str, np.ndarray]]:
-    """The n-grams (uni- and bigrams) whose rows are wrong more often than the rest."""
-    rows_of: dict[str, list[int]] = {}
-    for i, text in enumerate(texts):
-        for gram in ngrams(text):
-            rows_of.setdefault(gram, []).append(i)
+    """The n-grams (see :func:`ngram_matrix`) whose rows are wrong more often than the rest."""
+    X, grams = ngram_matrix(texts, min_df=min_size, stop_words=True)
+    if not grams:
+        return []
+    rows = np.asarray(X.sum(axis=0)).ravel()
+    errors = np.asarray(X[wrong].sum(axis=0)).ravel()
     base = max(wrong.mean(), 1e-9)
-    scored = []
-    for gram, rows in rows_of.items():
-        errors = int(wrong[rows].sum())
-        if len(rows) >= min_size and errors and errors / len(rows) > base:
-            scored.append((errors * np.log(errors / len(rows) / base), gram, rows))
-    scored.sort(key=lambda t: (-t[0], t[1]))
-    out = []
-    for _, gram, rows in scored[:keep]:
-        mask = np.zeros(len(texts), dtype=bool)
-        mask[rows] = True
-        out.append(("ngram", f'text contains "{gram}"', mask))
-    return out
+    rate = errors / np.maximum(rows, 1)
+    useful = (errors > 0) & (rate > base)
+    score = np.where(useful, errors * np.log(np.maximum(rate, 1e-12) / base), -np.inf)
+    order = sorted(np.flatnonzero(useful), key=lambda i: (-score[i], grams[i]))[:keep]
+    X = X.tocsc()
+    return [("ngram", f'text contains "{grams[i]}"', X[:, i].toarray().ravel() > 0) for i in order]
 
 
 def _cluster_groups(X: np.ndarray, n_clusters: int | None, seed: int) -> list[tuple[str, str, np.ndarray]]:
-    """k-means (cosine: rows normalised) clusters of ``[n, d]`` embeddings."""
+    """k-means (scikit-learn; cosine: rows normalised) clusters of ``[n, d]`` embeddings."""
     X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    k = n_clusters or int(np.clip(len(X) // 25, 2, 12))
-    assign = kmeans(X, k, seed=seed)
+    k = min(n_clusters or int(np.clip(len(X) // 25, 2, 12)), len(np.unique(X, axis=0)))
+    if k < 2:
+        return []
+    assign = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(X)
     return [("cluster", f"embedding cluster {c + 1} of {k}", assign == c) for c in range(k)]
-
-
-def kmeans(X: np.ndarray, k: int, *, seed: int = 0, n_iter: int = 50) -> np.ndarray:
-    """``[n]`` cluster of each row of ``[n, d]`` ``X`` by Lloyd's k-means with k-means++ seeding.
-
-    Examples
-    --------
-    >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
-    >>> a = kmeans(X, 2)
-    >>> bool(a[0] == a[1] and a[2] == a[3] and a[0] != a[2])
-    True
-    """
-    rng = np.random.default_rng(seed)
-    centers = [X[rng.integers(len(X))]]
-    for _ in range(1, k):
-        dist = np.min([((X - c) ** 2).sum(1) for c in centers], axis=0)
-        centers.append(X[rng.choice(len(X), p=dist / dist.sum())] if dist.sum() > 0 else X[rng.integers(len(X))])
-    C = np.array(centers)
-    assign = np.zeros(len(X), dtype=np.int64)
-    for it in range(n_iter):
-        new = ((X[:, None, :] - C[None]) ** 2).sum(-1).argmin(1)
-        if it and (new == assign).all():
-            break
-        assign = new
-        for c in range(k):
-            if (assign == c).any():
-                C[c] = X[assign == c].mean(0)
-    return assign
 
 
 def _metadata_groups(frame: pl.DataFrame) -> list[tuple[str, str, np.ndarray]]:

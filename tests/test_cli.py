@@ -90,6 +90,21 @@ def test_fit_auto_says_what_it_chose_and_why(cli_project, capsys):
     assert fitted["chosen"] == "labelflow" and fitted["reason"].startswith("no dev gold to compare on")
 
 
+def test_fit_says_which_fit_labelflow_kept_with_dev_gold(cli_project, capsys, monkeypatch):
+    from labelflow.labelmodels import flow
+
+    monkeypatch.setattr(flow, "MIN_SELECTION_DEV_ROWS", 4)  # the tiny project has 4 dev gold rows
+    p = ["-p", str(cli_project)]
+    assert main(["apply", *p, "--jobs", "1"]) == 0
+    capsys.readouterr()
+    fitted = run_json(capsys, "fit", *p, "--model", "labelflow", "--dev-gold")
+    assert set(fitted["selection"]) == {"one_coin", "conditional_50", "conditional_1000"}
+    assert main(["fit", *p, "--model", "labelflow", "--dev-gold"]) == 0
+    out = capsys.readouterr().out
+    assert "labelflow kept its " in out and "held-out dev log-likelihood per row: one_coin " in out
+    assert "selection" not in run_json(capsys, "fit", *p, "--model", "labelflow")  # no dev gold: nothing chosen
+
+
 def test_fit_metrics_equal_the_exported_predictions(cli_project, capsys, tmp_path):
     """`fit` and `export` agree on every row, ties and uncovered rows included."""
     p = ["-p", str(cli_project)]

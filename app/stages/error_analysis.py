@@ -96,16 +96,22 @@ if st.session_state.get(SUGGEST) == request:
     with st.spinner("Applying each candidate and refitting the label model with it…"):
         suggestions = loaders.suggestions(root, stamp, model, split, chosen.name, kinds, student)
     if not suggestions:
-        st.info("No candidate LF for this slice votes on at least 3 dev rows with a dev precision above 0.5 "
-                "(95 % confidence) and adds votes no LF already casts.")
+        st.info(f"No candidate LF for this slice raises {split} accuracy on gold rows it was not mined from "
+                "(candidates are mined on one half of the gold rows and measured on the other).")
     for s in suggestions:
         with st.container(border=True):
             st.markdown(f"**{s.name}** · {s.kind} LF voting **{names[s.label]}**")
             precision, coverage, after = st.columns(3)
-            precision.metric("Precision on dev", f"{s.precision:.3f}")
-            coverage.metric("Coverage", f"{s.coverage:.1%}")
-            after.metric(f"{split} accuracy after refit", f"{s.accuracy_after:.3f}", f"{s.delta:+.3f}",
-                         help=f"of {model}, the label model, refit with this LF")
+            precision.metric(f"Right on {split} gold rows", f"{s.support_correct} of {s.support}",
+                             help=f"precision {s.precision:.3f}")
+            coverage.metric("Coverage", f"{s.coverage:.1%}", help="share of all rows it votes on")
+            low, high = s.interval
+            after.metric(f"Held-out {split} accuracy with it", f"{s.accuracy_after:.3f}", f"{s.delta:+.3f}",
+                         help=f"{model} refit with this LF (same seed and dev-gold setting as the saved model), on "
+                              f"{s.held_out_rows} {split} gold rows the LF was not mined from; 95 % interval of the "
+                              f"change {low:+.3f} … {high:+.3f}")
+            for text, gold in s.examples:
+                st.caption(f"{gold}: {' '.join(text.split())[:160]}")
             st.code(s.code, language="python")
             if st.button("Accept", key=f"accept_{s.name}", type="primary"):
                 try:

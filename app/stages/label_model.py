@@ -13,7 +13,9 @@ root = str(project.root)
 st.title("Label model")
 st.caption(f"**{model}** (choose another in the sidebar) is fit on the train rows' LF votes and scored on every "
            "split with gold labels (human annotations included).")
-use_dev = st.checkbox("Also fit with the dev split's gold labels", key="use_dev", help="Dev scores are then optimistic.")
+use_dev = st.checkbox("Also fit with the dev split's gold labels", key="use_dev",
+                      value=project.fit_settings(model)["use_dev"],
+                      help="Dev scores are then optimistic. Refits after saving or accepting an LF keep this setting.")
 if st.button("Apply LFs and fit", key="fit", type="primary"):
     widgets.apply_and_fit(project, model, use_dev=use_dev)
 

@@ -176,7 +176,7 @@ def stored(app: App) -> list[tuple]:
         return conn.execute("SELECT id, annotator, label FROM annotations ORDER BY annotator, time").fetchall()
 
 
-def test_every_page_in_the_browser(app, new_page):
+def test_every_page_in_the_browser(app, new_page, keep_first_lfs):
     page = new_page()
     visit(page, app, "", "Data")
     expect_text(page, "719 of 719 rows")
@@ -198,6 +198,7 @@ def test_every_page_in_the_browser(app, new_page):
     expect_text(page, "dev accuracy")
     shot(page, "4-label-model")
 
+    keep_first_lfs(app.project)
     analysis = analyze(app.project)
     chosen, suggestions = next((s, found) for s in analysis.slices if (found := suggest_lfs(app.project, analysis, s)))
     visit(page, app, "error_analysis", "Error analysis")

@@ -194,7 +194,9 @@ def test_label_model_page_says_what_auto_chose_and_why(app_project, open_page):
 # --- Error analysis ---------------------------------------------------------------------------------
 
 
-def test_error_analysis_shows_slices_and_accepting_a_suggestion_changes_the_suite(app_project, open_page):
+def test_error_analysis_shows_slices_and_accepting_a_suggestion_changes_the_suite(app_project, open_page,
+                                                                                  keep_first_lfs):
+    keep_first_lfs(app_project)
     analysis = analyze(app_project, split="dev")
     chosen, suggestions = next((s, found) for s in analysis.slices
                                if (found := suggest_lfs(app_project, analysis, s)))
