@@ -51,7 +51,7 @@ import numpy as np
 
 from labelflow.errors import LFError
 from labelflow.matrix import check_label_matrix
-from labelflow.typing import ABSTAIN, LABEL_DTYPE, LabelArray
+from labelflow.typing import ABSTAIN, LABEL_DTYPE, MAX_CLASSES, LabelArray
 
 EXT_SUFFIX = "~ext"
 """Suffix of an extension column's name: LF ``NAME`` → ``NAME~ext``."""
@@ -390,14 +390,25 @@ def _nearest(X: np.ndarray, queries: np.ndarray, sources: np.ndarray, *, block_r
     return best, arg
 
 
-def _source_rows(L: np.ndarray, j: int, valid: np.ndarray, sources: Sources) -> np.ndarray:
-    """``[n]`` bool: rows LF ``j`` extends from."""
+def _conflicts(L: np.ndarray) -> np.ndarray:
+    """``[n]`` bool: rows where LFs vote different classes (on them, every LF that votes is contradicted).
+
+    Examples
+    --------
+    >>> _conflicts(np.array([[0, -1, 0], [0, 1, -1], [-1, -1, -1]])).tolist()
+    [False, True, False]
+    """
+    votes = np.asarray(L, dtype=np.int16)
+    voted = votes != ABSTAIN
+    high = np.where(voted, votes, -1).max(axis=1)
+    low = np.where(voted, votes, np.int16(MAX_CLASSES)).min(axis=1)
+    return voted.any(axis=1) & (high != low)
+
+
+def _source_rows(L: np.ndarray, j: int, valid: np.ndarray, sources: Sources, conflicts: np.ndarray) -> np.ndarray:
+    """``[n]`` bool: rows LF ``j`` extends from (``conflicts``: :func:`_conflicts` of ``L``)."""
     fires = (L[:, j] != ABSTAIN) & valid
-    if sources == "uncontested":
-        others = np.delete(L, j, axis=1)
-        contested = ((others != ABSTAIN) & (others != L[:, j:j + 1])).any(axis=1)
-        fires &= ~contested
-    return fires
+    return fires & ~conflicts if sources == "uncontested" else fires
 
 
 # --- extension ------------------------------------------------------------------------------------------
@@ -487,6 +498,7 @@ def extend_votes(
     z = NormalDist().inv_cdf(config.confidence)
     floor = config.bar_floor(cardinality)
     covered = (values != ABSTAIN).any(axis=1)
+    conflicts = _conflicts(values)
     wanted = set(names if config.lfs is None else config.lfs)
 
     columns: list[np.ndarray] = []
@@ -506,7 +518,7 @@ def extend_votes(
         if name not in wanted:
             skip("not listed in extend.lfs")
             continue
-        src = np.flatnonzero(_source_rows(values, j, valid, config.sources))
+        src = np.flatnonzero(_source_rows(values, j, valid, config.sources, conflicts))
         if not src.size:
             skip("no votes to extend from" if not ((values[:, j] != ABSTAIN) & valid).any() else
                  "no uncontested votes to extend from (another LF votes another class on every row it votes on)")

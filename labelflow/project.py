@@ -36,7 +36,7 @@ from labelflow.apply import Engine, OnError, VoteCache, apply_lfs
 from labelflow.dataset import Dataset, canonical_split, load_dataset
 from labelflow.distributed import RayEngine
 from labelflow.errors import DataError, LabelModelError, LFError, ProjectError, involving
-from labelflow.extend import ExtendConfig, base_columns, extend_votes
+from labelflow.extend import ExtendConfig, ExtensionCandidate, base_columns, extend_votes, extension_candidates
 from labelflow.fm.cache import FMCache
 from labelflow.io import atomic_path, write_json, write_parquet_parts
 from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model, probs_to_preds
@@ -689,6 +689,18 @@ class Project:
             return []
         self.matrix()  # recomputes the extension when its inputs changed
         return json.loads((self.store / "extension.json").read_text(encoding="utf-8"))["lfs"]
+
+    def extension_candidates(self, *, rows: np.ndarray | None = None) -> list[ExtensionCandidate]:
+        """The LFs whose embedding extension would add votes to the current matrix, best first (an
+        ``"extend"`` suggestion): :func:`~labelflow.extend.extension_candidates` over the matrix, the
+        ``extend`` setting's embedding column (else ``embedding``) and the dev gold. ``rows``: a ``[n]``
+        mask or row indices (for example a slice's) whose extended votes are counted as ``in_rows``.
+        Accepting one is adding its LF to the setting's ``lfs``."""
+        matrix, config = self.matrix(), self.extend_config or ExtendConfig()
+        dev = self.columns("split")["split"].to_numpy() == "dev"
+        return extension_candidates(matrix.values, self.embeddings(config.embedding), dev_rows=dev,
+                                    y_dev=self.gold()[dev], cardinality=self.schema.k, lf_names=matrix.lf_names,
+                                    config=config, rows=rows)
 
     def _extended(self, matrix: LabelMatrix) -> LabelMatrix:
         """``matrix`` with the extension columns the ``extend`` setting asks for, never stale.

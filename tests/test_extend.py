@@ -308,6 +308,20 @@ def test_rows_whose_embedding_is_null_get_no_extended_vote(extended):
     assert column(matrix, "kw_song~ext")["s1"] == -1 and column(matrix, "kw_song~ext")["t5"] == HAM
 
 
+def test_project_extension_candidates_offer_the_lfs_not_extended_yet(extended):
+    extended.update_config(extend={**SETTINGS, "lfs": ["kw_buy"]})
+    matrix, _ = extended.apply(n_jobs=1)
+    assert matrix.lf_names == ("kw_buy", "kw_song", "kw_buy~ext")
+    s1 = extended.columns("id")["id"].to_numpy() == "s1"
+    (cand,) = extended.extension_candidates(rows=s1)
+    assert (cand.lf, cand.column, cand.in_rows, cand.new_votes) == ("kw_song", "kw_song~ext", 1, 4)
+    extended.update_config(extend={**SETTINGS, "lfs": ["kw_buy", cand.lf]})  # accepting it
+    after = extended.matrix()
+    assert after.lf_names[-1] == "kw_song~ext"
+    np.testing.assert_array_equal(after.values[:, -1], cand.votes)
+    assert extended.extension_candidates() == []
+
+
 def test_a_missing_embedding_column_says_what_to_run(extended):
     extended.update_config(extend={**SETTINGS, "embedding": "vectors"})
     with pytest.raises(ProjectError, match=r"no embedding column 'vectors' .*run `labelflow fm embed -p "):
