@@ -356,16 +356,15 @@ def normalize_embeddings(embeddings: np.ndarray, *, n: int | None = None,
         raise LFError(f"{where} has {X.shape[0]} rows; the label matrix has {n}")
     if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
         raise LFError(f"{where} must hold numbers; got dtype {X.dtype}")
-    X = X.astype(np.float32)
-    if np.isinf(X).any():
-        i = int(np.argwhere(np.isinf(X))[0][0])
-        raise LFError(f"{where} holds an infinite value in row {i}")
-    finite = ~np.isnan(X).any(axis=1)
-    norms = np.linalg.norm(np.where(finite[:, None], X, 0), axis=1)
-    valid = finite & (norms > 0)
-    out = np.zeros_like(X)
-    out[valid] = X[valid] / norms[valid, None]
-    return out, valid
+    X = np.array(X, dtype=np.float32)  # a copy, normalised in place
+    infinite = np.isinf(X).any(axis=1)
+    if infinite.any():
+        raise LFError(f"{where} holds an infinite value in row {int(np.argmax(infinite))}")
+    norms = np.linalg.norm(X, axis=1)  # NaN for a row holding a NaN
+    valid = np.isfinite(norms) & (norms > 0)
+    X[valid] /= norms[valid, None]
+    X[~valid] = 0
+    return X, valid
 
 
 def _nearest(X: np.ndarray, queries: np.ndarray, sources: np.ndarray, *, block_rows: int,
