@@ -20,7 +20,7 @@ import streamlit as st
 
 from finetune.export import METRICS_FILE
 from finetune.runs import RunInfo, split_predictions
-from labelflow.errors import ProjectError
+from labelflow.errors import LabelflowError, ProjectError
 from labelflow.guided import Analysis, LFTrial, Suggestion, analyze, suggest_lfs, try_lf
 from labelflow.labelmodels import AutoLabelModel
 from labelflow.project import CONFIG_FILE, Project
@@ -139,6 +139,19 @@ def suite(root: str, stamp: Stamp, split: str) -> tuple[str, pl.DataFrame, bool]
         pl.element().replace_strict(dict(enumerate(classes)), return_dtype=pl.String)))
     return project.suite_path.read_text(encoding="utf-8"), frame.join(stats, on="lf", how="left",
                                                                       maintain_order="left"), True
+
+
+@st.cache_data(max_entries=8)
+def stray_lfs(root: str, stamp: Stamp) -> list[str]:
+    """:meth:`Project.stray_lfs`: LFs of the label matrix that the project's suite does not define (the matrix was
+    applied from another LF list); ``[]`` for an untrusted project or a suite that does not load (the pages say so)."""
+    project = Project.open(root)
+    if project.config.lfs is None or not project.trusted:
+        return []
+    try:
+        return project.stray_lfs()
+    except LabelflowError:
+        return []
 
 
 @st.cache_data(show_spinner="Trying the LF on every row…", max_entries=8)

@@ -59,7 +59,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", type=_non_empty, help="task name (default: the folder name)")
 
     p = command("apply", "Apply the LF suite: the label matrix (cached per LF).")
-    p.add_argument("--lfs", help="LF suite file instead of the configured one")
+    p.add_argument("--lfs", help="make this LF suite file the project's suite (recorded in labelflow.json once it "
+                                 "applied), then apply it")
     p.add_argument("--on-error", choices=("raise", "abstain"), default="raise",
                    help="an LF raising on a row stops the run (raise) or abstains there (abstain)")
     p.add_argument("--jobs", type=_positive, default=None, help="worker processes for Python LFs (default: all CPUs)")
@@ -473,6 +474,7 @@ def _apply(args: argparse.Namespace) -> dict[str, Any]:
     if args.trust:
         _trust_project(project)
     _set_extend(project, args)
+    suite_before = project.config.lfs
     matrix, cache = project.apply(lfs=args.lfs, on_error=args.on_error, n_jobs=args.jobs, progress=True,
                                   engine=args.engine, address=args.address, timeout_s=args.lf_timeout)
     result = {
@@ -480,6 +482,11 @@ def _apply(args: argparse.Namespace) -> dict[str, Any]:
         "applied": cache.misses, "cached": cache.hits,
         "failures": [f.__dict__ for f in matrix.failures],
     }
+    if project.config.lfs != suite_before:  # apply --lfs FILE made FILE the project's suite
+        result.update(suite=str(project.suite_path.resolve()), suite_was=suite_before)
+        if not args.json:
+            print(f"the project's LF suite is now {project.suite_path.resolve()}"
+                  + (f" (was {project._resolve(suite_before).resolve()})" if suite_before else ""))
     if cache.uncached:  # LF name → what its fingerprint cannot cover (so it was re-applied)
         result["uncached"] = cache.uncached
     if project.config.extend is not None:
@@ -502,6 +509,7 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
 
     project = _open(args)
     _set_extend(project, args)
+    _note_stray_lfs(project)
     model = project.fit(args.model, seed=args.seed, use_dev=args.dev_gold, progress=not args.json)
     metrics = project.evaluate(model)
     choice = model.choice() if isinstance(model, AutoLabelModel) else {"chosen": model.name, "reason": None}
@@ -519,6 +527,22 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{fitted.name} kept its {kept} fit (held-out dev log-likelihood per row: {scores})")
         _print_metrics({f"auto → {choice['chosen']}" if isinstance(model, AutoLabelModel) else model.name: metrics})
     return {"model": model.name, **choice, "metrics": metrics}
+
+
+def _note_stray_lfs(project) -> None:
+    """Say on stderr when the label matrix holds LFs the project's suite does not define (it was applied from another
+    LF list, or LFs were removed since); only for a trusted project, whose suite may be loaded."""
+    if project.config.lfs is None or not project.trusted:
+        return
+    try:
+        stray = project.stray_lfs()
+    except LabelflowError:
+        return  # no matrix, or a suite that does not load: the command itself says so
+    if stray:
+        print(f"note: the label matrix holds {len(stray)} LF(s) that the project's suite "
+              f"{project.suite_path.resolve()} does not define ({', '.join(stray)}); run "
+              f"`labelflow apply -p {project.root}` to rebuild it from the suite",
+              file=sys.stderr)
 
 
 def _summary(args: argparse.Namespace) -> dict[str, Any]:

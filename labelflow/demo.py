@@ -35,9 +35,11 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
     cross-validated dev accuracy, refit with the dev gold) use the plain suite
     (``lfs/youtube_spam.py``); with ``fm``, the same three ``..._with_fm`` use it
     plus the FM LFs of ``lfs/youtube_spam_fm.py`` (embedding kNN, zero-shot, a Gemma
-    prompt). With ``student``, the last label model's probabilistic labels train the
-    student (:func:`finetune.demo.student_stage`: the bundled MiniLM with LoRA, run folder
-    ``<workdir>/store/runs/student``) and FM zero-shot is scored beside it.
+    prompt), and the project's suite (``labelflow.json``) is then that file, whose LFs its
+    label matrix holds, so the app and the CLI show that suite. With ``student``, the last
+    label model's probabilistic labels train the student (:func:`finetune.demo.student_stage`:
+    the bundled MiniLM with LoRA, run folder ``<workdir>/store/runs/student``) and FM
+    zero-shot is scored beside it.
 
     Returns
     -------
@@ -64,7 +66,8 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
     )
     report: dict[str, Any] = {"project": str(project.root), "dev": {}, "test": {}, "cached_lfs": 0, "fm_calls": 0}
     for suffix, suite in [("", SUITE), ("_with_fm", SUITE_FM)][: 2 if fm else 1]:
-        lfs = project.lfs(suite)
+        project.set_suite(suite)  # the project's one suite is the one its matrix holds: the FM suite at the end
+        lfs = project.lfs()
         matrix, cache = project.apply(lfs=lfs, progress=progress)
         report["cached_lfs"] += len(cache.hits)
         report["fm_calls"] += sum(lf.stats.calls for lf in lfs if isinstance(lf, FMLF))

@@ -337,6 +337,37 @@ class Project:
             raise ProjectError(f"{self.root}: the project has no LF suite configured; pass --lfs PATH")
         return self._resolve(self.config.lfs)
 
+    def set_suite(self, path: str | Path) -> bool:
+        """Make ``path`` (relative to the working directory) the project's LF suite in ``labelflow.json``.
+
+        The caller named the file, so it is trusted as it is now (as ``init --lfs`` does), unless
+        the config names a Ray cluster the project was not trusted with. Returns whether the suite
+        changed. The label matrix keeps its columns until the next :meth:`apply`
+        (:meth:`stray_lfs` names those the new suite lacks).
+        """
+        rel = _relative(Path(path), self.root)
+        if self.config.lfs is not None and self._resolve(self.config.lfs).resolve() == self._resolve(rel).resolve():
+            return False
+        trusted = self.trusted
+        self.update_config(lfs=rel)
+        if not trusted and self.config.ray_address is None:
+            self.trust()
+        return True
+
+    def stray_lfs(self, suite: Sequence[str] | None = None) -> list[str]:
+        """LF columns of the current label matrix that the project's suite does not define, in matrix order.
+
+        Non-empty when the matrix was applied from another LF list (an older config, LF objects
+        passed to :meth:`apply`) or an LF was removed from the suite since the last :meth:`apply`:
+        what is fit and scored then is not the suite's. ``suite``: the suite's LF names, if already
+        loaded (else the suite is loaded: the project must be trusted). ``[]`` without a matrix.
+        Embedding-extended columns (``NAME~ext``) count as their LF.
+        """
+        if not (self.store / "matrix.parquet").is_file():
+            return []
+        names = set(suite if suite is not None else (lf.name for lf in self.lfs()))
+        return [name for name in self.matrix().lf_names if name.split("~", 1)[0] not in names]
+
     def lfs(self, path: str | Path | None = None) -> list[LabelingFunction]:
         """The LF suite: ``path`` (relative to the working directory; the caller's choice, run as it is) or the
         configured one, which runs only when the project is trusted (else :class:`UntrustedProjectError`)."""
@@ -403,15 +434,23 @@ class Project:
     def apply(self, *, lfs: str | Path | Sequence[LabelingFunction] | None = None, on_error: OnError = "raise",
               n_jobs: int | None = None, progress: bool = False, engine: Engine | RayEngine = "local",
               address: str | None = None, timeout_s: float | None = None) -> tuple[LabelMatrix, VoteCache]:
-        """Apply the LF suite (a file, LF objects, or the configured suite) to every row, reusing cached
-        votes; saves ``store/matrix.parquet``. The rows are read and labeled a chunk at a time, here
-        or on Ray (``engine="ray"``, see :meth:`ray_engine`); ``timeout_s`` limits each Python LF call
-        (see :func:`~labelflow.apply.apply_lfs`)."""
+        """Apply the LF suite to every row, reusing cached votes; saves ``store/matrix.parquet``.
+
+        A project has one suite, and the matrix holds its LFs: ``lfs=None`` applies the configured
+        suite; a suite file (``apply --lfs FILE``) becomes the project's suite once it applied
+        (:meth:`set_suite`). LF objects are applied as given (the caller's list, e.g. the configured
+        suite already loaded): where they differ from the suite, :meth:`stray_lfs` names them and the
+        app says so. The rows are read and labeled a chunk at a time, here or on Ray (``engine="ray"``,
+        see :meth:`ray_engine`); ``timeout_s`` limits each Python LF call (see
+        :func:`~labelflow.apply.apply_lfs`)."""
         cache = VoteCache(self.store / "votes")
-        suite = lfs if isinstance(lfs, Sequence) and not isinstance(lfs, str) else self.lfs(lfs)
+        given = isinstance(lfs, Sequence) and not isinstance(lfs, str)
+        suite = lfs if given else self.lfs(lfs)
         matrix = apply_lfs(self.rows(), suite, cardinality=self.schema.k, cache=cache, on_error=on_error,
                            n_jobs=n_jobs, progress=progress, fm_cache=self.fm_cache,
                            engine=self.ray_engine(engine, address) or "local", timeout_s=timeout_s)
+        if lfs is not None and not given:
+            self.set_suite(lfs)
         matrix.save(self.store / "matrix.parquet")
         return self._extended(matrix), cache
 

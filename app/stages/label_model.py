@@ -20,6 +20,11 @@ if st.button("Apply LFs and fit", key="fit", type="primary"):
     widgets.apply_and_fit(project, model, use_dev=use_dev)
 
 stamp = loaders.stamp(project)
+stray = loaders.stray_lfs(root, stamp)
+if stray:
+    st.warning(f"The label matrix holds {len(stray)} LF(s) that the project's suite `{project.suite_path.name}` does "
+               f"not define ({', '.join(stray)}): the scores below are not the suite's. **Apply LFs and fit** rebuilds "
+               "it from the suite.", icon=":material/difference:")
 try:
     metrics = loaders.metrics(root, stamp, model)
 except ProjectError as exc:

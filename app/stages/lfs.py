@@ -65,6 +65,11 @@ except LabelflowError as exc:
 
 st.caption(f"Suite `{project.suite_path.resolve()}` · {table.height} LFs · coverage, overlaps and conflicts are "
            f"fractions of the {split} rows; accuracy is measured on its gold labels")
+stray = loaders.stray_lfs(root, stamp)
+if stray:
+    st.warning(f"The label matrix holds {len(stray)} LF(s) that are not in this suite ({', '.join(stray)}): it was "
+               "applied from another LF list, so the label model's scores are not this suite's. **Apply LFs and fit** "
+               "on the Label model page (or saving an LF) rebuilds it from the suite.", icon=":material/difference:")
 if not applied:
     st.info("The suite has not been applied yet: press **Apply LFs and fit** on the Label model page.")
 elif table["coverage"].is_null().any():
@@ -113,6 +118,8 @@ if code.strip():
         else:
             after = widgets.apply_and_fit(project, model)
             if after is not None:
+                left = (f" The fit before also used {', '.join(stray)}, which the suite does not define: they left "
+                        "the label matrix, so the change is not this LF's alone." if stray else "")
                 widgets.flash("success", f"Saved LF {result.name!r} to {path.name}; refit {model}: "
-                                         f"{widgets.accuracy_change(before, after, 'dev')}.")
+                                         f"{widgets.accuracy_change(before, after, 'dev')}.{left}")
                 st.rerun()
