@@ -136,7 +136,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", type=int, default=10, help="slices to list (default 10)")
     p.add_argument("--suggest", type=int, default=0, metavar="N", help="suggest LFs for the top N slices")
     p.add_argument("--kinds", default="keyword,regex", type=_kinds,
-                   help="suggestion kinds: keyword, regex, knn, prompt (comma-separated; default keyword,regex)")
+                   help="suggestion kinds: keyword, regex, knn, prompt, extend (comma-separated; default "
+                        "keyword,regex; extend needs an embedding column, e.g. from `labelflow fm embed`)")
     p.add_argument("--accept", action="store_true",
                    help="write the suggestion that raises held-out accuracy most into the suite file, then apply "
                         "and refit the model with its saved settings (seed, --dev-gold)")
@@ -397,10 +398,9 @@ def _label_model_name(value: str) -> str:
     return value
 
 
-SUGGESTION_KINDS = ("keyword", "regex", "knn", "prompt")
-
-
 def _kinds(value: str) -> str:
+    from labelflow.guided import SUGGESTION_KINDS
+
     kinds = [k.strip() for k in value.split(",")]
     unknown = [k for k in kinds if k not in SUGGESTION_KINDS]
     if unknown:

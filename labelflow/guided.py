@@ -41,6 +41,8 @@ from labelflow.slices import Slice, find_slices, ngram_matrix
 from labelflow.typing import ABSTAIN
 
 CODE_FILE = "<LF code>"
+SUGGESTION_KINDS = ("keyword", "regex", "knn", "prompt", "extend")
+"""What :func:`suggest_lfs` can propose (``kinds=``)."""
 FOLDS = 2
 """Gold rows are cut into this many folds: candidates are mined on the others and measured on each."""
 MIN_SUPPORT = 3
@@ -51,6 +53,8 @@ MAX_NGRAMS = 12
 """Words and phrases kept per fold (the highest ``errors fixed × log lift``) before measuring."""
 MAX_REFITS = 8
 """Candidates refit and measured per fold."""
+MAX_EXTENSIONS = 3
+"""Embedding extensions (kind ``"extend"``) measured per fold: the LFs whose extension adds most votes."""
 N_EXAMPLES = 3
 
 
@@ -390,7 +394,10 @@ def suggest_lfs(project, analysis: Analysis, slice: Slice, *, max_suggestions: i
       the :data:`MAX_NGRAMS` with the most ``errors fixed × log lift`` are kept;
     * ``"knn"``: a nearest-neighbour LF whose neighbours are the slice's mining gold rows;
     * ``"prompt"``: the default local LLM (Gemma 3 270M) asked about the target class on
-      the rows no other LF covers.
+      the rows no other LF covers;
+    * ``"extend"``: an LF's votes extended to the rows near them in embedding space
+      (:mod:`labelflow.extend`, radius fit on the mining rows' gold); accepting it adds
+      the LF to the ``extend`` setting instead of writing code.
 
     Candidates whose votes an existing LF already casts are dropped. Up to
     :data:`MAX_REFITS` per fold are each added to the label matrix and the label model
@@ -413,6 +420,7 @@ def suggest_lfs(project, analysis: Analysis, slice: Slice, *, max_suggestions: i
     grams_X, grams = ngram_matrix(frame["text"].to_list()) if {"keyword", "regex"} & set(kinds) else (None, [])
     made: dict[tuple, tuple[str, str, str]] = {}  # (kind, what, target) -> (kind, name, code): one name per candidate
     codes: dict[str, tuple[str, str, int]] = {}  # code -> (kind, name, target)
+    precomputed: dict[str, np.ndarray] = {}  # code -> [n] votes, for candidates that are not LF code (extend)
     mined: list[list[str]] = []  # per fold: codes, best first
     for fold in range(FOLDS):
         mine = folds != fold
@@ -441,8 +449,36 @@ def suggest_lfs(project, analysis: Analysis, slice: Slice, *, max_suggestions: i
             kind, name, code = made[key]
             codes[code] = (kind, name, target)
             fold_codes.append(code)
+        if "extend" in kinds:
+            for candidate in _extension_candidates(project, matrix, gold_rows[mine], gold[gold_rows[mine]]):
+                code = _extend_code(project, candidate, fold)
+                codes[code] = ("extend", candidate.column, int(np.bincount(
+                    candidate.votes[candidate.votes != ABSTAIN].astype(np.int64)).argmax()))
+                precomputed[code] = candidate.votes.astype(np.int64)
+                fold_codes.append(code)
         mined.append(fold_codes)
-    return _measure(project, analysis, dataset, matrix, gold_rows, folds, codes, mined, max_suggestions)
+    return _measure(project, analysis, dataset, matrix, gold_rows, folds, codes, mined, max_suggestions, precomputed)
+
+
+def _extension_candidates(project, matrix, dev_rows: np.ndarray, y_dev: np.ndarray) -> list:
+    """The best :data:`MAX_EXTENSIONS` embedding extensions of the suite's LFs with radii fit on ``dev_rows``
+    (dataset row indices) and their gold ``y_dev`` only (:func:`labelflow.extend.extension_candidates`)."""
+    from labelflow.extend import ExtendConfig, extension_candidates
+
+    config = project.extend_config or ExtendConfig()
+    mask = np.zeros(matrix.shape[0], dtype=bool)
+    mask[dev_rows] = True  # dev_rows ascend, so y_dev is in the mask's order
+    found = extension_candidates(matrix.values, project.embeddings(config.embedding), dev_rows=mask, y_dev=y_dev,
+                                 cardinality=project.schema.k, lf_names=matrix.lf_names, config=config)
+    return found[:MAX_EXTENSIONS]
+
+
+def _extend_code(project, candidate, fold: int) -> str:
+    """What accepting an extension writes: not LF code but the ``extend`` setting of ``labelflow.json``."""
+    column = (project.extend_config.embedding if project.extend_config else "embedding")
+    return (f"# labelflow.json \"extend\": add {candidate.lf!r} to \"lfs\" — its votes reach rows within cosine "
+            f"similarity {candidate.radius:.3f} of rows it votes on (embedding column {column!r}; radius fit on "
+            f"the mining rows of fold {fold + 1})\n")
 
 
 def _target(y: np.ndarray, pred: np.ndarray, rows: np.ndarray) -> int | None:
@@ -559,20 +595,23 @@ def _prompt_code(project, target: int, label_code: str, taken: set[str], module_
 
 
 def _measure(project, analysis: Analysis, dataset, matrix, gold_rows: np.ndarray, folds: np.ndarray,
-             codes: dict[str, tuple[str, str, int]], mined: list[list[str]], max_suggestions: int) -> list[Suggestion]:
+             codes: dict[str, tuple[str, str, int]], mined: list[list[str]], max_suggestions: int,
+             precomputed: dict[str, np.ndarray]) -> list[Suggestion]:
     """Apply every candidate once, then per fold refit with each of that fold's candidates and compare the
     held-out fold's correct predictions with and without it."""
     lfs = {}
-    for code, (kind, name, target) in codes.items():
+    for code in codes:
+        if code in precomputed:
+            continue
         try:
             lfs[code] = _compile_into_suite(project, code)[0]
         except LFError:
             continue
-    if not lfs:
+    if not lfs and not precomputed:
         return []
     suite, gold = project.lfs(), project.gold()
     votes = {code: _apply_beside_suite(project, lf, suite=suite, dataset=dataset) for code, lf in lfs.items()}
-    votes = {code: v for code, v in votes.items() if not _redundant(v, matrix.values)}
+    votes = {code: v for code, v in {**votes, **precomputed}.items() if not _redundant(v, matrix.values)}
     split = dataset.frame["split"].to_numpy()
     train = split == "train"
     settings = analysis.fit_settings
@@ -651,5 +690,15 @@ def _correct(project, model: str, settings: dict, L: np.ndarray, train: np.ndarr
 
 
 def accept_suggestion(project, suggestion: Suggestion) -> Path:
-    """Write ``suggestion.code`` into the project's suite file (as :func:`save_lf` does)."""
-    return save_lf(project, suggestion.code)
+    """Write ``suggestion.code`` into the project's suite file (as :func:`save_lf` does); an ``"extend"``
+    suggestion instead adds its LF to the ``extend`` setting of ``labelflow.json`` (its radius is then fit
+    on all the dev gold when the matrix is next read). Returns the file written."""
+    if suggestion.kind != "extend":
+        return save_lf(project, suggestion.code)
+    from labelflow.extend import EXT_SUFFIX, ExtendConfig
+
+    lf = suggestion.name.removesuffix(EXT_SUFFIX)
+    config = (project.extend_config or ExtendConfig(lfs=[])).to_dict()
+    if config["lfs"] is not None:  # None: every LF is extended already
+        config["lfs"] = [*config["lfs"], lf] if lf not in config["lfs"] else config["lfs"]
+    return project.update_config(extend=config)

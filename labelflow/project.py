@@ -245,8 +245,8 @@ class Project:
             raise ProjectError(f"{path}: {exc}; fix it by hand or re-create the project with `labelflow init`") from None
         return cls(root, config)
 
-    def update_config(self, **changes: Any) -> None:
-        """Change config fields (validated as a whole) and rewrite ``labelflow.json`` atomically."""
+    def update_config(self, **changes: Any) -> Path:
+        """Change config fields (validated as a whole) and rewrite ``labelflow.json`` atomically; returns its path."""
         unknown = sorted(set(changes) - set(ProjectConfig.__dataclass_fields__))
         if unknown:
             raise ProjectError(f"unknown config keys {unknown}")
@@ -255,6 +255,7 @@ class Project:
         write_json(self.root / CONFIG_FILE, asdict(self.config))
         if trusted and not self.trusted:  # a change made through labelflow (ray_address, lfs) keeps the trust
             self.trust()
+        return self.root / CONFIG_FILE
 
     # --- pipeline steps -----------------------------------------------------------------------------
 

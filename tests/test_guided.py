@@ -191,6 +191,44 @@ def test_refits_keep_the_saved_models_settings(tmp_path):
     assert project.fit_settings() == {"seed": 7, "use_dev": False}
 
 
+def test_extend_suggestion_is_measured_held_out_and_accepting_it_extends_the_lf(tmp_path):
+    """An "extend" suggestion: an LF's votes reach the rows near them in embedding space. The embedding here
+    is made from the rows' true labels (plus noise) so that reaching near rows must help; the mechanism is
+    what is tested: radius from the mining rows, held-out effect, accepting writes the extend setting."""
+    import polars as pl
+
+    from labelflow import guided
+    from labelflow.extend import EXT_SUFFIX
+
+    (tmp_path / "suite.py").write_text(WEAK_SUITE)
+    project = Project.init(
+        tmp_path / "project", sources={"train": [demo.DATA / f for f in demo.TRAIN_FILES],
+                                       "test": [demo.DATA / f for f in demo.TEST_FILES]},
+        classes=demo.CLASSES, text="CONTENT", id="COMMENT_ID", label="label", dev_sample=demo.DEV_SIZE,
+        seed=demo.SEED, hide_labels=["train"], duplicates="drop_identical", lfs=tmp_path / "suite.py")
+    truth = pl.concat([pl.read_csv(demo.DATA / f).select(pl.col("COMMENT_ID").alias("id"), "label")
+                       for f in (*demo.TRAIN_FILES, *demo.TEST_FILES)]).unique("id")
+    ids = project.dataset().frame["id"]
+    label = pl.DataFrame({"id": ids}).join(truth, on="id", how="left")["label"].to_numpy()
+    rng = np.random.default_rng(0)
+    project.save_fm_output("embedding", ids, np.eye(2)[label] + rng.normal(scale=0.3, size=(len(ids), 2)))
+    project.apply()
+    project.fit()
+    analysis = analyze(project)
+    found = [s for sl in analysis.slices[:5] for s in suggest_lfs(project, analysis, sl, kinds=("extend",))]
+    assert found and all(s.kind == "extend" and s.name.endswith(EXT_SUFFIX) and s.delta > 0 for s in found)
+    best = min(found, key=guided.suggestion_rank)
+    assert '"extend": add ' in best.code and best.held_out_rows >= demo.DEV_SIZE // 2
+    path = accept_suggestion(project, best)
+    assert path.name == "labelflow.json" and project.extend_config.lfs == [best.name.removesuffix(EXT_SUFFIX)]
+    project.apply()
+    matrix = project.matrix()
+    assert matrix.lf_names[-1] == best.name  # the extension column, its radius now fit on all the dev gold
+    extended = matrix.values[:, -1] != -1
+    assert extended.any() and not (matrix.values[extended, :-1] != -1).any()  # it only reaches uncovered rows
+    assert best.support_correct / best.support >= 0.8  # near rows of a label-made embedding share the label
+
+
 def test_analysis_of_external_predictions(youtube_project):
     """A student's predictions (id, pred) are analysed on the same dev rows; bad ones are named."""
     import polars as pl

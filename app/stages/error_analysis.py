@@ -9,7 +9,7 @@ import loaders
 import widgets
 from finetune.runs import list_runs
 from labelflow.errors import LabelflowError
-from labelflow.guided import accept_suggestion
+from labelflow.guided import SUGGESTION_KINDS, accept_suggestion
 
 SUGGEST = "_suggest_for"
 
@@ -86,9 +86,10 @@ else:
 
 st.subheader("Suggested LFs")
 kinds = tuple(st.multiselect(
-    "Kinds", ["keyword", "regex", "knn", "prompt"], default=["keyword", "regex"], key="suggest_kinds",
+    "Kinds", list(SUGGESTION_KINDS), default=["keyword", "regex"], key="suggest_kinds",
     help="knn: neighbours among the slice's gold rows (embeds every row once with all-MiniLM-L6-v2, then cached); "
-         "prompt: asks Gemma 3 270M about the rows no LF covers (slow on a CPU)"))
+         "prompt: asks Gemma 3 270M about the rows no LF covers (slow on a CPU); extend: an LF's votes reach the "
+         "rows near them in embedding space (needs an embedding column, from `labelflow fm embed`)"))
 request = (model, source, split, chosen.name, kinds)
 if st.button("Suggest LFs for this slice", key="suggest", disabled=not kinds):
     st.session_state[SUGGEST] = request
