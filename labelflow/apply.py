@@ -195,6 +195,26 @@ def apply_lfs(
                       timeout_s)
 
 
+def cached_votes(data: Dataset | pl.DataFrame | pl.LazyFrame, lfs: Sequence[LabelingFunction], *, cardinality: int,
+                 cache: VoteCache, on_error: OnError = "raise", chunk_rows: int = CHUNK_ROWS) -> dict[str, np.ndarray]:
+    """``{LF name: [n] votes}`` of those ``lfs`` whose votes on ``data`` (applied as :func:`apply_lfs` would,
+    with ``on_error``) ``cache`` holds; applies nothing. LFs with a ``budget`` are left out (their votes
+    depend on the rest of their suite)."""
+    rows = data.frame if isinstance(data, Dataset) else data
+    n = _height(rows)
+    col_hashes = _column_hashes(rows, n, chunk_rows)
+    out = {}
+    for lf in lfs:
+        if isinstance(lf, FMLF) and lf.budget is not None:
+            continue
+        fingerprint, uncovered = lf.cache_identity()
+        found = None if uncovered else cache.get(_cache_key(lf, fingerprint, col_hashes, cardinality, on_error),
+                                                 lf.name, n)
+        if found is not None:
+            out[lf.name] = found[0]
+    return out
+
+
 def _apply(rows: pl.DataFrame | pl.LazyFrame, suite: list[LabelingFunction], cardinality: int,
            cache: VoteCache | None, on_error: OnError, n_jobs: int | None, progress: bool, fm_cache: FMCache | None,
            ray: RayEngine | None, chunk_rows: int, timeout_s: float | None) -> LabelMatrix:

@@ -69,6 +69,14 @@ def make_parser() -> argparse.ArgumentParser:
                         "(--on-error decides; default: no limit)")
     p.add_argument("--trust", action="store_true",
                    help="trust the project's LF suite and config as they are now (see `labelflow trust`), then apply")
+    p.add_argument("--estimate", action="store_true",
+                   help="apply nothing: measure each FM LF (prompt, zero-shot, kNN) on a seeded sample of dev gold rows "
+                        "(coverage, accuracy, seconds per row, projected time of the full run)")
+    p.add_argument("--estimate-rows", type=_positive, default=None, metavar="N",
+                   help="dev gold rows each estimate samples (default 40)")
+    p.add_argument("--estimate-seed", type=_count, default=None, metavar="SEED", help="seed of the sample (default 0)")
+    p.add_argument("--estimate-lf", action="append", default=None, metavar="NAME", type=_non_empty,
+                   help="estimate only this FM LF; repeatable (default: every FM LF of the suite)")
     _engine_arguments(p)
     _extend_arguments(p)
 
@@ -276,6 +284,9 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
                 return (f"argument --hide-labels: unknown split {bad[0]!r}; the data's splits are {', '.join(splits)}"
                         + ("" if set(splits) >= set(STANDARD_SPLITS) else
                            " (set splits with --data SPLIT=PATH or --split-column)"))
+    elif args.command == "apply" and not args.estimate and (args.estimate_lf or args.estimate_rows is not None
+                                                            or args.estimate_seed is not None):
+        return "arguments --estimate-rows, --estimate-seed, --estimate-lf: only with --estimate"
     elif args.command == "export" and args.format is None:
         suffix = Path(args.out).suffix.lower().lstrip(".")
         if suffix not in ("parquet", "csv", "jsonl"):
@@ -473,6 +484,8 @@ def _apply(args: argparse.Namespace) -> dict[str, Any]:
     project = _open(args)
     if args.trust:
         _trust_project(project)
+    if args.estimate:
+        return _estimate(project, args)
     _set_extend(project, args)
     suite_before = project.config.lfs
     matrix, cache = project.apply(lfs=args.lfs, on_error=args.on_error, n_jobs=args.jobs, progress=True,
@@ -502,6 +515,17 @@ def _apply(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  ... {len(matrix.failures) - 20} more failures (see --json)")
         _print_extension(project)
     return result
+
+
+def _estimate(project, args: argparse.Namespace) -> dict[str, Any]:
+    from labelflow.fm.estimate import estimate_suite, format_estimates
+
+    estimates = estimate_suite(project, project.lfs(args.lfs), names=args.estimate_lf,
+                               rows=args.estimate_rows or 40, seed=args.estimate_seed or 0, on_error=args.on_error,
+                               progress=not args.json)
+    if not args.json:
+        print(format_estimates(estimates))
+    return {"estimates": [e.to_dict() for e in estimates]}
 
 
 def _fit(args: argparse.Namespace) -> dict[str, Any]:

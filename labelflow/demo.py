@@ -34,8 +34,8 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
     ``snorkel`` and ``label_model`` (``auto``: the registered model with the best
     cross-validated dev accuracy, refit with the dev gold) use the plain suite
     (``lfs/youtube_spam.py``); with ``fm``, the same three ``..._with_fm`` use it
-    plus the FM LFs of ``lfs/youtube_spam_fm.py`` (embedding kNN, zero-shot, a Gemma
-    prompt), and the project's suite (``labelflow.json``) is then that file, whose LFs its
+    plus the FM LFs of ``lfs/youtube_spam_fm.py`` (embedding kNN and zero-shot over
+    MiniLM), and the project's suite (``labelflow.json``) is then that file, whose LFs its
     label matrix holds, so the app and the CLI show that suite. With ``student``, the last
     label model's probabilistic labels train the student (:func:`finetune.demo.student_stage`:
     the bundled MiniLM with LoRA, run folder ``<workdir>/store/runs/student``) and FM

@@ -9,8 +9,11 @@ from labelflow.fm.lfs import knn_lf, prompt_lf, zero_shot_lf
 __all__ = [
     "FMCache",
     "FMError",
+    "LFEstimate",
     "Provider",
     "RunStats",
+    "estimate_lf",
+    "estimate_suite",
     "get_provider",
     "knn_lf",
     "prompt_lf",
@@ -18,3 +21,13 @@ __all__ = [
     "register_provider",
     "zero_shot_lf",
 ]
+
+
+def __getattr__(name: str):
+    """``estimate_lf``, ``estimate_suite`` and ``LFEstimate`` load :mod:`labelflow.fm.estimate` on first use (it
+    applies LF suites, and :mod:`labelflow.apply` imports this package)."""
+    if name in ("LFEstimate", "estimate_lf", "estimate_suite"):
+        from labelflow.fm import estimate
+
+        return getattr(estimate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -115,6 +115,12 @@ class FMLF(LabelingFunction):
         """Predicted class and confidence, ``[len(idx)]`` each, for rows ``idx``, from ``provider``'s outputs."""
         raise NotImplementedError
 
+    def _row_outputs(self, frame: pl.DataFrame, idx: np.ndarray, *, provider: Provider, cache: FMCache | None,
+                     dry_run: bool = False) -> RunStats:
+        """The per-row model outputs of rows ``idx`` alone (no reference rows, no calibration input), through
+        ``cache``; what the run did (with ``dry_run``: how many would be computed). For timing and projections."""
+        raise NotImplementedError
+
     def _run(self, stats: RunStats) -> None:
         self.stats.add(stats)
 
@@ -161,6 +167,11 @@ class PromptLF(FMLF):
         probs = softmax(logp)
         return probs.argmax(axis=1), probs.max(axis=1)
 
+    def _row_outputs(self, frame, idx, *, provider, cache, dry_run=False):
+        answers = [self.answers.get(c, []) for c in range(max(self.answers) + 1)]
+        return prompt_logprobs(frame[idx], template=self.template, answers=answers, provider=provider, cache=cache,
+                               dry_run=dry_run)[1]
+
 
 class ZeroShotLF(FMLF):
     """Vote the class whose description is most similar to the text, by a margin over the runner-up."""
@@ -186,6 +197,9 @@ class ZeroShotLF(FMLF):
         self._run(stats)
         top2 = np.sort(sims, axis=1)[:, -2:]
         return sims.argmax(axis=1), top2[:, 1] - top2[:, 0]
+
+    def _row_outputs(self, frame, idx, *, provider, cache, dry_run=False):
+        return _embed_rows(frame, self.field, idx, provider=provider, cache=cache, dry_run=dry_run)
 
 
 class KnnLF(FMLF):
@@ -238,6 +252,9 @@ class KnnLF(FMLF):
             conf[lo:lo + len(top)] = np.where(found, np.where(hits, top_sims, 0).sum(axis=1)
                                               / np.maximum(hits.sum(axis=1), 1), -np.inf)
         return pred, conf
+
+    def _row_outputs(self, frame, idx, *, provider, cache, dry_run=False):
+        return _embed_rows(frame, self.field, idx, provider=provider, cache=cache, dry_run=dry_run)
 
 
 def prompt_lf(name: str, *, template: str, answers: Mapping[int, Sequence[str]], provider: str = "transformers",
@@ -300,6 +317,11 @@ def budget_rows(L_others: np.ndarray, budget: Budget) -> np.ndarray:
     low = np.where(voted, L_others, np.iinfo(np.int16).max).min(axis=1)
     conflict = voted.any(axis=1) & (high != low)
     return {"uncovered": uncovered, "conflicts": conflict, "uncovered_or_conflicts": uncovered | conflict}[budget]
+
+
+def _embed_rows(frame: pl.DataFrame, field: str, idx: np.ndarray, *, provider: Provider, cache: FMCache | None,
+                dry_run: bool) -> RunStats:
+    return embed_texts(frame[field].gather(idx).to_list(), provider=provider, cache=cache, dry_run=dry_run)[1]
 
 
 def _dev_gold(frame: pl.DataFrame) -> np.ndarray:
