@@ -27,6 +27,8 @@ from labelflow.project import CONFIG_FILE, Project
 from labelflow.typing import ABSTAIN
 
 ENV = "LABELFLOW_PROJECT"
+NOTES = "project_notes"
+"""Session key of what opening the project changed on its own (:attr:`Project.notes`), shown in the sidebar."""
 PREDICTIONS_OF = "predictions_of"
 """Session key of the Error analysis page's choice: ``LABEL_MODEL`` or a complete run's name."""
 LABEL_MODEL = ""
@@ -39,10 +41,13 @@ def project() -> Project:
     """The project in ``$LABELFLOW_PROJECT``; stops the page with the reason when it does not open."""
     root = Path(os.environ.get(ENV, ".")).resolve()
     try:
-        return Project.open(root)
+        opened = Project.open(root)
     except ProjectError as exc:
         st.error(f"Cannot open the labelflow project: {exc}")
         st.stop()
+    if opened.notes:  # what opening it changed on its own (a moved project's paths): said once, kept for the session
+        st.session_state.setdefault(NOTES, []).extend(opened.notes)
+    return opened
 
 
 def stamp(project: Project) -> Stamp:

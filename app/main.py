@@ -27,4 +27,10 @@ with st.sidebar:
     st.selectbox("Label model", models, index=models.index(project.config.label_model), key="model",
                  help="The model the Data, Label model and Error analysis pages show, and saving an LF refits.")
     st.text_input("Annotator", key="annotator", placeholder="your name (needed to label rows)")
+    for note in st.session_state.get(loaders.NOTES, []):
+        st.info(note, icon=":material/drive_file_move:")
+    for key, why in project.stale().items():
+        st.warning(("The label matrix is out of date" if key == "apply" else f"FM output {key[3:]!r} is out of date")
+                   + f": {why}. " + ("Apply the LFs again." if key == "apply" else "Compute it again."),
+                   icon=":material/update:")
 page.run()

@@ -13,7 +13,8 @@ import os
 import sqlite3
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,10 +26,12 @@ from labelflow.errors import LabelflowError, explain
 
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="labelflow", description="Programmatic labeling: LFs → label model → labels.")
+    _verbose_argument(parser, default=0)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, *, project: bool = True, json_out: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
+        _verbose_argument(p)
         if project:
             p.add_argument("-p", "--project", default=".", help="project folder (default: current directory)")
         if json_out:
@@ -39,8 +42,9 @@ def make_parser() -> argparse.ArgumentParser:
                 project=False, json_out=False)
     p.add_argument("folder", help="project folder to create (re-initialises an existing one, keeping its caches)")
     p.add_argument("--data", action="append", required=True, metavar="[SPLIT=]PATH", type=_data_item,
-                   help="data file (CSV, TSV, Parquet, JSONL); prefix SPLIT= (train, dev, valid, validation, val or "
-                        "test, in any case) to set its split; repeatable")
+                   help="data file (CSV, TSV, Parquet, JSON Lines; .json: an array of row objects or JSON Lines); "
+                        "prefix SPLIT= (train, dev, valid, validation, val or test, in any case) to set its split; "
+                        "repeatable")
     p.add_argument("--classes", required=True, type=_class_names, help="comma-separated class names, in index order")
     p.add_argument("--describe", action="append", default=[], metavar="CLASS=TEXT", type=_pair("CLASS=TEXT"),
                    help="a one-sentence description of CLASS (zero-shot and prompt LFs read them); repeatable")
@@ -99,6 +103,20 @@ def make_parser() -> argparse.ArgumentParser:
     from finetune.cli import add_parsers as add_finetune_parsers
 
     add_finetune_parsers(command)
+    sub.choices["predict"].add_argument(
+        "--id-column", type=_non_empty, metavar="COLUMN",
+        help="id column of the data file, kept as the predictions' id (default: its column 'id' if it has one, "
+             "else row numbers)")
+
+    p = command("config", "Show the project's settings, or change them in place with --set KEY=VALUE (LF suite, "
+                          "default label model, columns, data files, class descriptions) without re-creating it. "
+                          "The store is kept (FM outputs, votes, matrix, models, annotations); what a change leaves "
+                          "stale is said until recomputed.")
+    from labelflow.settings import KEYS
+
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE", type=_assignment,
+                   help="change one setting (repeatable; an empty VALUE clears an optional one). Keys: "
+                        + "; ".join(f"{k}: {v}" for k, v in KEYS.items()))
 
     p = command("demo", "The whole pipeline on the shipped YouTube spam data.", project=False)
     p.add_argument("--workdir", default="labelflow-demo", help="project folder the demo creates (default ./labelflow-demo)")
@@ -112,6 +130,7 @@ def make_parser() -> argparse.ArgumentParser:
                                           ("zero-shot", "similarity of every row to each class description", "zero_shot"),
                                           ("prompt", "class probabilities from an LLM prompt", "prompt")):
         f = fm.add_parser(kind, help=help_text, description=help_text)
+        _verbose_argument(f)
         f.add_argument("-p", "--project", default=".", help="project folder (default: current directory)")
         f.add_argument("--json", action="store_true", help="print one JSON document")
         f.add_argument("--name", default=default_name, type=_identifier,
@@ -157,6 +176,7 @@ def make_parser() -> argparse.ArgumentParser:
                               ("pull", "store finished annotations as gold labels (annotator, time)"),
                               ("status", "tasks, finished tasks and conflicts")):
         s = studio.add_parser(action, help=help_text, description=help_text)
+        _verbose_argument(s)
         s.add_argument("-p", "--project", default=".", help="project folder (default: current directory)")
         s.add_argument("--json", action="store_true", help="print one JSON document")
         s.add_argument("--url", help="Label Studio URL: used, confirmed for this project's later commands and saved "
@@ -193,12 +213,46 @@ def make_parser() -> argparse.ArgumentParser:
     p = command("bench", "Benchmarks.", project=False, json_out=False)
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     b = bench.add_parser("label-models", help="every registered label model on WRENCH folders")
+    _verbose_argument(b)
     b.add_argument("folders", nargs="+", help="WRENCH dataset folders (label.json, train/valid/test.json)")
     b.add_argument("--models", help="comma-separated model names (default: all registered)")
     b.add_argument("--dev", action="store_true", help="fit each model a second time with the valid split's gold labels")
     b.add_argument("--markdown", action="store_true", help="print the results as a Markdown table (as in the README)")
     b.add_argument("--json", action="store_true", help="print one JSON document")
     return parser
+
+
+def _verbose_argument(p: argparse.ArgumentParser, *, default: Any = argparse.SUPPRESS) -> None:
+    """``-v``: before the command (``labelflow -v fit``) or after it (``labelflow fit -v``)."""
+    p.add_argument("-v", "--verbose", action="count", default=default,
+                   help="also show the libraries' own output: Snorkel's per-fit epoch bars, transformers' load "
+                        "reports and progress bars, their deprecation warnings, fine-tuning's log lines (-vv: debug "
+                        "logs)")
+
+
+@contextmanager
+def _output(level: int) -> Iterator[None]:
+    """Run a command at verbosity ``level`` (:mod:`labelflow.quiet`): log records reach stderr from WARNING up
+    (INFO with ``-v``, DEBUG with ``-vv``)."""
+    import logging
+
+    from labelflow import quiet
+
+    before, root = quiet.verbosity(), logging.getLogger()
+    threshold = logging.WARNING if level == 0 else logging.INFO if level == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(threshold)  # a library that lowers its own logger's level still stops here
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root_level = root.level
+    quiet.set_verbosity(level)
+    root.addHandler(handler)
+    root.setLevel(min(root_level or logging.WARNING, threshold))
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(root_level)
+        quiet.set_verbosity(before)
 
 
 def _extend_arguments(p: argparse.ArgumentParser) -> None:
@@ -394,6 +448,13 @@ def _pair(form: str):
     return check
 
 
+def _assignment(value: str) -> str:
+    key, sep, _ = value.partition("=")
+    if not sep or not key.strip():
+        raise _arg_error(f"expected KEY=VALUE (an empty VALUE clears an optional setting); got {value!r}")
+    return value
+
+
 def _text_item(value: str) -> str:
     key, sep, column = value.partition("=")
     if not value.strip() or (sep and (not key.strip() or not column.strip())):
@@ -422,7 +483,8 @@ def _kinds(value: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        result = COMMANDS[args.command](args)
+        with _output(args.verbose):
+            result = COMMANDS[args.command](args)
         if getattr(args, "json", False):
             print(json.dumps(result, indent=2, default=_json_default))
         sys.stdout.flush()  # a closed pipe fails here, inside the try, not at interpreter exit
@@ -477,6 +539,7 @@ def _init(args: argparse.Namespace) -> dict[str, Any]:
     counts = project.columns("split")["split"].value_counts(sort=True)
     print(f"created project {project.config.name!r} in {project.root}: "
           + ", ".join(f"{s} {n}" for s, n in counts.iter_rows()))
+    _say_notes(project, args.command)
     return {}
 
 
@@ -534,7 +597,7 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
     project = _open(args)
     _set_extend(project, args)
     _note_stray_lfs(project)
-    model = project.fit(args.model, seed=args.seed, use_dev=args.dev_gold, progress=not args.json)
+    model = project.fit(args.model, seed=args.seed, use_dev=args.dev_gold, progress=args.verbose > 0 and not args.json)
     metrics = project.evaluate(model)
     choice = model.choice() if isinstance(model, AutoLabelModel) else {"chosen": model.name, "reason": None}
     fitted = model.chosen if isinstance(model, AutoLabelModel) else model
@@ -754,11 +817,72 @@ def _studio(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    from labelflow.settings import change_settings, describe, format_changes, format_settings, parse_settings
+
+    project = _open(args)
+    if args.assignments:
+        report = change_settings(project, parse_settings(args.assignments, project))
+        if not args.json:
+            print(format_changes(report))
+        return report
+    info = describe(project)
+    if not args.json:
+        print(format_settings(info))
+    return info
+
+
+def _finetune(args: argparse.Namespace) -> dict[str, Any]:
+    from labelflow.quiet import third_party
+
+    with third_party(transformers=True):  # peft's and transformers' FutureWarnings and load reports (see -v)
+        return FINETUNE_COMMANDS["finetune"](args)
+
+
+def _predict(args: argparse.Namespace) -> dict[str, Any]:
+    """``labelflow predict``: a data file's rows keep their ids (``--id-column``, else its ``id`` column, else row
+    numbers, which it says); a project folder's rows keep the project's."""
+    from labelflow.dataset import read_table
+    from labelflow.quiet import third_party
+
+    source, id_column = Path(args.data), args.id_column
+    if source.is_dir():
+        if id_column is not None:
+            raise LabelflowError(f"--id-column {id_column}: {source} is a project folder, whose rows keep the "
+                                 "project's ids; --id-column is for a data file")
+    elif source.is_file():
+        where, frame = read_table(source, strings=[c for c in (args.text_column, id_column) if c])
+        if id_column is not None and id_column not in frame.columns:
+            raise LabelflowError(f"--id-column {id_column}: {where} has no column {id_column!r}; its columns are "
+                                 f"{frame.columns}")
+        if args.text_column not in frame.columns:
+            raise LabelflowError(f"--text-column {args.text_column}: {where} has no column {args.text_column!r}; its "
+                                 f"columns are {frame.columns}")
+        id_column = id_column or ("id" if "id" in frame.columns else None)
+        if id_column is not None:
+            ids = frame[id_column].cast(pl.String)
+            if ids.null_count():
+                raise LabelflowError(f"--id-column {id_column}: row {int(ids.is_null().arg_max())} of {where} has no "
+                                     "id (empty); every row needs one")
+            frame = frame.select(ids.alias("id"), pl.col(args.text_column))
+        elif not args.json:
+            print(f"labelflow: note: {where} has no 'id' column: the predictions' ids are its row numbers (0, 1, ...); "
+                  "pass --id-column COLUMN to keep its own ids", file=sys.stderr)
+        args = argparse.Namespace(**{**vars(args), "data": frame})
+    with third_party(transformers=True):
+        result = FINETUNE_COMMANDS["predict"](args)
+    result["id_column"] = id_column if not source.is_dir() else "id"
+    if id_column is not None and not source.is_dir() and not args.json:
+        print(f"ids from column {id_column!r} of {source}")
+    return result
+
+
 def _trust(args: argparse.Namespace) -> dict[str, Any]:
     from labelflow.project import Project
     from labelflow.trust import revoke_trust, trust_file
 
     project = Project.open(args.folder)
+    _say_notes(project, args.command)
     fp = project.fingerprint()
     result = {"project": str(project.root.resolve()), "suite": fp.suite, "outside_project": fp.outside,
               "fingerprint": fp.digest, "files": fp.files, "config": fp.config, "trust_file": str(trust_file())}
@@ -834,8 +958,8 @@ def _ui(args: argparse.Namespace) -> NoReturn:
 
 COMMANDS = {"init": _init, "apply": _apply, "fit": _fit, "summary": _summary, "export": _export,
             "demo": _demo, "bench": _bench, "fm": _fm, "analyze": _analyze, "studio": _studio, "ui": _ui,
-            "trust": _trust,
-            **FINETUNE_COMMANDS}
+            "trust": _trust, "config": _config,
+            **FINETUNE_COMMANDS, "finetune": _finetune, "predict": _predict}
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -844,7 +968,24 @@ COMMANDS = {"init": _init, "apply": _apply, "fit": _fit, "summary": _summary, "e
 def _open(args: argparse.Namespace):
     from labelflow.project import Project
 
-    return Project.open(args.project)
+    project = Project.open(args.project)
+    _say_notes(project, args.command)
+    return project
+
+
+def _say_notes(project, command: str) -> None:
+    """Say on stderr what opening the project changed on its own (a move's paths, once) and what a settings change
+    left stale (until it is recomputed)."""
+    for note in project.notes:
+        print(f"labelflow: note: {note}", file=sys.stderr)
+    if command in ("config", "fm", "init"):  # config shows the marks itself; fm recomputes outputs
+        return
+    for key, why in project.stale().items():
+        if key == "apply" and command == "apply":
+            continue
+        what, fix = (("the label matrix", "`labelflow apply`") if key == "apply" else
+                     (f"FM output {key[3:]!r}", f"`labelflow fm ... --name {key[3:]}`"))
+        print(f"labelflow: note: {what} is stale ({why}); run {fix}", file=sys.stderr)
 
 
 def _loopback(host: str) -> bool:

@@ -49,7 +49,10 @@ READERS = {
     ".pq": "parquet",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
+    ".json": "json",
 }
+"""File extension → reader. A ``.json`` file is either a JSON array of row objects or JSON Lines (one object
+per line); its first bytes tell which (:func:`_json_layout`)."""
 
 
 @dataclass(frozen=True)
@@ -289,6 +292,10 @@ def read_table(src: Source, *, strings: Sequence[str] = ()) -> tuple[str, pl.Dat
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; expected one of {sorted(READERS)}")
     if kind != "parquet":
         _check_utf8(path)
+    if kind == "json":
+        if _json_layout(path) == "array":
+            return str(path), _read_json_array(path, strings)
+        kind = "jsonl"
     overrides = {c: pl.String for c in strings}
     try:
         if kind == "csv":
@@ -299,10 +306,81 @@ def read_table(src: Source, *, strings: Sequence[str] = ()) -> tuple[str, pl.Dat
         else:
             frame = pl.read_ndjson(path, infer_schema_length=10_000)
     except (pl.exceptions.PolarsError, OSError) as exc:
+        bad = _bad_json_line(path) if kind == "jsonl" and isinstance(exc, pl.exceptions.PolarsError) else None
+        if bad:
+            raise DataError(f"{path}: {bad}; JSON Lines hold one JSON object (a row) per line") from None
         raise DataError(f"{path}: could not be read as {kind}: {exc}") from exc
     if kind == "jsonl":
         frame = _jsonl_strings(path, frame, [c for c in strings if c in frame.columns])
     return str(path), frame
+
+
+def _json_layout(path: Path) -> str:
+    """``"array"`` (a JSON array of row objects) or ``"lines"`` (JSON Lines) for a ``.json`` file, from its first
+    line; anything else raises :class:`DataError` naming the file and line."""
+    expected = "expected a JSON array of row objects ([{...}, {...}]) or JSON Lines (one object per line)"
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            line = raw.decode("utf-8").lstrip("\ufeff").strip()
+            if not line:
+                continue
+            if line.startswith("["):
+                return "array"
+            if line.startswith("{"):
+                try:
+                    first = json.loads(line)
+                except ValueError:
+                    first = None
+                if isinstance(first, dict):
+                    return "lines"
+                raise DataError(f"{path}: line {number} opens a JSON object that does not end on that line (one object "
+                                f"spread over several lines is not rows); {expected}")
+            raise DataError(f"{path}: line {number} starts with {line[:20]!r}; {expected}")
+    raise DataError(f"{path}: the file is empty; {expected}")
+
+
+def _read_json_array(path: Path, strings: Sequence[str]) -> pl.DataFrame:
+    """A JSON array of row objects as a frame; ``strings`` columns as text (numbers written as JSON writes them)."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: line {exc.lineno}, column {exc.colno} is not valid JSON ({exc.msg}); expected a JSON "
+                        "array of row objects") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: holds a JSON {type(rows).__name__}, not an array of row objects")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: element {i} of the array is {json.dumps(row)[:40]}, not an object (a row)")
+        for column in strings:
+            value = row.get(column)
+            if isinstance(value, (dict, list)):
+                kind = "a list" if isinstance(value, list) else "an object"
+                raise DataError(f"{path}: row {i} has {kind} in column {column!r} ({json.dumps(value)[:80]}); "
+                                "an id or text field must be a string or a number")
+            if value is not None and not isinstance(value, str):
+                row[column] = json.dumps(value)
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    try:
+        return pl.DataFrame(rows, schema_overrides={c: pl.String for c in strings if c in columns},
+                            infer_schema_length=None)
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: the array's rows could not be read as one table ({exc})") from None
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """Where a JSON Lines file goes wrong: ``"line N ..."`` for its first line that is not a JSON object."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                return f"line {number} is not valid JSON ({getattr(exc, 'msg', exc)})"
+            if not isinstance(value, dict):
+                return f"line {number} is {json.dumps(value)[:40]}, not an object"
+    return None
 
 
 def _jsonl_strings(path: Path, frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from labelflow.errors import ProjectError
 from labelflow.fm.lfs import FMLF
 from labelflow.project import Project
+from labelflow.quiet import third_party, verbose
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "youtube"
@@ -71,8 +73,11 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
         matrix, cache = project.apply(lfs=lfs, progress=progress)
         report["cached_lfs"] += len(cache.hits)
         report["fm_calls"] += sum(lf.stats.calls for lf in lfs if isinstance(lf, FMLF))
+        if progress:  # the fits' one line (their own bars only with labelflow -v)
+            print(f"label models: fitting {', '.join(m for m, _ in STAGES.values())} on {matrix.shape[1]} LFs",
+                  file=sys.stderr, flush=True)
         for stage, (model_name, use_dev) in STAGES.items():
-            model = project.fit(model_name, use_dev=use_dev, progress=progress)
+            model = project.fit(model_name, use_dev=use_dev, progress=progress and verbose())  # Snorkel's epoch bars
             metrics = project.evaluate(model)
             if stage == "label_model":
                 report.setdefault("label_model_choice", {})[suffix or "plain"] = model.choice()
@@ -84,7 +89,8 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
     if student:
         from finetune.demo import comparison_table, student_stage
 
-        stage = student_stage(project, progress=progress)
+        with third_party(transformers=True):  # peft's and transformers' load reports and FutureWarnings
+            stage = student_stage(project, progress=progress)
         for split in ("dev", "test"):
             report[split].update(stage.pop(split))
         report.update(student_run=stage["student_run"], student_seconds=stage["student_seconds"])

@@ -12,6 +12,7 @@ Layout of a project folder::
     store/fm/NAME.parquet   named FM outputs (``labelflow fm ...``), joined to the dataset as column NAME
     store/extension.json    what the matrix's embedding-extended LF columns were computed from (``extend``)
     store/annotations.sqlite  human gold labels with annotator and time (the app, Label Studio)
+    store/stale.json        outputs a settings change left stale, until recomputed (``labelflow config``)
 
 The CLI and (later) the app open the same folder. Every file is written to a
 temporary name and renamed, so a failed command leaves what was saved intact.
@@ -19,9 +20,12 @@ temporary name and renamed, so a failed command leaves what was saved intact.
 
 from __future__ import annotations
 
+import filecmp
+import functools
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
@@ -49,6 +53,7 @@ from labelflow.trust import (Fingerprint, UntrustedProjectError, fingerprint, is
 from labelflow.typing import ABSTAIN
 
 CONFIG_FILE = "labelflow.json"
+STALE_FILE = "stale.json"
 FORMAT_VERSION = 1
 EXPORT_FORMATS = ("parquet", "csv", "jsonl")
 
@@ -57,7 +62,10 @@ EXPORT_FORMATS = ("parquet", "csv", "jsonl")
 class ProjectConfig:
     """The contents of ``labelflow.json``.
 
-    Paths (``sources``, ``lfs``) are relative to the project folder, or absolute.
+    Paths (``sources``, ``lfs``) are relative to the project folder (the folder holding
+    ``labelflow.json``), or absolute. ``root`` records that folder's absolute path when the
+    file was written: a project found elsewhere was moved or copied, and :meth:`Project.open`
+    re-checks its paths once (see :meth:`Project._relocate`).
     """
 
     name: str
@@ -77,6 +85,7 @@ class ProjectConfig:
     studio_api_key_env: str = "LABEL_STUDIO_API_KEY"
     ray_address: str | None = None
     extend: dict[str, Any] | None = None
+    root: str | None = None
     format: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -121,7 +130,7 @@ _CONFIG_TYPES: dict[str, tuple[Any, str]] = {
              "an object of text field → column name"),
     "sources": (lambda v: isinstance(v, dict) and all(_is_str(k) and _str_list(p) for k, p in v.items()),
                 "an object of split → list of file paths"),
-    "id": _OPTIONAL_STR, "label": _OPTIONAL_STR, "split": _OPTIONAL_STR, "lfs": _OPTIONAL_STR,
+    "id": _OPTIONAL_STR, "label": _OPTIONAL_STR, "split": _OPTIONAL_STR, "lfs": _OPTIONAL_STR, "root": _OPTIONAL_STR,
     "studio_url": _OPTIONAL_STR, "ray_address": _OPTIONAL_STR,
     "dev_sample": (_is_int, "an integer"), "seed": (_is_int, "an integer"), "format": (_is_int, "an integer"),
     "hide_labels": (_str_list, "a list of split names"),
@@ -146,16 +155,48 @@ class Predictions:
     """``[n]`` booleans: at least one LF voted on the row."""
 
 
+def _removes_what_it_made(init):
+    """``Project.init``: a failed init removes what it created (the folders it made, else the store and config it
+    added, its staged dataset) and nothing that was there before."""
+
+    @functools.wraps(init)
+    def create(cls, root: str | Path, **kwargs: Any) -> "Project":
+        root = Path(root)
+        where = Path(os.path.abspath(root))
+        made = [p for p in (where, *where.parents) if not os.path.lexists(p)]  # innermost first
+        store, config = root / "store", root / CONFIG_FILE
+        had_store, had_config = os.path.lexists(store), os.path.lexists(config)
+        try:
+            return init(cls, root, **kwargs)
+        except BaseException:
+            if made:  # every folder from the outermost one made down is this init's
+                shutil.rmtree(made[-1], ignore_errors=True)
+            else:
+                if not had_store:
+                    shutil.rmtree(store, ignore_errors=True)
+                else:
+                    _staged(store / "dataset.parquet").unlink(missing_ok=True)
+                if not had_config:
+                    config.unlink(missing_ok=True)
+            raise
+
+    return create
+
+
 class Project:
     """An opened project folder; every method is one pipeline step over its store."""
 
     def __init__(self, root: str | Path, config: ProjectConfig) -> None:
         self.root = Path(root)
         self.config = config
+        self.notes: list[str] = []
+        """What opening or creating the project changed on its own (a moved project's paths, FM outputs a
+        re-init removed), for the CLI and the app to say once."""
 
     # --- create and open ----------------------------------------------------------------------------
 
     @classmethod
+    @_removes_what_it_made
     def init(
         cls,
         root: str | Path,
@@ -197,7 +238,7 @@ class Project:
             sources={k: [rel(p) for p in v] for k, v in sources.items()},
             id=id, label=label, split=split, dev_sample=dev_sample, seed=seed,
             hide_labels=list(hide_labels), duplicates=duplicates,
-            lfs=None if lfs is None else rel(lfs), label_model=label_model,
+            lfs=None if lfs is None else rel(lfs), label_model=label_model, root=str(root.resolve()),
         )
         project = cls(root, config)
         dataset = project._import_dataset()
@@ -206,12 +247,19 @@ class Project:
             raise DataError(f"hide_labels names split(s) {hidden} the dataset lacks; its splits are {dataset.splits()}")
         with involving(project.store / "dataset.parquet", writing=True):
             dataset.frame.write_parquet(_staged(project.store / "dataset.parquet"))
+        same_rows = project._same_rows(dataset.frame)  # FM outputs of the same rows stay valid
         write_json(root / CONFIG_FILE, asdict(config))
         os.replace(_staged(project.store / "dataset.parquet"), project.store / "dataset.parquet")
         # outputs of the previous dataset go; the content-addressed caches (votes, FM outputs) stay valid
         (project.store / "matrix.parquet").unlink(missing_ok=True)
-        for output in (project.store / "fm").glob("*.parquet"):
+        (project.store / STALE_FILE).unlink(missing_ok=True)
+        removed = [] if same_rows else sorted((project.store / "fm").glob("*.parquet"))
+        for output in removed:
             output.unlink()
+        if removed:
+            project.notes.append(f"removed FM output(s) {[p.stem for p in removed]}: they were computed for the "
+                                 "previous rows (the FM cache keeps their values: `labelflow fm ...` again recomputes "
+                                 "only new texts)")
         if lfs is not None:  # the caller named the suite file: trust what it holds now (see labelflow.trust)
             project.trust()
         return project
@@ -243,7 +291,79 @@ class Project:
             config = ProjectConfig(**raw)
         except (ProjectError, DataError) as exc:
             raise ProjectError(f"{path}: {exc}; fix it by hand or re-create the project with `labelflow init`") from None
-        return cls(root, config)
+        project = cls(root, config)
+        project._relocate()
+        return project
+
+    def _relocate(self) -> None:
+        """Tie the config's relative paths to the folder that holds ``labelflow.json`` now, once after a move or copy.
+
+        ``root`` records where the project was when its paths were written. When the project
+        is found elsewhere (moved or copied), each relative path (``lfs``, ``sources``) is
+        checked: a file found relative to the project's folder now is kept (it moved along);
+        a file found only relative to where the project was is pointed at (rewritten relative
+        to the new folder); a path found in neither place, or in both with different
+        contents, is said rather than guessed. An older config without ``root`` gets it. The
+        config is rewritten (atomically) so the next open has nothing to say; :attr:`notes`
+        says what was done. A suite the project was trusted with where it was stays trusted.
+        """
+        here = self.root.resolve()
+        if self.config.root is not None and Path(self.config.root) == here:
+            return
+        old = None if self.config.root is None else Path(self.config.root)
+        notes = [f"{CONFIG_FILE} now records the project's folder, {here} (it was written by an older labelflow), "
+                 "so its paths keep resolving after a move or copy" if old is None else
+                 f"the project was at {old} and is now at {here} (moved or copied): its paths were checked"]
+        lfs = _relocated("lfs", self.config.lfs, old, here, notes)
+        sources = {split: [_relocated(f"sources.{split or 'all'}", p, old, here, notes) for p in paths]
+                   for split, paths in self.config.sources.items()}
+        trusted = lfs != self.config.lfs and is_trusted(fingerprint(old, lfs=self.config.lfs,
+                                                                    ray_address=self.config.ray_address))
+        self.config = replace(self.config, lfs=lfs, sources=sources, root=str(here))
+        try:
+            write_json(self.root / CONFIG_FILE, asdict(self.config))
+        except OSError as exc:
+            notes.append(f"{self.root / CONFIG_FILE} could not be updated ({exc.strerror or exc}): this is worked out "
+                         "again each time the project opens")
+        if trusted and not self.trusted:  # the same suite file, named from the new folder
+            self.trust()
+        self.notes.extend(notes)
+
+    def _same_rows(self, frame: pl.DataFrame) -> bool:
+        """Whether the imported dataset holds ``frame``'s rows: the same ids in the same order with the same text
+        and metadata (gold labels and splits aside), so outputs computed from its rows stay valid."""
+        path = self.store / "dataset.parquet"
+        try:
+            old = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError):
+            return False
+        keep = [c for c in frame.columns if c not in ("label", "split")]
+        return sorted(old.columns) == sorted(frame.columns) and old.select(keep).equals(frame.select(keep))
+
+    # --- outputs a settings change left stale (labelflow config) ------------------------------------
+
+    def stale(self) -> dict[str, str]:
+        """What a settings change (``labelflow config``) left stale and why: ``{"apply": why}`` for the label matrix,
+        ``{"fm NAME": why}`` for a stored FM output; each goes when recomputed (:meth:`apply`, ``labelflow fm``)."""
+        try:
+            marks = json.loads((self.store / STALE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in marks.items() if isinstance(v, str)} if isinstance(marks, dict) else {}
+
+    def mark_stale(self, marks: Mapping[str, str]) -> None:
+        """Record outputs to recompute (see :meth:`stale`); written atomically."""
+        if marks:
+            write_json(self.store / STALE_FILE, {**self.stale(), **marks})
+
+    def _clear_stale(self, key: str) -> None:
+        marks = self.stale()
+        if key in marks:
+            del marks[key]
+            if marks:
+                write_json(self.store / STALE_FILE, marks)
+            else:
+                (self.store / STALE_FILE).unlink(missing_ok=True)
 
     def update_config(self, **changes: Any) -> Path:
         """Change config fields (validated as a whole) and rewrite ``labelflow.json`` atomically; returns its path."""
@@ -318,6 +438,7 @@ class Project:
         write_parquet_parts(path, (pl.DataFrame({"id": ids, name: values}).with_columns(
             pl.when(pl.col(name).arr.first().is_nan()).then(None).otherwise(pl.col(name)).alias(name))
             for ids, values in chunks))
+        self._clear_stale(f"fm {name}")
         return path
 
     def ray_engine(self, engine: Engine | RayEngine = "local", address: str | None = None) -> RayEngine | None:
@@ -453,6 +574,7 @@ class Project:
         if lfs is not None and not given:
             self.set_suite(lfs)
         matrix.save(self.store / "matrix.parquet")
+        self._clear_stale("apply")
         return self._extended(matrix), cache
 
     def matrix(self) -> LabelMatrix:
@@ -841,6 +963,34 @@ class Project:
         if cfg.hide_labels:
             dataset = dataset.hide_labels(cfg.hide_labels)
         return dataset
+
+
+def _relocated(key: str, path: str | None, old: Path | None, here: Path, notes: list[str]) -> str | None:
+    """A relative ``path`` of a project moved from ``old`` to ``here`` (``old`` ``None``: not known), as it should
+    be written now; what was decided and is worth saying goes to ``notes`` (see :meth:`Project._relocate`)."""
+    if path is None or Path(path).is_absolute():
+        return path
+    new_file = Path(os.path.normpath(here / path))
+    old_file = None if old is None else Path(os.path.normpath(old / path))
+    if new_file.exists():
+        if old_file is not None and old_file.is_file() and new_file.is_file() and not _same_file(new_file, old_file):
+            notes.append(f"{key}: using {new_file}, beside the project; the file it named before the move, {old_file}, "
+                         f"also exists and differs (`labelflow config --set {key}=PATH` chooses another)")
+        return path
+    if old_file is not None and old_file.exists():
+        notes.append(f"{key}: {path} is not beside the project's new folder; it now names the file it named before "
+                     f"the move, {old_file}")
+        return _relative(old_file, here)
+    notes.append(f"{key}: {path} is not found at {new_file}" + ("" if old_file is None else
+                 f" nor at {old_file}, where the project was") + f"; set it with `labelflow config --set {key}=PATH`")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 def _relative(path: Path, root: Path) -> str:

