@@ -154,7 +154,8 @@ class TransformersLMProvider(Provider):
         if batch_size < 1 or max_length < 8:
             raise FMError(f"need batch_size ≥ 1 and max_length ≥ 8; got batch_size={batch_size}, max_length={max_length}")
         self.name, self.device, self.batch_size, self.max_length = model, device, batch_size, max_length
-        self._identity = f"transformers:{self.gguf_file or self.folder.name}:{digest}"
+        # prompts are cut to max_length tokens: outputs at another length are other outputs (a cache key part)
+        self._identity = f"transformers:{self.gguf_file or self.folder.name}:{digest}:max_length={max_length}"
         self._digest = digest
         self._model: Any = None
         self._tokenizer: Any = None

@@ -213,3 +213,13 @@ def test_killed_embedding_run_resumes_without_losing_a_finished_row(tmp_path, co
     assert fresh_stats.computed == 200
     assert emb.shape == (200, 384) and np.isfinite(emb).all()
     np.testing.assert_allclose(emb, fresh, atol=1e-5)
+
+
+def test_prompts_cut_at_another_length_are_other_cache_entries():
+    """The transformers provider truncates prompts to ``max_length`` tokens, so its outputs depend on it: the
+    provider identity (part of every cache key) names it."""
+    from labelflow.fm import get_provider
+
+    short, default = get_provider("transformers", max_length=96), get_provider("transformers")
+    assert short.identity != default.identity and short.identity.endswith(":max_length=96")
+    assert default.identity == get_provider("transformers", max_length=512).identity
