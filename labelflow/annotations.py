@@ -19,7 +19,17 @@ until it is migrated with the classes in the order they had when the labels were
 given (:func:`migrate_store`, or ``python -m labelflow.annotations STORE --classes A,B``).
 
 Annotators who disagree are reported by :meth:`AnnotationStore.resolve`, never
-silently resolved: a row with conflicting labels gets no gold label.
+silently resolved: a row with conflicting labels gets no gold label until a
+person settles it (:meth:`AnnotationStore.settle`). A settlement is recorded
+apart from the annotators' labels, with who settled it and when (table
+``resolutions``), and decides the row's gold label while it stands, whatever
+the annotators gave; :meth:`AnnotationStore.disagreements` lists every row
+whose labels differ, settled or not.
+
+A label given from a page that showed the row in some state can be written
+only if the row is still in that state (``expect=``): two browser tabs of one
+annotator on one row are not last-write-wins, the second is refused with
+:class:`AnnotationConflict`, which says what is stored.
 """
 
 from __future__ import annotations
@@ -44,8 +54,32 @@ FORMAT = 2
 SCHEMA = """CREATE TABLE IF NOT EXISTS annotations (
     id TEXT NOT NULL, annotator TEXT NOT NULL, label TEXT NOT NULL, time REAL NOT NULL, source TEXT NOT NULL,
     PRIMARY KEY (id, annotator)) WITHOUT ROWID"""
+RESOLUTIONS = """CREATE TABLE IF NOT EXISTS resolutions (
+    id TEXT NOT NULL PRIMARY KEY, label TEXT NOT NULL, resolver TEXT NOT NULL, time REAL NOT NULL) WITHOUT ROWID"""
 META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 COLUMNS = {"id": pl.String, "annotator": pl.String, "label": pl.Int16, "time": pl.Float64, "source": pl.String}
+RESOLUTION_COLUMNS = {"id": pl.String, "label": pl.Int16, "resolver": pl.String, "time": pl.Float64}
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY = _Any()
+"""``expect=ANY`` (the default): write whatever is stored for the row and annotator."""
+
+
+class AnnotationConflict(ProjectError):
+    """A label was given for a row whose stored label is not the one the caller expected (another tab or session
+    labelled it since); nothing was written. ``current`` is the stored class name (``None``: no label) and ``time``
+    when it was given."""
+
+    def __init__(self, row_id: str, annotator: str, current: str | None, time: float | None) -> None:
+        self.row_id, self.annotator, self.current, self.time = row_id, annotator, current, time
+        held = "no label" if current is None else f"the label {current!r}"
+        super().__init__(f"row {row_id!r} now has {held} from {annotator!r} (given since this page showed it, "
+                         "in another tab or session); nothing was written")
 
 
 class AnnotationStore:
@@ -107,18 +141,26 @@ class AnnotationStore:
                            f"got {label!r}")
 
     def add(self, row_id: str, label: int | str, *, annotator: str, source: str = "app",
-            time: float | None = None) -> None:
+            time: float | None = None, expect: int | str | None | _Any = ANY) -> None:
         """Store (or replace) ``annotator``'s label for ``row_id``; on disk when this returns.
 
         ``label`` is a class name or index; ``time`` is seconds since the epoch (default: now).
+        ``expect``: the label the caller believes is stored (a class, or ``None`` for none); when
+        another is, :class:`AnnotationConflict` is raised and nothing is written. The check and
+        the write are one transaction.
         """
-        self.add_many([(row_id, label)], annotator=annotator, source=source, time=time)
+        if expect is ANY:
+            self.add_many([(row_id, label)], annotator=annotator, source=source, time=time)
+            return
+        _annotator(annotator)
+        stamp = _time.time() if time is None else float(time)
+        self._write([(str(row_id), annotator.strip(), self._name(row_id, label), stamp, source)],
+                    expect=self._expected(row_id, expect))
 
     def add_many(self, labels: Iterable[tuple[str, int | str]], *, annotator: str, source: str = "app",
                  time: float | None = None) -> None:
         """Store ``(row id, label)`` pairs of one annotator in one transaction."""
-        if not isinstance(annotator, str) or not annotator.strip():
-            raise ProjectError(f"an annotation needs a non-empty annotator name; got {annotator!r}")
+        _annotator(annotator)
         stamp = _time.time() if time is None else float(time)
         self.put([(str(i), annotator.strip(), label, stamp, source) for i, label in labels])
 
@@ -127,17 +169,73 @@ class AnnotationStore:
         label, in one transaction (all or nothing). ``label`` is a class name or index; one that is
         neither refuses the whole call, naming the row."""
         rows = [(str(i), a, self._name(i, label), float(t), s) for i, a, label, t, s in rows]
-        if not rows:
-            return
+        if rows:
+            self._write(rows)
+
+    def _expected(self, row_id: str, expect: int | str | None) -> str | None:
+        return None if expect is None else self._name(row_id, expect)
+
+    def _write(self, rows: list[tuple[str, str, str, float, str]], *, expect: str | None | _Any = ANY,
+               remove: tuple[str, str] | None = None) -> None:
+        """Insert ``rows`` (or delete ``remove``'s label) in one transaction; with ``expect``, only when the one
+        row's and annotator's stored label is ``expect``."""
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?, ?, ?)", rows)
-            conn.execute("COMMIT")
+            try:
+                if expect is not ANY:
+                    row_id, annotator = remove or rows[0][:2]
+                    found = conn.execute("SELECT label, time FROM annotations WHERE id = ? AND annotator = ?",
+                                         (row_id, annotator)).fetchone()
+                    current, when = found if found else (None, None)
+                    if current != expect:
+                        raise AnnotationConflict(row_id, annotator, current, when)
+                if remove is not None:
+                    conn.execute("DELETE FROM annotations WHERE id = ? AND annotator = ?", remove)
+                else:
+                    conn.executemany("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?, ?, ?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
-    def remove(self, row_id: str, *, annotator: str) -> None:
-        """Delete ``annotator``'s label for ``row_id`` (nothing happens when there is none)."""
+    def remove(self, row_id: str, *, annotator: str, expect: int | str | None | _Any = ANY) -> None:
+        """Delete ``annotator``'s label for ``row_id`` (nothing happens when there is none). ``expect``: as for
+        :meth:`add` (the label the caller believes it removes)."""
+        expected = ANY if expect is ANY else self._expected(row_id, expect)
+        self._write([], expect=expected, remove=(str(row_id), annotator.strip()))
+
+    def settle(self, row_id: str, label: int | str | None, *, resolver: str, time: float | None = None) -> None:
+        """Record that ``resolver`` settled ``row_id``'s gold label as ``label`` (a class name or index), replacing an
+        earlier settlement; ``None`` removes the settlement. While it stands it is the row's human gold label,
+        whatever the annotators gave (:meth:`resolve`)."""
+        row_id = str(row_id)
         with closing(self._connect()) as conn:
-            conn.execute("DELETE FROM annotations WHERE id = ? AND annotator = ?", (str(row_id), annotator.strip()))
+            if label is None:
+                conn.execute("DELETE FROM resolutions WHERE id = ?", (row_id,))
+                return
+            _annotator(resolver, what="a settlement needs a non-empty resolver name")
+            conn.execute("INSERT OR REPLACE INTO resolutions VALUES (?, ?, ?, ?)",
+                         (row_id, self._name(row_id, label), resolver.strip(),
+                          _time.time() if time is None else float(time)))
+
+    def resolutions(self) -> pl.DataFrame:
+        """Every settlement: columns ``id, label`` (class index), ``resolver, time``, oldest first.
+
+        Raises :class:`ProjectError` naming the row and resolver of a settlement to a class the schema lacks.
+        """
+        stored = pl.DataFrame(schema={**RESOLUTION_COLUMNS, "label": pl.String})
+        if self.path.exists():
+            with closing(self._connect()) as conn:
+                rows = conn.execute("SELECT id, label, resolver, time FROM resolutions ORDER BY time, id").fetchall()
+            stored = pl.DataFrame(rows, schema=stored.schema, orient="row")
+        index = {name: i for i, name in enumerate(self.schema.names)}
+        bad = stored.filter(~pl.col("label").is_in(list(index)))
+        if bad.height:
+            row = bad.row(0, named=True)
+            raise ProjectError(f"{self.path}: the settlement of row id {row['id']!r} by {row['resolver']!r} is "
+                               f"{row['label']!r}, which is not one of the classes {list(self.schema.names)}; add the "
+                               "class back, or remove the settlement (AnnotationStore.settle(ID, None, ...))")
+        return stored.with_columns(pl.col("label").replace_strict(index, return_dtype=pl.Int16))
 
     def stored(self) -> pl.DataFrame:
         """Every stored label as stored: columns ``id, annotator, label`` (class name), ``time, source``,
@@ -167,21 +265,52 @@ class AnnotationStore:
         return stored.with_columns(pl.col("label").replace_strict(index, return_dtype=pl.Int16))
 
     def resolve(self) -> tuple[dict[str, int], pl.DataFrame]:
-        """Gold labels where the annotators of a row agree, and the rows where they don't.
+        """Gold labels where the annotators of a row agree or a person settled it, and the rows where they disagree
+        and nobody settled it.
 
         Returns
         -------
         gold
-            ``{row id: class}`` for rows whose annotators all gave the same label.
+            ``{row id: class}``: the settled class of a settled row, else the class all of its annotators gave.
         conflicts
-            One row per disagreeing row id: ``id``, ``labels`` (sorted distinct classes),
+            One row per disagreeing, unsettled row id: ``id``, ``labels`` (sorted distinct classes),
             ``annotators`` (sorted names).
         """
         per_row = self.frame().group_by("id", maintain_order=True).agg(
             pl.col("label").unique().sort().alias("labels"), pl.col("annotator").sort().alias("annotators"))
+        settled = self.resolutions()
         agreed = per_row.filter(pl.col("labels").list.len() == 1)
         gold = dict(zip(agreed["id"].to_list(), agreed["labels"].list.first().to_list()))
-        return gold, per_row.filter(pl.col("labels").list.len() > 1)
+        gold.update(zip(settled["id"].to_list(), settled["label"].to_list()))
+        return gold, per_row.filter((pl.col("labels").list.len() > 1) & ~pl.col("id").is_in(settled["id"].implode()))
+
+    def disagreements(self, data_labels: dict[str, int] | None = None) -> pl.DataFrame:
+        """Every row whose labels differ: annotators who gave different classes, or (with ``data_labels``,
+        ``{row id: class}`` from the data file) annotators whose class differs from the data's label.
+
+        Returns one row per such row id, oldest first: ``id``; ``labels``, a list of
+        ``{annotator, label, time}`` (class index, newest label last); ``annotators_disagree``;
+        ``data_label`` (class or null); ``settled`` (class or null), ``resolver`` and ``resolved_at``
+        (null when unsettled).
+        """
+        data = pl.DataFrame({"id": list(data_labels or {}), "data_label": list((data_labels or {}).values())},
+                            schema={"id": pl.String, "data_label": pl.Int16})
+        per_row = self.frame().sort("time").join(data, on="id", how="left", maintain_order="left").group_by(
+            "id", maintain_order=True).agg(
+            pl.struct("annotator", "label", "time").alias("labels"),
+            (pl.col("label").n_unique() > 1).alias("annotators_disagree"),
+            (pl.col("label") != pl.col("data_label")).any().fill_null(False).alias("differs_from_data"),
+            pl.col("data_label").first(), pl.col("time").min().alias("first"))
+        settled = self.resolutions().select("id", pl.col("label").alias("settled"), "resolver",
+                                            pl.col("time").alias("resolved_at"))
+        return per_row.filter(pl.col("annotators_disagree") | pl.col("differs_from_data")).join(
+            settled, on="id", how="left", maintain_order="left").sort("first", maintain_order=True).select(
+            "id", "labels", "annotators_disagree", "data_label", "settled", "resolver", "resolved_at")
+
+
+def _annotator(name: object, *, what: str = "an annotation needs a non-empty annotator name") -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ProjectError(f"{what}; got {name!r}")
 
 
 def migrate_store(path: str | Path, classes: ClassSchema | Sequence[str]) -> int:
@@ -209,17 +338,21 @@ def _label_type(conn: sqlite3.Connection) -> str | None:
 def _prepare(conn: sqlite3.Connection, path: Path, classes: Sequence[str] | None) -> int:
     """Create the tables of a new store, or migrate a format-1 one (see the module docstring)."""
     if _label_type(conn) == "TEXT":
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'resolutions'").fetchone():
+            conn.execute(RESOLUTIONS)  # a store written before settlements were recorded
         return 0
     conn.execute("BEGIN IMMEDIATE")
     try:
         kind = _label_type(conn)  # again, now that no other writer can change it
         if kind is None:
             conn.execute(SCHEMA)
+            conn.execute(RESOLUTIONS)
             conn.execute(META)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
             conn.execute("COMMIT")
             return 0
         if kind == "TEXT":
+            conn.execute(RESOLUTIONS)
             conn.execute("COMMIT")
             return 0
         if classes is None:
@@ -244,6 +377,7 @@ def _prepare(conn: sqlite3.Connection, path: Path, classes: Sequence[str] | None
         conn.execute(SCHEMA)
         conn.executemany("INSERT INTO annotations VALUES (?, ?, ?, ?, ?)", out)
         conn.execute("DROP TABLE annotations_v1")
+        conn.execute(RESOLUTIONS)
         conn.execute(META)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from_classes', ?)", (json.dumps(list(classes)),))

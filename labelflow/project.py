@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from labelflow.analysis import classification_metrics, lf_summary
-from labelflow.annotations import AnnotationStore
+from labelflow.annotations import ANY, AnnotationStore
 from labelflow.apply import Engine, OnError, VoteCache, apply_lfs
 from labelflow.dataset import Dataset, canonical_split, load_dataset
 from labelflow.distributed import RayEngine
@@ -527,23 +527,43 @@ class Project:
         """Human gold labels (``store/annotations.sqlite``), stored by class name, read as indices of this schema."""
         return AnnotationStore(self.store / "annotations.sqlite", self.schema)
 
-    def annotate(self, row_id: str, label: int | str | None, *, annotator: str, source: str = "app") -> None:
+    def annotate(self, row_id: str, label: int | str | None, *, annotator: str, source: str = "app",
+                 expect: object = ANY) -> None:
         """Store ``annotator``'s gold label for one row at once (``None`` removes it).
 
-        ``label`` is a class index or name. Raises :class:`ProjectError` naming the row
-        when it is not in the dataset, or the label when it is not a class.
+        ``label`` is a class index or name; a row of any split may be labelled (see :meth:`gold`).
+        ``expect``: the label of ``annotator`` the caller last saw for the row (``None``: none);
+        when another is stored (another tab or session), :class:`~labelflow.annotations.AnnotationConflict`
+        is raised and nothing is written. Raises :class:`ProjectError` naming the row when it is not
+        in the dataset, or the label when it is not a class.
         """
+        self._known_row(row_id, "annotation")
+        if label is None:
+            self.annotations.remove(row_id, annotator=annotator, expect=expect)
+            return
+        self.annotations.add(str(row_id), label, annotator=annotator, source=source, expect=expect)
+
+    def settle(self, row_id: str, label: int | str | None, *, resolver: str) -> None:
+        """Settle one row's gold label (``None`` withdraws the settlement), recorded with ``resolver`` and the time:
+        while it stands it is the row's gold, whatever its annotators and the data say (see
+        :meth:`~labelflow.annotations.AnnotationStore.settle`)."""
+        self._known_row(row_id, "settlement")
+        self.annotations.settle(str(row_id), label, resolver=resolver)
+
+    def _known_row(self, row_id: str, what: str) -> None:
         if not self.columns("id")["id"].is_in([str(row_id)]).any():
             raise ProjectError(f"{self.root}: no row with id {row_id!r} in the dataset (it may have been removed "
-                               "when the data was re-imported); the annotation was not saved")
-        if label is None:
-            self.annotations.remove(row_id, annotator=annotator)
-            return
-        self.annotations.add(str(row_id), label, annotator=annotator, source=source)
+                               f"when the data was re-imported); the {what} was not saved")
 
     def gold(self) -> np.ndarray:
         """``[n]`` gold class per row (``-1`` unknown): the data's labels, overridden by human annotations
-        where the annotators agree (rows they disagree on keep the data's label)."""
+        where the annotators agree or a person settled the row (rows they disagree on and nobody settled
+        keep the data's label).
+
+        Human labels count in every split. On ``train`` rows they are scored (:meth:`evaluate` reports a
+        ``train`` split) and exported, but :meth:`fit` never trains on them: the label model is fit on the
+        train rows' votes alone (``use_dev`` adds dev gold only), and the fine-tuner trains on the exported
+        probabilities, not on ``label``."""
         frame = self.columns("id", "label")
         gold = frame["label"].fill_null(ABSTAIN).to_numpy().astype(np.int64)
         agreed, _ = self.annotations.resolve()

@@ -201,3 +201,84 @@ def test_item2_an_old_index_store_without_its_classes_is_refused_until_migrated(
     assert done.returncode == 0, done.stderr
     assert "2 label(s) migrated" in done.stdout
     assert store.frame().rows() == [("r1", "ann", 1, 1.0, "app"), ("r2", "ann", 0, 2.0, "label-studio")]
+
+
+# --- issue 16, point 2: every annotator's label, settlements, no silent overwrite ---------------------------------
+
+
+def test_a_settlement_decides_a_disputed_row_and_is_recorded_with_who_and_when(tmp_path):
+    store = AnnotationStore(tmp_path / "a.sqlite", ["HAM", "SPAM"])
+    store.add("r1", "HAM", annotator="ann", time=1.0)
+    store.add("r1", "SPAM", annotator="bob", time=2.0)
+    store.add("r2", "SPAM", annotator="ann", time=3.0)
+    assert store.resolve()[0] == {"r2": 1}
+    store.settle("r1", "SPAM", resolver=" carl ", time=4.0)
+    assert store.resolutions().rows() == [("r1", 1, "carl", 4.0)]
+    gold, conflicts = store.resolve()
+    assert gold == {"r2": 1, "r1": 1} and conflicts.is_empty()
+    assert store.frame().height == 3  # the annotators' labels stay as they gave them
+    store.settle("r2", 0, resolver="carl", time=5.0)  # a settlement stands over agreeing annotators too
+    assert store.resolve()[0] == {"r1": 1, "r2": 0}
+    store.settle("r1", None, resolver="carl")
+    assert store.resolve()[0] == {"r2": 0} and store.resolve()[1]["id"].to_list() == ["r1"]
+    with pytest.raises(ProjectError, match="non-empty resolver"):
+        store.settle("r1", 0, resolver="")
+    with pytest.raises(ProjectError, match=r"must be one of \['HAM', 'SPAM'\]"):
+        store.settle("r1", "EGGS", resolver="carl")
+
+
+def test_disagreements_list_annotators_who_differ_and_labels_that_replaced_the_datas(tmp_path):
+    store = AnnotationStore(tmp_path / "a.sqlite", ["HAM", "SPAM"])
+    store.add("r1", 0, annotator="ann", time=1.0)
+    store.add("r1", 1, annotator="bob", time=2.0)
+    store.add("r2", 1, annotator="ann", time=3.0)  # the data says HAM
+    store.add("r3", 0, annotator="ann", time=4.0)  # agrees with the data
+    store.add("r4", 1, annotator="ann", time=5.0)  # no data label
+    store.settle("r1", 0, resolver="carl", time=6.0)
+    found = store.disagreements({"r2": 0, "r3": 0})
+    assert found.select("id", "annotators_disagree", "data_label", "settled", "resolver").rows() == [
+        ("r1", True, None, 0, "carl"), ("r2", False, 0, None, None)]
+    assert found["labels"][0].to_list() == [{"annotator": "ann", "label": 0, "time": 1.0},
+                                            {"annotator": "bob", "label": 1, "time": 2.0}]
+
+
+def test_a_label_given_against_a_stale_view_is_refused_and_nothing_is_written(tmp_path):
+    from labelflow.annotations import AnnotationConflict
+
+    store = AnnotationStore(tmp_path / "a.sqlite", ["HAM", "SPAM"])
+    store.add("r1", "HAM", annotator="ann", time=1.0, expect=None)  # the first tab
+    with pytest.raises(AnnotationConflict, match="row 'r1' now has the label 'HAM' from 'ann'") as caught:
+        store.add("r1", "SPAM", annotator="ann", expect=None)  # the second tab still showed it unlabelled
+    assert (caught.value.current, caught.value.time) == ("HAM", 1.0)
+    store.add("r1", "SPAM", annotator="bob", time=1.5, expect=None)  # another annotator keeps their own label
+    store.add("r1", 1, annotator="ann", expect="HAM", time=2.0)  # a change from what was shown
+    with pytest.raises(AnnotationConflict):
+        store.remove("r1", annotator="ann", expect=0)
+    assert store.frame().select("id", "annotator", "label").rows() == [("r1", "bob", 1), ("r1", "ann", 1)]
+    store.remove("r1", annotator="ann", expect="SPAM")
+    with pytest.raises(AnnotationConflict, match="now has no label"):
+        store.add("r1", 0, annotator="ann", expect="SPAM")
+    assert store.frame().select("annotator").to_series().to_list() == ["bob"]
+
+
+def test_a_store_from_before_settlements_gains_the_table_and_keeps_its_labels(tmp_path):
+    path = tmp_path / "a.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE annotations (id TEXT NOT NULL, annotator TEXT NOT NULL, label TEXT NOT NULL, "
+                     "time REAL NOT NULL, source TEXT NOT NULL, PRIMARY KEY (id, annotator)) WITHOUT ROWID")
+        conn.execute("INSERT INTO annotations VALUES ('r1', 'ann', 'SPAM', 1.0, 'app')")
+    store = AnnotationStore(path, ["HAM", "SPAM"])
+    assert store.resolutions().is_empty() and store.resolve()[0] == {"r1": 1}
+    store.settle("r1", "HAM", resolver="carl")
+    assert store.resolve()[0] == {"r1": 0}
+
+
+def test_project_settle_checks_the_row_and_gold_follows_it(project):
+    ids = project.dataset().frame["id"].to_list()
+    project.annotate("d0", "HAM", annotator="ann")
+    project.annotate("d0", "SPAM", annotator="bob")
+    assert project.gold()[ids.index("d0")] == 1  # disputed: the data's label (SPAM)
+    project.settle("d0", "HAM", resolver="carl")
+    assert project.gold()[ids.index("d0")] == 0
+    with pytest.raises(ProjectError, match="no row with id 'gone'.*the settlement was not saved"):
+        project.settle("gone", 0, resolver="carl")
