@@ -75,14 +75,17 @@ def confusion_chart(confusion: np.ndarray, class_names: list[str]) -> alt.LayerC
 
 
 def history_chart(history: list[dict[str, Any]]) -> alt.FacetChart:
-    """Train loss and dev accuracy by optimizer step, side by side; ``history`` is a run's ``metrics.json``
-    ``"history"`` (one entry per evaluation: ``step``, ``train_loss``, ``dev_accuracy``, ...)."""
+    """Train loss and dev accuracy by optimizer step (an integer axis), side by side; ``history`` is a run's
+    ``metrics.json`` ``"history"`` (one entry per evaluation: ``step``, ``train_loss``, ``dev_accuracy``, ...). A curve
+    needs two evaluations: show one as a number instead."""
     series = {"train_loss": "train loss", "dev_accuracy": "dev accuracy"}
     data = pl.DataFrame([{"step": h["step"], "metric": name, "value": float(h[key])}
                          for h in history for key, name in series.items() if h.get(key) is not None],
                         schema={"step": pl.Int64, "metric": pl.String, "value": pl.Float64})
     line = alt.Chart(data).mark_line(point=True).encode(
-        x=alt.X("step:Q", title="optimizer step"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-        color=alt.Color("metric:N", legend=None, sort=list(series.values())), tooltip=["metric", "step", "value"])
+        x=alt.X("step:Q", title="optimizer step", axis=alt.Axis(format="d", tickMinStep=1)),  # steps are integers
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format=".3~f")),
+        color=alt.Color("metric:N", legend=None, sort=list(series.values())),
+        tooltip=["metric", alt.Tooltip("step:Q", format="d"), alt.Tooltip("value:Q", format=".4f")])
     return line.properties(width=320, height=200).facet(
         column=alt.Column("metric:N", title=None, sort=list(series.values()))).resolve_scale(y="independent")

@@ -67,6 +67,36 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return out
 
 
+def checkpoint_summary(path: str | Path) -> dict[str, Any]:
+    """``{"step", "epoch", "done"}`` of the trainer's position a checkpoint holds, read from the file's header alone
+    (no tensor, no torch): which step a resume continues from. Values are ``None`` when the file cannot tell
+    (being written, damaged, not labelflow's); :func:`read_checkpoint` says why when it is read.
+
+    >>> import tempfile, torch
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     state = {"step": 20, "epoch": 1, "done": False}
+    ...     write_checkpoint(f"{d}/c.safetensors", {"state": state, "w": torch.ones(2)})
+    ...     checkpoint_summary(f"{d}/c.safetensors")
+    {'step': 20, 'epoch': 1, 'done': False}
+    """
+    out: dict[str, Any] = {"step": None, "epoch": None, "done": None}
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= 100_000_000:
+                return out
+            header = json.loads(f.read(size))
+        state = json.loads(header["__metadata__"][METADATA_KEY]).get("state")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return out
+    if isinstance(state, dict):
+        for key in out:
+            value = state.get(key)
+            if isinstance(value, (int, bool)) and (key == "done") == isinstance(value, bool):
+                out[key] = value
+    return out
+
+
 def _encode(obj: Any, where: str, tensors: dict[str, Any]) -> Any:
     import numpy as np
     import torch

@@ -10,7 +10,13 @@ live in the project's store::
                                   "label_model"} (JSON, written atomically)
     store/runs/NAME.console.log   the process's stdout and stderr (rewritten at each launch)
     store/runs/NAME.exit          its exit status once it ends by itself (absent while it runs or after
-                                  :func:`stop_run`)
+                                  :func:`stop_run`: the launch's shell waits for the run to end, writing no
+                                  status for a run that was asked to stop)
+
+A run's status is derived from its process and its files, never from a cached
+value: see :func:`run_info`. Stopping a run (SIGTERM) makes it write its
+checkpoint at the end of the current step, so a resumed run continues from the
+step it was stopped at.
 
 Example::
 
@@ -19,7 +25,7 @@ Example::
     start_run(project, "student-1", FinetuneConfig(epochs=3))
     [(r.name, r.status, r.progress) for r in list_runs(project)]
     stop_run(project, "student-1")
-    start_run(project, "student-1", resume=True)   # continues from checkpoints/last.safetensors
+    start_run(project, "student-1", resume=True)   # continues from the step it stopped at
     wait_run(project, "student-1").metrics["test"]["student"]["accuracy"]
 """
 
@@ -40,10 +46,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from labelflow.io import write_json
 from labelflow.typing import ABSTAIN
 
+from finetune.checkpoint import checkpoint_summary
 from finetune.config import FinetuneConfig
 from finetune.errors import FinetuneError
 from finetune.export import METRICS_FILE
-from finetune.train import LABELS_FILE, PROGRESS_FILE, RUN_FILE, read_run
+from finetune.train import CHECKPOINT, LABELS_FILE, LEGACY_CHECKPOINT, PROGRESS_FILE, RUN_FILE, read_run
+from finetune.train import proc_start as _proc_start
 
 if TYPE_CHECKING:
     import polars as pl
@@ -51,13 +59,18 @@ if TYPE_CHECKING:
     from labelflow.project import Project
 
 Status = Literal["training", "complete", "stopped", "failed"]
-"""``training``: its process is alive; ``complete``: finished (``metrics.json`` written); ``stopped``: not finished
-and no process (stopped, killed, or started elsewhere); ``failed``: its process exited with an error."""
+"""``training``: its process is alive (launched here, or the process ``progress.json`` names); ``complete``: finished
+(``metrics.json`` written); ``stopped``: not finished and no process (stopped, or killed); ``failed``: its last
+attempt ended with an error (exit status, or ``progress.json`` status ``failed``)."""
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 ERROR_LINES = 20
-# Runs the command given after the exit file's path, then writes its exit status there (via a temporary file).
-_WRAPPER = 'exit_file=$1; shift; "$@"; echo $? > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"'
+# Runs the command given after the exit file's path and waits for it to end, then writes its exit status there (via a
+# temporary file), unless it was asked to stop: SIGTERM (stop_run signals the process group) or SIGINT only mark the
+# shell, which keeps waiting while the run writes its checkpoint, so the launch is alive until the run has ended.
+_WRAPPER = ('exit_file=$1; shift; trap "stopped=1" TERM INT; "$@" & child=$!; '
+            'while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done; '
+            '[ -n "$stopped" ] || { echo $code > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"; }')
 # FinetuneConfig fields whose `labelflow finetune` option is a switch, set when the field differs from its default.
 _SWITCHES = {"drop_uncovered": "--drop-uncovered", "compile": "--compile", "tf32": "--no-tf32",
              "group_by_length": "--no-group-by-length"}
@@ -82,7 +95,12 @@ class RunInfo:
     config
         The fine-tuning options it runs with (:meth:`FinetuneConfig.to_dict` form).
     error
-        For a ``failed`` run: the last lines of its console output.
+        For a ``failed`` run: the last lines of its console output (or the error ``progress.json`` records).
+    checkpoint
+        Its resumable checkpoint: ``{"step", "epoch", "done"}`` (:func:`finetune.checkpoint.checkpoint_summary`;
+        ``step`` ``None`` for a checkpoint of an older labelflow), or ``None`` when it has none.
+    launched
+        Whether :func:`start_run` launched it (only such a run can be stopped from here).
     """
 
     name: str
@@ -92,6 +110,8 @@ class RunInfo:
     progress: dict[str, Any] | None
     config: dict[str, Any]
     error: str | None = None
+    checkpoint: dict[str, Any] | None = None
+    launched: bool = False
 
     @property
     def done(self) -> float:
@@ -100,6 +120,27 @@ class RunInfo:
             return 1.0
         p = self.progress or {}
         return min(p.get("step", 0) / p["total_steps"], 1.0) if p.get("total_steps") else 0.0
+
+    @property
+    def resumable(self) -> bool:
+        """Whether Resume continues it from a checkpoint: it is stopped or failed, and has one."""
+        return self.status in ("stopped", "failed") and self.checkpoint is not None
+
+    @property
+    def not_resumable(self) -> str | None:
+        """Why :func:`start_run` cannot resume it (``None`` when it can), in words for the user."""
+        if self.status == "training":
+            return "it is training"
+        if self.checkpoint is not None:
+            return None
+        if self.status == "failed":
+            last = (self.error or "").strip().splitlines()[-1:] or ["see its log"]
+            return (f"it failed before its first checkpoint ({last[0]}), so there is no step to continue from; "
+                    "start a new run once the cause is fixed")
+        step = (self.progress or {}).get("step")
+        at = "" if not step else f", at step {step}"
+        return (f"it ended before its first checkpoint{at}, so there is no step to continue from; start a new run"
+                if self.status == "stopped" else "it has no checkpoint")
 
     @cached_property
     def metrics(self) -> dict[str, Any] | None:
@@ -133,22 +174,33 @@ def run_info(project: Project, name: str) -> RunInfo:
     if launch is None and meta is None:
         raise FinetuneError(f"no fine-tuning run {name!r} in {runs_folder(project)}")
     exit_file = _beside(path, "exit")
-    code = int(exit_file.read_text()) if exit_file.is_file() else None
+    try:
+        code = int(exit_file.read_text()) if exit_file.is_file() else None
+    except ValueError:  # being written
+        code = None
+    progress = run_progress(path)
+    # progress.json of the last attempt (an older one may be left from before a resume that failed at once)
+    latest = progress if progress is not None and (
+        launch is None or progress.get("time", 0) >= launch.get("started", 0) - 1) else None
     error = None
-    if launch is not None and _alive(launch, path):
+    if (launch is not None and _alive(launch, path)) or _trainer_alive(progress, path):
         status: Status = "training"
-    elif meta is not None and meta.get("status") == "complete":
+    elif meta is not None and meta.get("status") == "complete" and (path / METRICS_FILE).is_file():
         status = "complete"
-    elif code:
+    elif latest is not None and latest.get("status") == "stopped":
+        status = "stopped"
+    elif code or (latest is not None and latest.get("status") == "failed"):
         status = "failed"
         console = _beside(path, "console.log")
         lines = console.read_text(encoding="utf-8", errors="replace").splitlines() if console.is_file() else []
-        error = "\n".join(lines[-ERROR_LINES:]) or f"exit status {code}"
+        error = "\n".join(lines[-ERROR_LINES:]) if code and lines else None
+        error = error or (latest or {}).get("error") or f"exit status {code}"
     else:
         status = "stopped"
     started = launch["started"] if launch is not None else (path / RUN_FILE).stat().st_mtime
     config = meta["config"] if meta is not None else launch["config"]
-    return RunInfo(name, path, status, started, run_progress(path), config, error)
+    return RunInfo(name, path, status, started, progress, config, error, checkpoint=_checkpoint(path),
+                   launched=launch is not None)
 
 
 def run_progress(run_dir: str | Path) -> dict[str, Any] | None:
@@ -198,6 +250,8 @@ def start_run(project: Project, name: str, config: FinetuneConfig | None = None,
             raise FinetuneError(f"no run {name!r} to resume in {runs_folder(project)}")
         if current.status == "training":
             raise FinetuneError(f"run {name!r} is training already")
+        if current.not_resumable:
+            raise FinetuneError(f"run {name!r} cannot be resumed: {current.not_resumable}")
         config = config or FinetuneConfig.from_dict(current.config)
         label_model = label_model or (_read_json(_beside(path, "pid")) or {}).get("label_model")
     elif current is not None or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
@@ -221,19 +275,26 @@ def start_run(project: Project, name: str, config: FinetuneConfig | None = None,
     return run_info(project, name)
 
 
-def stop_run(project: Project, name: str, *, wait: float = 10.0) -> RunInfo:
+def stop_run(project: Project, name: str, *, wait: float = 30.0) -> RunInfo:
     """Send SIGTERM to a training run's process group; wait up to ``wait`` seconds for it to end.
 
-    The run keeps its last checkpoint: ``start_run(project, name, resume=True)`` continues it.
-    Raises :class:`FinetuneError` when the run is not training, or when the process its launch
+    The run finishes its current optimizer step, writes its checkpoint and ends (status
+    ``stopped``): ``start_run(project, name, resume=True)`` continues from that step. A run
+    still setting up (loading the base model) ends at once, with no checkpoint when it had none.
+    The returned info says ``training`` when the run had not ended within ``wait`` seconds.
+    Raises :class:`FinetuneError` when the run is not training, or not launched by :func:`start_run`
+    (stop it where it runs: Ctrl+C writes the checkpoint too), or when the process its launch
     record (``NAME.pid``, a file in the project) names cannot be verified as this run's
     ``labelflow finetune`` process, started when the record says (:func:`_not_this_run`):
     nothing is signalled then.
     """
     info = run_info(project, name)
     launch = _read_json(_beside(info.path, "pid"))
-    if info.status != "training" or launch is None:
+    if info.status != "training":
         raise FinetuneError(f"run {name!r} is not training (status {info.status!r})")
+    if launch is None or not _alive(launch, info.path):
+        raise FinetuneError(f"run {name!r} was not started from here (by the app or finetune.runs); stop it where it "
+                            "runs (Ctrl+C stops it after writing its checkpoint)")
     problem = _not_this_run(launch, info.path, strict=True)
     if problem:
         raise FinetuneError(f"refusing to stop run {name!r}: {problem}; nothing was signalled")
@@ -344,12 +405,31 @@ def _plain_pid(pid: Any) -> bool:
             and pid != os.getpgrp())
 
 
-def _proc_start(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks after boot (``/proc/PID/stat`` field 22); None without /proc."""
+def _trainer_alive(progress: dict[str, Any] | None, path: Path) -> bool:
+    """Whether the process ``progress.json`` names (a run started elsewhere: ``labelflow finetune`` in a terminal, a
+    notebook) still trains: the record says ``training``, and the pid runs, is not a zombie and started at the
+    recorded clock tick (a recycled pid does not count). Without /proc nothing can be told: ``False``."""
+    if not progress or progress.get("status") != "training":
+        return False
+    pid, ticks = progress.get("pid"), progress.get("proc_start")
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and pid > 0) or not isinstance(ticks, int):
+        return False
+    if pid == os.getpid():  # a run trained in this very process (finetune() called here) is not running now
+        return False
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and _proc_start(pid) == ticks
+
+
+def _checkpoint(path: Path) -> dict[str, Any] | None:
+    """:func:`~finetune.checkpoint.checkpoint_summary` of the run's checkpoint, or ``None`` without one."""
+    if (path / CHECKPOINT).is_file():
+        return checkpoint_summary(path / CHECKPOINT)
+    if (path / LEGACY_CHECKPOINT).is_file():
+        return {"step": None, "epoch": None, "done": None}
+    return None
 
 
 def _not_this_run(launch: dict[str, Any], path: Path, *, strict: bool = False) -> str | None:

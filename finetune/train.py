@@ -7,8 +7,8 @@ folder, trains, picks the best dev checkpoint and writes the run (see
     RUN_DIR/finetune.json          task, config, data fingerprint, status
     RUN_DIR/labels.parquet         the soft labels it trains on (a resume may reuse them)
     RUN_DIR/train.log              log lines (loss, samples/s, dev scores)
-    RUN_DIR/progress.json          where training is (see :data:`PROGRESS_FILE`), rewritten at each log
-                                   window and evaluation
+    RUN_DIR/progress.json          where training is (see :data:`PROGRESS_FILE`), rewritten about every
+                                   second while it trains, and when it completes, stops or fails
     RUN_DIR/checkpoints/last.safetensors  the resumable state (atomic; tensors as safetensors, the rest as
                                    JSON in its metadata, no pickle: see :mod:`finetune.checkpoint`): trainable
                                    weights, optimizer, schedule, RNG, position in the epoch, best dev weights, history
@@ -26,7 +26,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
@@ -42,7 +44,7 @@ from labelflow.io import atomic_path, write_json
 from finetune.checkpoint import read_checkpoint, write_checkpoint
 from finetune.config import FinetuneConfig
 from finetune.data import LengthGroupedBatches, SoftLabels, collate, read_soft_labels, tokenize
-from finetune.errors import FinetuneError
+from finetune.errors import FinetuneError, RunStopped
 from finetune.evaluate import dev_loss, predict_probs
 from finetune.loss import confidence_weights, soft_cross_entropy
 from finetune.model import EXTRA, check_base_model, load_base_model, load_trainable_state, trainable_state
@@ -53,9 +55,15 @@ CHECKPOINT = Path("checkpoints") / "last.safetensors"
 LEGACY_CHECKPOINT = Path("checkpoints") / "last.pt"
 """The checkpoint of labelflow before safetensors checkpoints: read only as weights (``torch.load(weights_only=True)``)."""
 PROGRESS_FILE = "progress.json"
-"""``{"status": "training" | "complete", "step", "total_steps", "epoch" (fractional), "loss" (mean train loss of
-the last log window, or null), "samples_per_s" (of that window, or null), "dev_accuracy" (of the last evaluation,
-or null), "time" (Unix seconds)}``, written atomically by the main process."""
+"""``{"status": "training" | "complete" | "stopped" | "failed", "step", "total_steps", "epoch" (fractional), "loss"
+(mean train loss of the last log window, or null), "samples_per_s" (of that window, or null), "dev_accuracy" (of the
+last evaluation, or null), "checkpoint_step" (the step of the resumable checkpoint, or null), "history" (the
+evaluations so far, as in ``metrics.json``), "pid" and "proc_start" (the training process and its start time in
+clock ticks after boot, null without /proc: which process to look for), "time" (Unix seconds), and for ``failed``
+"error"}``, written atomically by the main process about every :data:`PROGRESS_EVERY_S` seconds while training."""
+PROGRESS_EVERY_S = 1.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""Signals that stop training at the end of the current step, after a checkpoint (one process, main thread)."""
 FORMAT = 1
 RUNTIME_OPTIONS = ("device", "precision", "tf32", "compile", "cpu_threads", "eval_batch_size", "log_every",
                    "progress")
@@ -233,6 +241,7 @@ def _prepare_run_dir(run_dir: Path, meta: dict[str, Any], cfg: FinetuneConfig, *
                                 "missing); choose a new or empty folder")
         if resume:
             log.info("nothing to resume in %s; starting a new run", run_dir)
+        _mark_started(run_dir)
         write_json(path, meta)
         return False
     old = read_run(run_dir)
@@ -240,8 +249,24 @@ def _prepare_run_dir(run_dir: Path, meta: dict[str, Any], cfg: FinetuneConfig, *
         raise FinetuneError(f"run folder {run_dir} already holds a run (status {old.get('status')!r}); resume it with "
                             "resume=True (--resume), or choose a new folder")
     _check_same_task(run_dir, old, meta, cfg)
+    _mark_started(run_dir)
     write_json(path, {**meta, "status": "complete" if old.get("status") == "complete" else "training"})
     return (run_dir / CHECKPOINT).is_file() or (run_dir / LEGACY_CHECKPOINT).is_file()
+
+
+def _mark_started(run_dir: Path) -> None:
+    """Record in ``progress.json`` (first process only) that this process trains the run from now, keeping the last
+    position a resumed run had (the trainer rewrites it once set up): a reader sees it training while it loads."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    try:
+        old = json.loads((run_dir / PROGRESS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    old = old if isinstance(old, dict) else {"step": 0}
+    old.pop("error", None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / PROGRESS_FILE, {**old, "status": "training", **_process(), "time": time.time()})
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
@@ -285,6 +310,9 @@ class _Trainer:
 
     def __init__(self, cfg: FinetuneConfig, rows: _Rows, run_dir: Path, meta: dict[str, Any], *, resume: bool) -> None:
         self.cfg, self.rows, self.run_dir, self.meta, self.resume = cfg, rows, run_dir, meta, resume
+        self.stop_signal: int | None = None
+        self.checkpoint_step: int | None = None
+        self._progress_at = 0.0
 
     # setup ------------------------------------------------------------------------------------------
 
@@ -361,7 +389,7 @@ class _Trainer:
         if ckpt["rng"].get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         self.state = ckpt["state"]
-        self.resumed_from = self.state["step"]
+        self.resumed_from = self.checkpoint_step = self.state["step"]
         log.info("resumed %s from step %d (epoch %d, batch %d)", self.run_dir, self.state["step"],
                  self.state["epoch"], self.state["batch_in_epoch"])
 
@@ -373,7 +401,7 @@ class _Trainer:
         import torch
 
         threads = torch.get_num_threads()
-        with _log_to(self.run_dir / "train.log"), _cpu_threads(self.cfg):
+        with _log_to(self.run_dir / "train.log"), _cpu_threads(self.cfg), self._failures_recorded():
             self._setup()
             cfg, st = self.cfg, self.state
             log.info("training %s (%s, %s trainable of %s parameters) on %d rows, %d steps (%d per epoch), device %s "
@@ -386,7 +414,8 @@ class _Trainer:
                 log.warning("no dev rows with gold labels: the last checkpoint is kept and nothing stops early")
             self._write_progress("training")
             if not st["done"]:
-                self._train()
+                with self._stop_on_signal():
+                    self._train()
             unwrapped = self.acc.unwrap_model(self.model)
             if st["best"] is not None:
                 load_trainable_state(unwrapped, st["best"]["state"])
@@ -467,6 +496,10 @@ class _Trainer:
                     self._save_checkpoint()
                 if stop:
                     break
+                if self.stop_signal is not None:
+                    self._stop()
+                if time.monotonic() - self._progress_at >= PROGRESS_EVERY_S:
+                    self._write_progress("training")
             if not stop:
                 log.info("epoch %d done in %.1f s", st["epoch"], time.perf_counter() - t_epoch)
         if window["n"]:
@@ -488,6 +521,61 @@ class _Trainer:
         self.last_window = {"loss": loss, "samples_per_s": sps}
         self._write_progress("training")
 
+    def _stop(self) -> None:
+        """Stop between two steps as a signal asked: write the checkpoint (the run resumes from this step), mark the
+        run stopped and raise :class:`RunStopped`."""
+        st = self.state
+        if self.checkpoint_step != st["step"]:
+            st["done"] = False
+            self._save_checkpoint()
+        name = signal.Signals(self.stop_signal).name
+        if self.is_main:
+            write_json(self.run_dir / RUN_FILE, {**self.meta, "status": "stopped"})
+        self._write_progress("stopped")
+        log.info("stopped at step %d of %d (%s); the checkpoint is saved: resume continues from step %d", st["step"],
+                 self.total_steps, name, st["step"])
+        raise RunStopped(f"fine-tuning stopped at step {st['step']} of {self.total_steps} ({name}); resume "
+                         f"{self.run_dir} (--resume) to continue from there", step=st["step"])
+
+    @contextmanager
+    def _stop_on_signal(self) -> Iterator[None]:
+        """While the body trains, :data:`STOP_SIGNALS` ask it to stop at the end of the current step (see
+        :meth:`_stop`); a second signal acts at once. Only in one process and its main thread: several processes must stop at the same
+        step, and only the main thread may set handlers; elsewhere the checkpoints written so far are what resumes."""
+        if self.world > 1 or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+
+        def ask_to_stop(signum: int, frame: Any) -> None:
+            self.stop_signal = signum
+            for s, handler in previous.items():
+                signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+        for s in STOP_SIGNALS:
+            signal.signal(s, ask_to_stop)
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+    @contextmanager
+    def _failures_recorded(self) -> Iterator[None]:
+        """Write ``progress.json`` with status ``failed`` and the error when the body raises (other than a stop)."""
+        try:
+            yield
+        except (RunStopped, KeyboardInterrupt, SystemExit):
+            raise  # a stop, not a failure: the run's files say stopped (see finetune.runs)
+        except Exception as exc:
+            if int(os.environ.get("RANK", "0")) == 0:
+                st = getattr(self, "state", None) or {"step": 0, "history": []}
+                write_json(self.run_dir / PROGRESS_FILE, {
+                    "status": "failed", "step": st["step"], "total_steps": getattr(self, "total_steps", None),
+                    "checkpoint_step": self.checkpoint_step, "error": f"{type(exc).__name__}: {exc}"[:2000],
+                    "history": _history(st["history"]), **_process(), "time": time.time()})
+            raise
+
     def _epoch_position(self) -> float:
         """Epochs done so far, fractional (3 decimals)."""
         return round(self.state["epoch"] + self.state["batch_in_epoch"] / max(self.per_rank, 1), 3)
@@ -500,7 +588,9 @@ class _Trainer:
         dev = next((h["dev_accuracy"] for h in reversed(st["history"]) if "dev_accuracy" in h), None)
         write_json(self.run_dir / PROGRESS_FILE, {
             "status": status, "step": st["step"], "total_steps": self.total_steps, "epoch": self._epoch_position(),
-            **self.last_window, "dev_accuracy": dev, "time": time.time()})
+            **self.last_window, "dev_accuracy": dev, "checkpoint_step": self.checkpoint_step,
+            "history": _history(st["history"]), **_process(), "time": time.time()})
+        self._progress_at = time.monotonic()
 
     def _evaluate(self) -> bool:
         """Score dev, keep the best weights; True when training should stop early."""
@@ -556,10 +646,29 @@ class _Trainer:
                     "state": self.state}
             write_checkpoint(self.run_dir / CHECKPOINT, ckpt)
             (self.run_dir / LEGACY_CHECKPOINT).unlink(missing_ok=True)
+        self.checkpoint_step = self.state["step"]
         self.acc.wait_for_everyone()
 
 
 # --- runtime helpers -------------------------------------------------------------------------------
+
+
+def _history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluation history as ``progress.json`` holds it (numbers only)."""
+    return [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in history]
+
+
+def proc_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks after boot (``/proc/PID/stat`` field 22); None without /proc."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _process() -> dict[str, int | None]:
+    """``{"pid", "proc_start"}`` of this process: what tells a reader of ``progress.json`` whether training still runs."""
+    return {"pid": os.getpid(), "proc_start": proc_start(os.getpid())}
 
 
 def _better(score: list[float], best: list[float], *, min_delta: float = 1e-4) -> bool:

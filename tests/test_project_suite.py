@@ -43,7 +43,8 @@ def test_a_suite_file_given_to_apply_becomes_the_projects_suite(project, project
 
 def test_a_failed_apply_keeps_the_suite(project, tmp_path):
     broken = tmp_path / "broken.py"
-    broken.write_text("from labelflow import labeling_function\n\n@labeling_function()\ndef boom(x):\n    return 1 // 0\n")
+    broken.write_text("from labelflow import labeling_function\n\n"
+                      "@labeling_function()\ndef boom(x):\n    return 1 // 0\n")
     before = project.config.lfs
     with pytest.raises(Exception, match="ZeroDivisionError"):
         project.apply(lfs=broken, n_jobs=1)
@@ -90,7 +91,8 @@ def test_the_demo_project_points_at_the_suite_its_matrix_holds(tmp_path, monkeyp
 
     fm_suite = tmp_path / "suites" / "youtube_spam_plus.py"
     fm_suite.parent.mkdir()
-    fm_suite.write_text(f"from labelflow import keyword_lf, load_lf_suite\n\nBASE = load_lf_suite({str(demo.SUITE)!r})\n"
+    fm_suite.write_text("from labelflow import keyword_lf, load_lf_suite\n\n"
+                        f"BASE = load_lf_suite({str(demo.SUITE)!r})\n"
                         'kw_check = keyword_lf("kw_check", ["check"], label=1)\nLFS = [*BASE, kw_check]\n')
     monkeypatch.setattr(demo, "SUITE_FM", fm_suite)
     monkeypatch.setattr(demo, "TRAIN_FILES", demo.TRAIN_FILES[:1])  # quicker: one train file, a smaller dev sample

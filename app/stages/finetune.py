@@ -79,6 +79,7 @@ runs = list_runs(project)
 if not runs:
     st.info(f"No runs yet. Each run is a folder in `{runs_folder(project)}`.")
     st.stop()
+statuses = {r.name: r.status for r in runs}
 
 
 def accuracy(run: RunInfo, split: str) -> float | None:
@@ -89,26 +90,53 @@ def accuracy(run: RunInfo, split: str) -> float | None:
     return (run.progress or {}).get("dev_accuracy") if split == "dev" else None
 
 
-st.dataframe(pl.DataFrame([{
-    "run": r.name, "status": r.status, "started": datetime.fromtimestamp(r.started), "progress": r.done,
-    "base model": r.config["base_model"], "method": r.config["method"],
-    "dev accuracy": accuracy(r, "dev"), "test accuracy": accuracy(r, "test")} for r in runs],
-    schema_overrides={"dev accuracy": pl.Float64, "test accuracy": pl.Float64}), hide_index=True,
-    column_config={"started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
-                   "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
-                   "dev accuracy": st.column_config.NumberColumn(format="%.3f"),
-                   "test accuracy": st.column_config.NumberColumn(format="%.3f")})
+def runs_table(runs: list[RunInfo]) -> None:
+    st.dataframe(pl.DataFrame([{
+        "run": r.name, "status": r.status, "started": datetime.fromtimestamp(r.started), "progress": r.done,
+        "step": (r.progress or {}).get("step"), "base model": r.config["base_model"], "method": r.config["method"],
+        "dev accuracy": accuracy(r, "dev"), "test accuracy": accuracy(r, "test")} for r in runs],
+        schema_overrides={"step": pl.Int64, "dev accuracy": pl.Float64, "test accuracy": pl.Float64}), hide_index=True,
+        column_config={"started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+                       "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+                       "dev accuracy": st.column_config.NumberColumn(format="%.3f"),
+                       "test accuracy": st.column_config.NumberColumn(format="%.3f")})
+
+
+@st.fragment(run_every=REFRESH_S if "training" in statuses.values() else None)
+def live_runs_table() -> None:
+    """The runs table, re-read from the run folders every ``REFRESH_S`` seconds while a run trains; when any run's
+    status changes (one ends, one starts elsewhere) the whole page reruns, so the selector and panel follow."""
+    now = list_runs(project)
+    if {r.name: r.status for r in now} != statuses:
+        st.rerun()
+    runs_table(now)
+
+
+live_runs_table()
 names = [r.name for r in runs]
 if st.session_state.get(RUN) not in names:
     st.session_state.pop(RUN, None)
 chosen = runs[names.index(st.selectbox("Run", names, key=RUN,
-                                       format_func=lambda n: f"{n} ({runs[names.index(n)].status})"))]
+                                       format_func=lambda n: f"{n} ({statuses[n]})"))]
+
+
+def show_history(history: list[dict], *, key: str) -> None:
+    """Train loss and dev accuracy by step: curves once there are two evaluations, the one value before that."""
+    if len({h["step"] for h in history}) >= 2:
+        st.altair_chart(widgets.history_chart(history), width="content", key=key)
+    elif history:
+        h = history[-1]
+        loss, dev = st.columns(2)
+        loss.metric(f"Train loss at step {h['step']}",
+                    "–" if h.get("train_loss") is None else f"{h['train_loss']:.4f}")
+        dev.metric(f"Dev accuracy at step {h['step']}",
+                   "–" if h.get("dev_accuracy") is None else f"{h['dev_accuracy']:.3f}")
 
 
 def show_progress(run: RunInfo) -> None:
-    """Progress bar and the last log window's speed, loss and dev accuracy."""
+    """Progress bar and the last log window's speed, loss and dev accuracy; the evaluations so far."""
     p = run.progress or {}
-    if "total_steps" not in p:
+    if not p.get("total_steps"):
         st.progress(0.0, text=f"{run.name}: starting (loading the base model and the labels)…")
         return
     st.progress(run.done, text=f"{run.name}: step {p['step']} of {p['total_steps']} · epoch {p['epoch']:.2f}")
@@ -116,6 +144,8 @@ def show_progress(run: RunInfo) -> None:
     speed.metric("Samples/s", "–" if p.get("samples_per_s") is None else f"{p['samples_per_s']:.1f}")
     loss.metric("Train loss", "–" if p.get("loss") is None else f"{p['loss']:.4f}")
     dev.metric("Dev accuracy", "–" if p.get("dev_accuracy") is None else f"{p['dev_accuracy']:.3f}")
+    if len({h["step"] for h in p.get("history") or []}) >= 2:
+        show_history(p["history"], key=f"ft_curves_{run.name}")
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -146,13 +176,13 @@ def show_metrics(run: RunInfo) -> None:
         for split in scored for who in ("student", "label_model")]), hide_index=True,
         column_config={c: st.column_config.NumberColumn(format="%.3f")
                        for c in ["accuracy", "macro_f1", *(f"F1 {c}" for c in classes)]})
-    if m.get("history"):
-        st.altair_chart(widgets.history_chart(m["history"]), width="content")
+    show_history(m.get("history") or [], key="ft_curves")
     t = m["train"]
     st.caption(f"{t['steps']} steps ({t['epochs']} epochs) in {t['seconds']:.0f} s on {t['device']}, "
                f"{t['samples_per_s']} samples/s; best dev checkpoint at step "
                f"{m['best']['step'] if m.get('best') else t['steps']}; trained on {t['train_kept']} of "
-               f"{t['train_rows']} train rows.")
+               f"{t['train_rows']} train rows"
+               + (f"; resumed from step {t['resumed_from']}" if t.get("resumed_from") is not None else "") + ".")
     card = run.path / CARD_FILE
     st.markdown(f"Model card: `{card}` · the folder is a Hugging Face model (`{run.path}`). Predict with it:")
     st.code(shlex.join(["labelflow", "predict", "--model", str(run.path), root, "--out", "predictions.parquet"]),
@@ -164,16 +194,31 @@ def show_metrics(run: RunInfo) -> None:
         st.switch_page("stages/error_analysis.py")
 
 
+def stop(name: str) -> None:
+    """The Stop button: the run writes its checkpoint at the end of its current step, then ends."""
+    try:
+        info = stop_run(project, name)
+    except LabelflowError as exc:
+        st.error(f"Not stopped: {exc}")
+        return
+    if info.status == "training":
+        widgets.flash("info", f"Stopping {name}: it writes its checkpoint at the end of its current step.")
+    else:
+        at = (info.checkpoint or {}).get("step")
+        widgets.flash("info", f"Stopped {name}" + (f" at step {at}; Resume continues from there." if at is not None
+                                                    else " before its first checkpoint."))
+    st.rerun()
+
+
 if chosen.status == "training":
     live_progress(chosen.name)
-    if st.button("Stop", key="ft_stop", help="Stop the run; Resume continues from its last checkpoint."):
-        try:
-            stop_run(project, chosen.name)
-        except LabelflowError as exc:
-            st.error(f"Not stopped: {exc}")
-        else:
-            widgets.flash("info", f"Stopped {chosen.name}.")
-            st.rerun()
+    if chosen.launched:
+        if st.button("Stop", key="ft_stop", help="Stop the run after its current step, writing its checkpoint; "
+                                                 "Resume continues from that step."):
+            stop(chosen.name)
+    else:
+        st.caption(f"{chosen.name} was started outside the app (`labelflow finetune`); stop it where it runs "
+                   "(Ctrl+C writes its checkpoint).")
 elif chosen.status == "complete":
     show_metrics(chosen)
 else:
@@ -182,12 +227,18 @@ else:
         st.code(chosen.error, language="text")
     else:
         show_progress(chosen)
-        st.warning(f"{chosen.name} is not running; Resume continues it from its last checkpoint.")
-    if st.button("Resume", key="ft_resume", type="primary"):
-        try:
-            start_run(project, chosen.name, resume=True)
-        except LabelflowError as exc:
-            st.error(f"Not resumed: {exc}")
-        else:
-            widgets.flash("success", f"Resumed {chosen.name}.")
-            st.rerun()
+    if chosen.resumable:
+        step = chosen.checkpoint.get("step")
+        st.warning(f"{chosen.name} is not running; Resume continues it from "
+                   + (f"step {step}, its last checkpoint." if step is not None else "its last checkpoint."))
+        if st.button("Resume", key="ft_resume", type="primary"):
+            try:
+                start_run(project, chosen.name, resume=True)
+            except LabelflowError as exc:
+                st.error(f"Not resumed: {exc}")
+            else:
+                widgets.flash("success", f"Resumed {chosen.name}"
+                                         + ("" if step is None else f" from step {step}") + ".")
+                st.rerun()
+    else:
+        st.warning(f"{chosen.name} cannot be resumed: {chosen.not_resumable}.")

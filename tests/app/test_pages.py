@@ -405,7 +405,9 @@ def test_a_training_run_shows_its_progress_and_stops(app_project, open_page, tin
     assert [m.label for m in at.metric] == ["Samples/s", "Train loss", "Dev accuracy"]
     assert at.metric[0].value != "–" and at.dataframe[0].value["status"].tolist() == ["training"]
     at.button(key="ft_stop").click().run()
-    assert at.info[0].value == "Stopped long." and run_info(app_project, "long").status == "stopped"
+    stopped = run_info(app_project, "long")
+    assert stopped.status == "stopped" and stopped.checkpoint["step"] >= 10
+    assert at.info[0].value == f"Stopped long at step {stopped.checkpoint['step']}; Resume continues from there."
     assert at.warning[0].value.startswith("long is not running") and not errors(at)
     assert [b.key for b in at.button] == ["ft_start", "ft_resume"]
 
@@ -416,7 +418,8 @@ def test_a_run_that_fails_shows_why_and_a_stopped_one_resumes(app_project, finis
     meta = json.loads((finished_run.path / "finetune.json").read_text())
     (finished_run.path / "finetune.json").write_text(json.dumps({**meta, "status": "training"}))  # as if killed
     at = open_page("finetune")
-    assert at.warning[0].value == "student-1 is not running; Resume continues it from its last checkpoint."
+    steps = finished_run.metrics["train"]["steps"]
+    assert at.warning[0].value == f"student-1 is not running; Resume continues it from step {steps}, its last checkpoint."
     at.text_input(key="ft_name").input("broken")
     at.text_input(key="ft_base_model").input("/no/such/model")
     at.button(key="ft_start").click().run()
@@ -427,7 +430,7 @@ def test_a_run_that_fails_shows_why_and_a_stopped_one_resumes(app_project, finis
 
     at.selectbox(key="ft_run").select("student-1").run()
     at.button(key="ft_resume").click().run()
-    assert at.success[0].value == "Resumed student-1."
+    assert at.success[0].value == f"Resumed student-1 from step {steps}."
     resumed = wait_run(app_project, "student-1", timeout=TIMEOUT)
     assert resumed.status == "complete" and resumed.metrics["train"]["resumed_from"] == resumed.metrics["train"]["steps"]
 
