@@ -315,8 +315,13 @@ class Project:
                  "so its paths keep resolving after a move or copy" if old is None else
                  f"the project was at {old} and is now at {here} (moved or copied): its paths were checked"]
         lfs = _relocated("lfs", self.config.lfs, old, here, notes)
-        sources = {split: [_relocated(f"sources.{split or 'all'}", p, old, here, notes) for p in paths]
+        moved: list[str] = []  # data files re-pointed to where they were: said in one line when there are several
+        sources = {split: [_relocated(f"sources.{split or 'all'}", p, old, here, notes, moved) for p in paths]
                    for split, paths in self.config.sources.items()}
+        if len(moved) > 2:
+            notes = [n for n in notes if not (n.startswith("sources.") and n.endswith(tuple(moved)))]
+            notes.append(f"sources: {len(moved)} data files are not beside the project's new folder; they now name the "
+                         f"files they named before the move, in {', '.join(sorted({str(Path(m).parent) for m in moved}))}")
         trusted = lfs != self.config.lfs and is_trusted(fingerprint(old, lfs=self.config.lfs,
                                                                     ray_address=self.config.ray_address))
         self.config = replace(self.config, lfs=lfs, sources=sources, root=str(here))
@@ -985,9 +990,11 @@ class Project:
         return dataset
 
 
-def _relocated(key: str, path: str | None, old: Path | None, here: Path, notes: list[str]) -> str | None:
+def _relocated(key: str, path: str | None, old: Path | None, here: Path, notes: list[str],
+               moved: list[str] | None = None) -> str | None:
     """A relative ``path`` of a project moved from ``old`` to ``here`` (``old`` ``None``: not known), as it should
-    be written now; what was decided and is worth saying goes to ``notes`` (see :meth:`Project._relocate`)."""
+    be written now; what was decided and is worth saying goes to ``notes`` (see :meth:`Project._relocate`), a file
+    re-pointed to where it was to ``moved`` when given (its caller says those in one line when there are several)."""
     if path is None or Path(path).is_absolute():
         return path
     new_file = Path(os.path.normpath(here / path))
@@ -998,6 +1005,8 @@ def _relocated(key: str, path: str | None, old: Path | None, here: Path, notes: 
                          f"also exists and differs (`labelflow config --set {key}=PATH` chooses another)")
         return path
     if old_file is not None and old_file.exists():
+        if moved is not None:
+            moved.append(str(old_file))
         notes.append(f"{key}: {path} is not beside the project's new folder; it now names the file it named before "
                      f"the move, {old_file}")
         return _relative(old_file, here)

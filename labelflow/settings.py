@@ -270,7 +270,16 @@ def format_changes(report: dict[str, Any]) -> str:
     if not report["changed"]:
         lines = ["nothing changed (the settings already hold these values)"]
     else:
-        lines = [f"set {k}: {_short(v['from'])} → {_short(v['to'])}" for k, v in report["changed"].items()]
+        lines = []
+        for k, v in report["changed"].items():
+            if k == "classes":  # only descriptions change in place
+                lines += [f"set describe.{new['name']}: {_short(old.get('description') or None)} → "
+                          f"{_short(new.get('description') or None)}"
+                          for old, new in zip(v["from"], v["to"]) if old != new]
+            elif k == "text":
+                lines.append(f"set text: {_fields(v['from'])} → {_fields(v['to'])}")
+            else:
+                lines.append(f"set {k}: {_short(v['from'])} → {_short(v['to'])}")
     if report["reimported"] is not None:
         lines.append(f"re-imported the dataset: {report['reimported']} rows (store kept: FM outputs, votes, matrix, "
                      "models, annotations)")
@@ -309,6 +318,10 @@ def _path_text(written: str, resolved: list[Any]) -> str:
 
 def _sources_text(sources: dict[str, list[str]]) -> str:
     return "; ".join(f"{k or 'no split'}: {', '.join(v)}" for k, v in sources.items())
+
+
+def _fields(text: dict[str, str]) -> str:
+    return ", ".join(f"{field}={column}" for field, column in text.items())
 
 
 def _short(value: Any) -> str:

@@ -70,6 +70,18 @@ def test_a_moved_project_opens_applies_and_fits(project, tmp_path, capsys, expec
     assert rc == 0 and err == "" and "majority_vote" in out  # said once: nothing the second time
 
 
+def test_several_data_files_pointed_back_are_said_in_one_line(tmp_path, project_files):
+    files = [project_files[s] for s in ("train", "dev", "test")]
+    project = Project.init(tmp_path / "proj", sources={"": files}, classes=["HAM", "SPAM"], id="id", label="label")
+    moved = tmp_path / "x" / "proj"
+    moved.parent.mkdir()
+    shutil.move(project.root, moved)
+    notes = Project.open(moved).notes
+    assert notes[1:] == [f"sources: 3 data files are not beside the project's new folder; they now name the files "
+                         f"they named before the move, in {tmp_path / 'src'}"]
+    assert config_of(moved)["sources"] == {"": ["../../src/train.csv", "../../src/dev.csv", "../../src/test.csv"]}
+
+
 def test_a_copied_tree_uses_its_own_files_and_says_when_the_originals_differ(project, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -169,16 +181,22 @@ def test_config_set_text_reimports_the_dataset_and_marks_what_is_stale(project, 
     project.apply(n_jobs=1)
     project.save_fm_output("emb", project.columns("id")["id"], np.ones((16, 3), dtype=np.float32))
     fm_file = (project.store / "fm" / "emb.parquet").read_bytes()
-    report = run_json(capsys, "config", "-p", str(project.root), "--set", "text=author", "--set", "text.body=text")
-    assert report["reimported"] == 16
+    rc, out, err = run(capsys, "config", "-p", str(project.root), "--set", "text=author", "--set", "text.body=text",
+                       "--set", "describe.HAM=a fan")
+    assert rc == 0 and out.splitlines()[:3] == ["set text: text=text → text=author, body=text",
+                                                "set describe.HAM: (none) → a fan",
+                                                "re-imported the dataset: 16 rows (store kept: FM outputs, votes, "
+                                                "matrix, models, annotations)"]
+    report = run_json(capsys, "config", "-p", str(project.root))
     why = "the dataset was re-imported with other rows or texts (text changed)"
     assert report["stale"] == {"apply": why, "fm emb": why}
+    assert report["todo"] == [f"labelflow apply -p {project.root}", f"labelflow fm ... --name emb -p {project.root} "
+                              f"(or remove {project.store / 'fm' / 'emb.parquet'})"]
     assert Project.open(project.root).dataset().frame["text"].to_list()[:2] == ["user0", "user1"]
     assert (project.store / "fm" / "emb.parquet").read_bytes() == fm_file  # kept, marked
     rc, _, err = run(capsys, "summary", "-p", str(project.root))
     assert "FM output 'emb' is stale" in err and "the label matrix is stale" in err
-    assert "text" in Project.open(project.root).config.text and config_of(project.root)["text"] == \
-        {"text": "author", "body": "text"}
+    assert config_of(project.root)["text"] == {"text": "author", "body": "text"}
     project = Project.open(project.root)
     project.save_fm_output("emb", project.columns("id")["id"], np.zeros((16, 3), dtype=np.float32))
     assert project.stale() == {"apply": why}
