@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import streamlit as st
 
@@ -219,14 +220,44 @@ def suggestions(root: str, stamp: Stamp, model: str, split: str, slice_name: str
     return suggest_lfs(Project.open(root), found, chosen, kinds=kinds)
 
 
-@st.cache_data(max_entries=16)
-def annotation_queue(root: str, stamp: Stamp, split: str, annotator: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The rows of ``split`` (``id``, text field(s), ``labeled``: whether ``annotator`` labeled it) and
-    ``annotator``'s labels, newest first (``id``, ``label`` as class name, ``time``)."""
+def without_annotations(stamp: Stamp) -> Stamp:
+    """``stamp`` less the human annotations' files: the key of what the Annotate page shows beside a row (data
+    labels, votes, predictions, slices), so that giving a label recomputes none of it."""
+    return tuple(s for s in stamp if not Path(s[0]).name.startswith("annotations.sqlite"))
+
+
+@st.cache_data(show_spinner="Loading the rows to annotate…", max_entries=8)
+def annotation_rows(root: str, stamp: Stamp, model: str) -> tuple[pl.DataFrame, str | None]:
+    """Every row with what the Annotate page shows beside it, none of it from human labels (key it by
+    :func:`without_annotations`), and why there are no predictions (``None`` when there are).
+
+    Columns: ``id``, ``split``, text field(s), ``data_label`` (the data file's gold label, class index, null
+    where there is none or the split's labels are hidden), ``votes`` (``"lf: CLASS"`` per LF voting),
+    ``pred`` (``model``'s class, :meth:`Project.predictions`), ``confidence`` (its probability) and
+    ``margin`` (the two most likely classes' probabilities apart; small = uncertain); the last three
+    null where ``model`` is not fit on the current LFs.
+    """
     project = Project.open(root)
-    store = project.annotations.frame().filter(pl.col("annotator") == annotator.strip())
-    frame = project.dataset().frame.filter(pl.col("split") == split).select("id", *project.config.text)
-    mine = store.sort("time", descending=True).select(
-        "id", class_name("label", list(project.schema.names)).alias("label"),
-        pl.from_epoch((pl.col("time") * 1e6).cast(pl.Int64), time_unit="us").alias("time"))
-    return frame.with_columns(pl.col("id").is_in(store["id"].implode()).alias("labeled")), mine
+    names = list(project.schema.names)
+    frame = project.dataset().frame.select("id", "split", *project.config.text,
+                                           pl.col("label").cast(pl.Int16).alias("data_label"))
+    n, why = frame.height, None
+    pred, confidence, margin = [None] * n, [None] * n, [None] * n
+    votes = pl.DataFrame(schema={"id": pl.String, "votes": pl.List(pl.String)})
+    try:
+        matrix = project.matrix()
+        wide = pl.DataFrame({"id": matrix.ids} | {lf: matrix.values[:, j] for j, lf in enumerate(matrix.lf_names)})
+        votes = wide.unpivot(index="id", variable_name="lf", value_name="vote").filter(
+            pl.col("vote") != ABSTAIN).group_by("id").agg(pl.format("{}: {}", "lf", class_name("vote", names))
+                                                          .alias("votes"))
+        predictions = project.predictions(model)
+    except ProjectError as exc:
+        why = str(exc)
+    else:
+        top = np.sort(predictions.probs, axis=1)
+        pred, confidence = predictions.pred, top[:, -1]
+        margin = top[:, -1] - top[:, -2] if top.shape[1] > 1 else np.ones(n)
+    return frame.with_columns(pl.Series("pred", pred, dtype=pl.Int16), pl.Series("confidence", confidence, pl.Float64),
+                              pl.Series("margin", margin, pl.Float64)).join(
+        votes, on="id", how="left", maintain_order="left").with_columns(
+        pl.col("votes").fill_null(pl.lit([], pl.List(pl.String)))), why

@@ -11,6 +11,18 @@ import streamlit as st
 import loaders
 from labelflow.labelmodels import label_model_names
 
+ENTER_LEAVES_NAME = """<script>
+if (!window.labelflowEnterLeavesName) {  // once per browser tab: Enter in the Annotator field moves focus out of it,
+  window.labelflowEnterLeavesName = true;  // so the Annotate page's keys (1-9, S, U) work at once
+  window.addEventListener("keydown", (e) => {
+    const box = e.target;
+    if (e.key === "Enter" && box instanceof HTMLInputElement && box.getAttribute("aria-label") === "Annotator") {
+      queueMicrotask(() => box.blur());
+    }
+  });
+}
+</script>"""
+
 st.set_page_config(page_title="labelflow", page_icon=":material/label:", layout="wide")
 page = st.navigation([
     st.Page("stages/data.py", title="Data", icon=":material/table:", default=True),
@@ -26,7 +38,9 @@ with st.sidebar:
     models = label_model_names()
     st.selectbox("Label model", models, index=models.index(project.config.label_model), key="model",
                  help="The model the Data, Label model and Error analysis pages show, and saving an LF refits.")
-    st.text_input("Annotator", key="annotator", placeholder="your name (needed to label rows)")
+    # kept in the page's address (?annotator=NAME): a reload or a bookmark keeps it
+    st.text_input("Annotator", key="annotator", placeholder="your name (needed to label rows)", bind="query-params")
+    st.html(ENTER_LEAVES_NAME, unsafe_allow_javascript=True)
     for note in st.session_state.get(loaders.NOTES, []):
         st.info(note, icon=":material/drive_file_move:")
     for key, why in project.stale().items():
