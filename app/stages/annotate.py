@@ -110,7 +110,8 @@ def skip(row_id: str) -> None:
     st.session_state.setdefault(SKIPPED, set()).add(row_id)
 
 
-def gold_now(row_id: str, data_label: int | None, labels: pl.DataFrame, settled: pl.DataFrame) -> tuple[int | None, str]:
+def gold_now(row_id: str, data_label: int | None, labels: pl.DataFrame,
+             settled: pl.DataFrame) -> tuple[int | None, str]:
     """The row's gold label as ``fit`` and ``evaluate`` see it (:meth:`Project.gold`) and where it comes from."""
     found = settled.filter(pl.col("id") == row_id)
     if found.height:

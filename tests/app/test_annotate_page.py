@@ -225,7 +225,8 @@ def test_most_uncertain_first_follows_the_label_models_margin(app_project, annot
     probs = app_project.predictions().probs
     top = np.sort(probs, axis=1)
     margin = pl.Series(top[:, -1] - top[:, -2])
-    dev = frame.select("id", "split").with_columns(margin=margin).filter(split="dev").sort("margin", maintain_order=True)
+    dev = frame.select("id", "split").with_columns(margin=margin).filter(split="dev").sort("margin",
+                                                                                          maintain_order=True)
     at = run(annotate("ann").radio(key="annotate_order").set_value("uncertain"))
     assert shown_row(at) == dev["id"][0]
     assert "smallest margin between `labelflow`'s two most likely classes first" in at.caption[0].value
