@@ -263,7 +263,10 @@ if view == VIEWS[0]:
             pl.col(TEXT[0]).alias("text"), pl.col("time").map_elements(when, return_dtype=pl.String)
             .alias("labelled at"), "split", "id"),
             hide_index=True, height=min(35 * (history.height + 1) + 3, 318), key="history_table",
-            column_config={"text": st.column_config.TextColumn(width="medium"),
+            column_config={"your label": st.column_config.TextColumn(width="small"),
+                           "text": st.column_config.TextColumn(width="large"),
+                           "labelled at": st.column_config.TextColumn(width="medium"),
+                           "split": st.column_config.TextColumn(width="small"),
                            "id": st.column_config.TextColumn(width="small")})
         entries = {r["id"]: r for r in history.iter_rows(named=True)}
         picked = st.selectbox("Change or undo one of your labels", list(entries), key="history_row",
