@@ -12,7 +12,9 @@ read or computed twice.
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +25,16 @@ from finetune.export import METRICS_FILE
 from finetune.runs import RunInfo, split_predictions
 from labelflow.errors import LabelflowError, ProjectError
 from labelflow.guided import Analysis, LFTrial, Suggestion, analyze, suggest_lfs, try_lf
-from labelflow.labelmodels import AutoLabelModel
+from labelflow.labelmodels import AutoLabelModel, label_model_names
 from labelflow.project import CONFIG_FILE, Project
 from labelflow.typing import ABSTAIN
 
 ENV = "LABELFLOW_PROJECT"
 NOTES = "project_notes"
 """Session key of what opening the project changed on its own (:attr:`Project.notes`), shown in the sidebar."""
+UNKNOWN = "unknown"
+"""What every page shows where a row has no gold label (none in the data, or its split's labels hidden)."""
+TAG = re.compile(r"<[^>]{1,200}>")
 PREDICTIONS_OF = "predictions_of"
 """Session key of the Error analysis page's choice: ``LABEL_MODEL`` or a complete run's name."""
 LABEL_MODEL = ""
@@ -92,11 +97,13 @@ def splits(root: str, stamp: Stamp) -> list[str]:
 def rows(root: str, stamp: Stamp, model: str) -> pl.DataFrame:
     """One row per data row for browsing.
 
-    Columns: ``id``, ``split``, ``label`` (gold with human annotations, class name, null
-    when unknown), ``pred`` (the label model's class name from :meth:`Project.predictions`, the
-    policy ``fit`` and ``export`` use; all null when ``model`` is not fit on the current LFs),
-    ``tied`` (``pred`` came from a tie-break), text field(s), ``votes`` (``"lf: CLASS"`` for each LF
-    voting), ``annotations`` (``"annotator: CLASS"``) and ``voters`` (the LFs voting).
+    Columns: ``id``, ``split``, ``label`` (gold with human annotations, class name, ``"unknown"``
+    where there is none or the split's labels are hidden), ``pred`` (the label model's class name from
+    :meth:`Project.predictions`, the policy ``fit`` and ``export`` use; all null when ``model`` is not fit
+    on the current LFs), ``tied`` (``pred`` came from a tie-break), text field(s) as a reader sees them
+    (:func:`display_text`), ``votes`` (``"lf: CLASS"`` for each LF voting), ``annotations``
+    (``"annotator: CLASS"``), ``voters`` (the LFs voting), ``covered`` (some LF votes), ``conflict``
+    (LFs vote different classes) and ``wrong`` (``pred`` differs from a known ``label``).
     """
     project = Project.open(root)
     names = list(project.schema.names)
@@ -117,32 +124,56 @@ def rows(root: str, stamp: Stamp, model: str) -> pl.DataFrame:
             frame = frame.with_columns(pl.Series("pred", predictions.pred, dtype=pl.Int64),
                                        pl.Series("tied", predictions.tied))
     per_row = votes.group_by("id").agg(pl.format("{}: {}", "lf", class_name("vote", names)).alias("votes"),
-                                       pl.col("lf").alias("voters"))
+                                       pl.col("lf").alias("voters"), (pl.col("vote").n_unique() > 1).alias("conflict"))
     annotations = project.annotations.frame().group_by("id").agg(
         pl.format("{}: {}", "annotator", class_name("label", names)).sort().alias("annotations"))
     return frame.join(per_row, on="id", how="left", maintain_order="left").join(
         annotations, on="id", how="left", maintain_order="left").with_columns(
-        class_name("label", names), class_name("pred", names),
-        pl.col("votes", "voters").fill_null(pl.lit([], pl.List(pl.String))))
+        (pl.col("label").is_not_null() & pl.col("pred").is_not_null() & (pl.col("label") != pl.col("pred")))
+        .alias("wrong"),
+        class_name("label", names).fill_null(UNKNOWN), class_name("pred", names),
+        pl.col("votes", "voters", "annotations").fill_null(pl.lit([], pl.List(pl.String))),
+        pl.col("conflict").fill_null(False), pl.col("id").is_in(votes["id"].unique().implode()).alias("covered"),
+        *(pl.col(c).map_elements(display_text, return_dtype=pl.String) for c in project.config.text))
+
+
+def display_text(text: str | None) -> str | None:
+    """``text`` as a reader sees it: HTML entities decoded (``I&#39;ve`` → ``I've``), tags such as ``<br />`` and
+    line breaks as spaces, a byte-order mark dropped. For showing only; the data keeps the raw text.
+
+    Examples
+    --------
+    >>> display_text("I&#39;ve seen it<br />twice\ufeff")
+    "I've seen it twice"
+    """
+    if text is None:
+        return None
+    return " ".join(TAG.sub(" ", html.unescape(text)).replace("\ufeff", "").split())
 
 
 @st.cache_data(show_spinner="Loading the LF suite…", max_entries=8)
 def suite(root: str, stamp: Stamp, split: str) -> tuple[str, pl.DataFrame, bool]:
-    """The suite file's source and one row per LF in suite order with its statistics on ``split``
-    (null for LFs not in the label matrix yet), and whether there is a label matrix at all.
+    """The suite file's source and one row per LF in suite order, disabled ones included (``enabled``), with its
+    statistics on ``split`` (null for LFs not in the label matrix), ``errors`` (rows it raised on and abstained
+    in the last apply, at most :data:`~labelflow.apply.MAX_FAILURES_KEPT`; only when some did), and whether
+    there is a label matrix at all.
 
     Raises :class:`~labelflow.errors.LabelflowError` when the suite does not load.
     """
     project = Project.open(root)
-    names = [lf.name for lf in project.lfs()]
-    frame = pl.DataFrame({"lf": names})
+    names = [lf.name for lf in project.lfs(include_disabled=True)]
+    frame = pl.DataFrame({"lf": names, "enabled": [n not in project.config.disabled_lfs for n in names]})
     try:
         stats = project.summary(split)
     except ProjectError:
         return project.suite_path.read_text(encoding="utf-8"), frame, False
+    failures = pl.Series("lf", [f.lf for f in project.matrix().failures], dtype=pl.String).value_counts(name="errors")
     classes = list(project.schema.names)
     stats = stats.with_columns(pl.col("polarity").list.eval(
         pl.element().replace_strict(dict(enumerate(classes)), return_dtype=pl.String)))
+    if failures.height:
+        frame = frame.join(failures, on="lf", how="left", maintain_order="left").with_columns(
+            pl.col("errors").fill_null(0).cast(pl.Int64))
     return project.suite_path.read_text(encoding="utf-8"), frame.join(stats, on="lf", how="left",
                                                                       maintain_order="left"), True
 
@@ -182,6 +213,55 @@ def choice(root: str, stamp: Stamp, model: str) -> dict | None:
     except ProjectError:
         return None
     return fitted.choice() if isinstance(fitted, AutoLabelModel) else None
+
+
+@st.cache_data(max_entries=8)
+def comparison(root: str, stamp: Stamp) -> pl.DataFrame:
+    """One row per registered label model: whether it is fit on the current LFs, with dev gold or not (and
+    its seed), and its accuracy, accuracy on covered rows, coverage and macro-F1 on dev and test."""
+    project = Project.open(root)
+    rows = []
+    for name in label_model_names():
+        found = metrics_or_none(root, stamp, name)
+        settings = project.fit_settings(name) if found is not None else {"use_dev": None, "seed": None}
+        row = {"model": name, "fit": found is not None, "dev gold": settings["use_dev"], "seed": settings["seed"]}
+        for split in ("dev", "test"):
+            m = (found or {}).get(split) or {}
+            row |= {f"{split} accuracy": m.get("accuracy"), f"{split} accuracy (covered)": m.get("accuracy_covered"),
+                    f"{split} coverage": m.get("coverage"), f"{split} macro-F1": m.get("macro_f1")}
+        rows.append(row)
+    return pl.DataFrame(rows, schema={"model": pl.String, "fit": pl.Boolean, "dev gold": pl.Boolean, "seed": pl.Int64,
+                                      **{f"{split} {what}": pl.Float64 for split in ("dev", "test")
+                                         for what in ("accuracy", "accuracy (covered)", "coverage", "macro-F1")}})
+
+
+@st.cache_data(show_spinner="Writing the labels…", max_entries=4)
+def export_bytes(root: str, stamp: Stamp, model: str, fmt: str) -> bytes:
+    """The file :meth:`Project.export` writes for ``model`` in format ``fmt``, as bytes (a download)."""
+    import tempfile
+
+    project = Project.open(root)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"labels.{fmt}"
+        project.export(path, model=model)
+        return path.read_bytes()
+
+
+@st.cache_data(max_entries=8)
+def lf_agreement(root: str, stamp: Stamp, split: str) -> pl.DataFrame:
+    """For every ordered pair of LFs of the label matrix, on the rows of ``split``: ``overlap`` (share of rows
+    both vote on) and ``conflict`` (share of rows they vote different classes on)."""
+    project = Project.open(root)
+    matrix = project.matrix()
+    rows = project.columns("split")["split"].to_numpy() == split
+    L = matrix.values[rows].astype(np.int64)
+    voted = (L != ABSTAIN).astype(np.float64)
+    both = voted.T @ voted
+    agree = sum(((L == c).astype(np.float64).T @ (L == c).astype(np.float64)) for c in range(project.schema.k))
+    n = max(int(rows.sum()), 1)
+    names = list(matrix.lf_names)
+    return pl.DataFrame({"lf": np.repeat(names, len(names)), "other": np.tile(names, len(names)),
+                         "overlap": (both / n).ravel(), "conflict": ((both - agree) / n).ravel()})
 
 
 def metrics_or_none(root: str, stamp: Stamp, model: str) -> dict[str, dict] | None:

@@ -71,7 +71,7 @@ def confusion_chart(confusion: np.ndarray, class_names: list[str]) -> alt.LayerC
     half = float(np.max(confusion)) / 2
     text = base.mark_text(fontSize=16).encode(
         text="rows:Q", color=alt.condition(alt.datum.rows > half, alt.value("white"), alt.value("black")))
-    return (cells + text).properties(width=alt.Step(70), height=alt.Step(50))
+    return (cells + text).properties(width="container", height=alt.Step(50))  # as wide as its column, no wider
 
 
 def history_chart(history: list[dict[str, Any]]) -> alt.FacetChart:
@@ -89,3 +89,17 @@ def history_chart(history: list[dict[str, Any]]) -> alt.FacetChart:
         tooltip=["metric", alt.Tooltip("step:Q", format="d"), alt.Tooltip("value:Q", format=".4f")])
     return line.properties(width=320, height=200).facet(
         column=alt.Column("metric:N", title=None, sort=list(series.values()))).resolve_scale(y="independent")
+
+
+def pair_chart(pairs: pl.DataFrame, value: str) -> alt.Chart:
+    """Heatmap of ``value`` (``"overlap"`` or ``"conflict"``, shares of rows) for every pair of LFs in ``pairs``
+    (columns ``lf``, ``other``, ``overlap``, ``conflict``), every LF named on both axes."""
+    names = pairs["lf"].unique(maintain_order=True).to_list()
+    axis = alt.Axis(labelOverlap=False, labelLimit=220)
+    side = max(18 * len(names), 120)
+    return alt.Chart(pairs).mark_rect().encode(
+        x=alt.X("other:N", sort=names, title=None, axis=axis), y=alt.Y("lf:N", sort=names, title=None, axis=axis),
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="oranges" if value == "conflict" else "blues"),
+                        legend=alt.Legend(format="%", title=f"{value} (share of rows)")),
+        tooltip=["lf", "other", alt.Tooltip("overlap:Q", format=".1%"), alt.Tooltip("conflict:Q", format=".1%")],
+    ).properties(width=side, height=side)

@@ -942,7 +942,8 @@ def _ui(args: argparse.Namespace) -> NoReturn:
         _trust_project(project)
     require("streamlit", "app")
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
-               "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "viewer"]  # no "Deploy" button: this is a local tool
     if remote:
         bar = "!" * 100
         print(f"{bar}\nWARNING: serving the labelflow app on {args.host}:{args.port}, beyond this machine, WITHOUT "

@@ -52,12 +52,17 @@ accuracy.metric(f"{split} accuracy", f"{analysis.accuracy:.3f}",
 errors.metric("Wrong rows", f"{int((~analysis.rows['correct']).sum())} of {analysis.rows.height}")
 slices.metric("Slices with errors", len(analysis.slices))
 matrix, table = st.columns([1, 2])
-matrix.altair_chart(widgets.confusion_chart(analysis.confusion, names), width="content")
+matrix.altair_chart(widgets.confusion_chart(analysis.confusion, names), width="stretch")
 table.dataframe(pl.DataFrame([{"kind": s.kind, "slice": s.name, "rows": s.size, "errors": s.errors,
                                "accuracy": s.accuracy, "coverage": s.coverage, "top error": s.top_confusion}
                               for s in analysis.slices]), hide_index=True, height=300,
-                column_config={"accuracy": st.column_config.NumberColumn(format="%.3f"),
-                               "coverage": st.column_config.NumberColumn(format="percent")})
+                column_config={"kind": st.column_config.TextColumn(width=70),
+                               "slice": st.column_config.TextColumn(width="medium"),
+                               "rows": st.column_config.NumberColumn(width=50),
+                               "errors": st.column_config.NumberColumn(width=50),
+                               "accuracy": st.column_config.NumberColumn(format="%.3f", width=70),
+                               "coverage": st.column_config.NumberColumn(format="percent", width=70),
+                               "top error": st.column_config.TextColumn(width="small")})
 if not analysis.slices:
     st.success(f"No slice of {split} has errors.")
     st.stop()
@@ -67,11 +72,28 @@ chosen = by_name[st.selectbox("Slice", list(by_name), key="slice",
                               format_func=lambda n: f"{n} — {by_name[n].errors} wrong of {by_name[n].size} rows")]
 in_slice = pl.col("id").is_in(chosen.row_ids)
 st.dataframe(analysis.rows.filter(in_slice).sort("correct").select(
-    "id", "text", loaders.class_name("gold", names), loaders.class_name("pred", names), "correct", "covered"),
-    hide_index=True, column_config={"text": st.column_config.TextColumn(width="large")})
+    "id", pl.col("text").map_elements(loaders.display_text, return_dtype=pl.String),
+    loaders.class_name("gold", names), loaders.class_name("pred", names), "correct", "covered"),
+    hide_index=True, column_config={"id": st.column_config.TextColumn(width="small"),
+                                    "text": st.column_config.TextColumn(width="large"),
+                                    "gold": st.column_config.TextColumn(width=60),
+                                    "pred": st.column_config.TextColumn(width=60),
+                                    "correct": st.column_config.CheckboxColumn(width=60),
+                                    "covered": st.column_config.CheckboxColumn(width=60)})
 
 if analysis.embedding_2d is None:
-    st.caption("No embedding column to map the rows: `labelflow fm embed -p PROJECT` adds one.")
+    st.caption("No embedding column to map the rows (and for kNN and extend suggestions).")
+    if st.button("Compute embeddings", key="embed", help="all-MiniLM-L6-v2 on every row (a minute or two per few "
+                 "thousand rows on a CPU), stored with the project as column 'embedding'; cached"):
+        from labelflow.fm.run import fm_embed
+
+        with st.spinner("Embedding every row with all-MiniLM-L6-v2…"):
+            try:
+                fm_embed(project)
+            except LabelflowError as exc:
+                st.error(f"Embedding failed: {exc}")
+            else:
+                st.rerun()
 else:
     points = analysis.rows.select("text", pl.when("correct").then(pl.lit("correct")).otherwise(pl.lit("wrong"))
                                   .alias("prediction"), in_slice.alias("in slice")).with_columns(

@@ -5,7 +5,8 @@ import streamlit as st
 
 import loaders
 import widgets
-from labelflow.errors import ProjectError
+from labelflow.errors import LabelflowError, ProjectError
+from labelflow.labelmodels import label_model_names
 
 project = loaders.project()
 model = st.session_state["model"]
@@ -64,4 +65,40 @@ st.subheader("Confusion matrix")
 splits = list(metrics)
 split = st.selectbox("Split", splits, key="confusion_split", index=splits.index("dev") if "dev" in splits else 0)
 analysis = loaders.analysis(root, stamp, model, split)
-st.altair_chart(widgets.confusion_chart(analysis.confusion, analysis.class_names), width="content")
+st.columns(2)[0].altair_chart(widgets.confusion_chart(analysis.confusion, analysis.class_names), width="stretch")
+
+st.subheader("All label models side by side")
+st.caption("Every registered model as last fit on the current LFs (dev and test gold; \"dev gold\": fit with the dev "
+           "split's gold labels, so its dev scores are optimistic). Models not fit yet show empty scores.")
+if st.button("Fit every model", key="fit_all",
+             help="Fit each registered label model on the current label matrix, with dev gold as set above"):
+    with st.status("Fitting every label model…", expanded=True) as status:
+        for name in label_model_names():
+            st.write(f"Fitting {name}")
+            try:
+                project.fit(name, use_dev=use_dev)
+            except LabelflowError as exc:
+                st.error(f"{name}: {exc}")
+        status.update(label="Fitted every label model", state="complete", expanded=False)
+    stamp = loaders.stamp(project)
+table = loaders.comparison(root, stamp)
+st.dataframe(table, hide_index=True, key="comparison", column_config={
+    c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if "accuracy" in c or "F1" in c} | {
+    c: st.column_config.NumberColumn(format="percent") for c in table.columns if "coverage" in c})
+
+st.subheader("Export the labels")
+fmt_col, button_col = st.columns([1, 3], vertical_alignment="bottom")
+fmt = fmt_col.selectbox("Format", ["csv", "parquet", "jsonl"], key="export_format")
+button_col.download_button(
+    f"Download {model}'s labels", data=loaders.export_bytes(root, stamp, model, fmt), key="export",
+    file_name=f"{project.config.name}-{model}-labels.{fmt}", icon=":material/download:",
+    help="Every row: text, split, gold label, a probability per class, the predicted class, covered and tied "
+         "(the same file as the command line's export)")
+
+st.subheader("LF overlaps and conflicts")
+all_splits = loaders.splits(root, stamp)
+agreement_split = st.selectbox("Rows of", all_splits, key="agreement_split",
+                               index=all_splits.index("train") if "train" in all_splits else 0)
+pairs = loaders.lf_agreement(root, stamp, agreement_split)
+what = st.segmented_control("Show", ["overlap", "conflict"], default="conflict", key="agreement_kind") or "conflict"
+st.altair_chart(widgets.pair_chart(pairs, what), width="stretch")

@@ -82,11 +82,15 @@ st.dataframe(table, hide_index=True, column_config={
     "conflicts": st.column_config.NumberColumn(format="percent"),
     "emp_acc": st.column_config.NumberColumn("accuracy", format="%.3f"),
 })
-if applied and "emp_acc" in table.columns:
+if applied:  # every LF named; coloured by accuracy where the split has gold (train rows have none)
+    gold = "emp_acc" in table.columns
     chart = alt.Chart(table.drop("polarity")).mark_bar().encode(
-        x=alt.X("coverage:Q", axis=alt.Axis(format="%")), y=alt.Y("lf:N", sort=None, title=None),
-        color=alt.Color("emp_acc:Q", title="accuracy", scale=alt.Scale(scheme="redyellowgreen", domain=[0.5, 1], clamp=True)),
-        tooltip=["lf", alt.Tooltip("coverage:Q", format=".1%"), alt.Tooltip("emp_acc:Q", format=".3f")])
+        x=alt.X("coverage:Q", axis=alt.Axis(format="%")),
+        y=alt.Y("lf:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=260)),
+        color=alt.Color("emp_acc:Q", title="accuracy", scale=alt.Scale(
+            scheme="redyellowgreen", domain=[0.5, 1], clamp=True)) if gold else alt.value("#4c78a8"),
+        tooltip=["lf", alt.Tooltip("coverage:Q", format=".1%"),
+                 *([alt.Tooltip("emp_acc:Q", format=".3f")] if gold else [])])
     st.altair_chart(chart.properties(height=22 * table.height + 30), width="stretch")
 with st.expander(f"Source of {project.suite_path.name}"):
     st.code(source, language="python", line_numbers=True)

@@ -7,6 +7,7 @@ import json
 import sqlite3
 
 import numpy as np
+import polars as pl
 import pytest
 
 from labelflow.guided import analyze, suggest_lfs, try_lf
@@ -96,6 +97,28 @@ def test_data_page_filters_rows_and_shows_votes_and_labels(app_project, open_pag
     assert not at.exception
 
 
+def test_data_page_shows_wrong_uncovered_and_conflicting_rows_and_a_row_whole(app_project, open_page):
+    frame, matrix = app_project.dataset().frame, app_project.matrix()
+    gold, pred = app_project.gold(), app_project.predictions().pred
+    voted = matrix.values != ABSTAIN
+    high = np.where(voted, matrix.values, -1).max(axis=1)
+    low = np.where(voted, matrix.values.astype(int), 99).min(axis=1)
+    at = open_page("data")
+    assert set(shown_rows(at)["label"]) == {"HAM", "SPAM", "unknown"}  # never None beside "unknown"
+    expected = {"wrong": ((gold != ABSTAIN) & (gold != pred)).sum(), "no LF votes": (~voted.any(axis=1)).sum(),
+                "LFs conflict": (voted.any(axis=1) & (high != low)).sum()}
+    for kind, count in expected.items():
+        at.session_state["row_kind"] = kind
+        at.run()
+        assert len(shown_rows(at)) == count > 0, kind
+    row = frame.filter(pl.col("text").str.contains("&#39;")).row(0, named=True)
+    at.session_state["row_kind"] = "all rows"
+    at.text_input(key="search").input(row["text"][:20].split("&")[0]).run()
+    texts = list(shown_rows(at)["text"])
+    assert not any("&#39;" in t or "<br" in t for t in texts)  # shown as a reader sees it
+    assert not at.exception
+
+
 # --- LFs --------------------------------------------------------------------------------------------
 
 
@@ -159,7 +182,7 @@ def test_label_model_page_shows_metrics_and_fits_another_model(app_project, open
     metrics = app_project.evaluate(app_project.label_model())
     assert {m.label: m.value for m in at.metric} == {f"{s} accuracy": f"{m['accuracy']:.3f}"
                                                      for s, m in metrics.items()}
-    assert len(at.get("vega_lite_chart")) == 1  # the confusion matrix
+    assert len(at.get("vega_lite_chart")) == 2  # the confusion matrix, the LF conflicts
 
     at.sidebar.selectbox(key="model").select("majority_vote").run()
     assert "label model 'majority_vote' has not been fit" in at.info[0].value
@@ -189,6 +212,26 @@ def test_label_model_page_says_what_auto_chose_and_why(app_project, open_page):
     scores = at.dataframe[0].value  # above the metrics table
     assert set(scores["model"]) == {"labelflow", "snorkel", "majority_vote"}
     assert list(scores.loc[scores["chosen"], "model"]) == [choice["chosen"]]
+
+
+def test_label_model_page_compares_every_model_exports_and_maps_lf_conflicts(app_project, open_page):
+    from labelflow.labelmodels import label_model_names
+
+    app_project.fit("majority_vote", use_dev=False)
+    app_project.fit("labelflow", use_dev=True)
+    at = open_page("label_model")
+    comparison = lambda: next(d.value for d in at.dataframe if "dev gold" in d.value.columns)  # noqa: E731
+    table = comparison().set_index("model")
+    assert list(table.index) == label_model_names()
+    assert bool(table.loc["labelflow", "dev gold"]) and not bool(table.loc["majority_vote", "dev gold"])
+    assert not table.loc["snorkel", "fit"] and np.isnan(table.loc["snorkel", "test accuracy"])
+    expected = app_project.evaluate(app_project.label_model("majority_vote"))
+    assert table.loc["majority_vote", "test accuracy"] == pytest.approx(expected["test"]["accuracy"])
+    assert table.loc["majority_vote", "test coverage"] == pytest.approx(expected["test"]["coverage"])
+    download = at.get("download_button")[0]
+    assert download.proto.label == "Download labelflow's labels"
+    at.button(key="fit_all").click().run()
+    assert comparison()["fit"].all() and not at.exception
 
 
 # --- Error analysis ---------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def test_ui_runs_streamlit_on_the_app_bound_to_this_machine(app_project, execve,
     [(path, argv, env)] = execve
     assert path == sys.executable
     assert argv == [sys.executable, "-m", "streamlit", "run", str(APP / "main.py"), "--server.address", "127.0.0.1",
-                    "--server.port", "8501", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+                    "--server.port", "8501", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                    "--client.toolbarMode", "viewer"]  # no Deploy button
     assert env["LABELFLOW_PROJECT"] == str(app_project.root.resolve())
     assert "on http://127.0.0.1:8501" in capsys.readouterr().err
 
