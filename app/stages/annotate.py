@@ -135,7 +135,8 @@ def name_of(c: int | None) -> str:
 
 def text_of(row: dict) -> str:
     fields = TEXT
-    return row[fields[0]] if len(fields) == 1 else "\n".join(f"{f}: {row[f]}" for f in fields)
+    show = loaders.display_text  # HTML entities and tags as a reader sees them
+    return show(row[fields[0]]) if len(fields) == 1 else "\n".join(f"{f}: {show(row[f])}" for f in fields)
 
 
 def row_context(row: dict, labels: pl.DataFrame, settled: pl.DataFrame) -> None:
@@ -327,7 +328,7 @@ with st.expander("Label Studio"):
     split = st.session_state.get("annotate_split", "dev")
     st.caption(f"The API key is read from the environment variable `{studio.API_KEY_ENV}` of the process running "
                "the app; it is never stored. A URL that comes with the project gets the key only once you confirmed "
-               "it on this machine: type your server's URL here (or pass `--url` to `labelflow studio`) once.")
+               "it on this machine: type your server's URL here once.")
     url = st.text_input("Label Studio URL", value=project.config.studio_url or "", key="studio_url",
                         placeholder="http://127.0.0.1:8080")
     how = st.radio("Rows to push", ["sample", "entropy"], horizontal=True, key="studio_rows",
