@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import altair as alt
@@ -13,6 +14,9 @@ from labelflow.errors import LabelflowError
 from labelflow.project import Project
 
 FLASH = "_flash"
+ABSTAIN_SWITCH = "Let LFs abstain on rows where they raise an error"
+"""The LFs page's switch for the project's ``on_error`` setting, named where an LF error is shown."""
+_PYTHON_HINT = re.compile(r" ?\((?:raise the time limit, or )?use on_error='abstain' to abstain on such rows\)")
 
 
 def apply_and_fit(project: Project, model: str, *, use_dev: bool | None = None) -> dict[str, dict[str, Any]] | None:
@@ -25,17 +29,31 @@ def apply_and_fit(project: Project, model: str, *, use_dev: bool | None = None) 
         bar = st.progress(0.0, text="Applying LFs (each LF's votes are cached; only new or edited LFs run)")
         try:
             matrix, cache = project.apply()
+            off = project.config.disabled_lfs
             st.write(f"Label matrix: {matrix.shape[0]} rows × {matrix.shape[1]} LFs "
-                     f"({len(cache.misses)} applied, {len(cache.hits)} from cache)")
+                     f"({len(cache.misses)} applied, {len(cache.hits)} from cache"
+                     + (f"; disabled, left out: {', '.join(off)})" if off else ")"))
             bar.progress(0.5, text=f"Fitting {model}")
             result = project.evaluate(project.fit(model, use_dev=use_dev))
         except LabelflowError as exc:
             status.update(label="Apply and fit failed", state="error")
-            st.error(str(exc))
+            st.error(lf_error(str(exc)))
             return None
         bar.progress(1.0, text="Done")
         status.update(label=f"Applied {matrix.shape[1]} LFs and fitted {model}", state="complete", expanded=False)
     return result
+
+
+def raised_on_a_row(message: str) -> bool:
+    """Whether an LF error says an LF raised on a row (what the project's ``on_error`` setting decides)."""
+    return _PYTHON_HINT.search(message) is not None
+
+
+def lf_error(message: str, *, where: str = "on the LFs page") -> str:
+    """An LF error in the app's words: the Python option it names (``on_error='abstain'``) becomes the LFs page's
+    switch (:data:`ABSTAIN_SWITCH`), found ``where``."""
+    return _PYTHON_HINT.sub(f". Fix the LF, or turn on **{ABSTAIN_SWITCH}** {where} to let it abstain on such rows",
+                            message)
 
 
 def flash(kind: str, message: str) -> None:

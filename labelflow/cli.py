@@ -65,8 +65,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = command("apply", "Apply the LF suite: the label matrix (cached per LF).")
     p.add_argument("--lfs", help="make this LF suite file the project's suite (recorded in labelflow.json once it "
                                  "applied), then apply it")
-    p.add_argument("--on-error", choices=("raise", "abstain"), default="raise",
-                   help="an LF raising on a row stops the run (raise) or abstains there (abstain)")
+    p.add_argument("--on-error", choices=("raise", "abstain"), default=None,
+                   help="an LF raising on a row stops the run (raise) or abstains there (abstain); default: the "
+                        "project's on_error setting (raise unless changed, as the app's LFs page can)")
     p.add_argument("--jobs", type=_positive, default=None, help="worker processes for Python LFs (default: all CPUs)")
     p.add_argument("--lf-timeout", type=float, default=None, metavar="SECONDS",
                    help="time limit of one Python LF call on one row; a call past it is an LF error "
@@ -584,7 +585,8 @@ def _estimate(project, args: argparse.Namespace) -> dict[str, Any]:
     from labelflow.fm.estimate import estimate_suite, format_estimates
 
     estimates = estimate_suite(project, project.lfs(args.lfs), names=args.estimate_lf,
-                               rows=args.estimate_rows or 40, seed=args.estimate_seed or 0, on_error=args.on_error,
+                               rows=args.estimate_rows or 40, seed=args.estimate_seed or 0,
+                               on_error=args.on_error or project.config.on_error,
                                progress=not args.json)
     if not args.json:
         print(format_estimates(estimates))

@@ -37,6 +37,7 @@ from labelflow.io import atomic_path
 from labelflow.labelmodels import get_label_model
 from labelflow.labelmodels.base import stratified_folds
 from labelflow.lf import LabelingFunction, load_lf_suite
+from labelflow.matrix import LabelMatrix, LFFailure
 from labelflow.slices import Slice, find_slices, ngram_matrix
 from labelflow.typing import ABSTAIN
 
@@ -74,6 +75,9 @@ class LFTrial:
     dev_accuracy: float | None
     examples: pl.DataFrame
     """Up to 20 rows it votes on: ``id``, ``text``, ``vote`` (class name)."""
+    failures: tuple[LFFailure, ...] = ()
+    """The rows it raised on and abstained (the project's ``on_error`` is ``"abstain"``), at most
+    :data:`~labelflow.apply.MAX_FAILURES_KEPT`."""
 
 
 @dataclass(frozen=True)
@@ -141,12 +145,15 @@ class Suggestion:
 
 
 def try_lf(project, code: str) -> LFTrial:
-    """Compile ``code`` (one LF definition, in the suite file's namespace) and apply it to every row."""
+    """Compile ``code`` (one LF definition, in the suite file's namespace) and apply it to every row. An LF that
+    raises on a row is an error, unless the project's ``on_error`` setting is ``"abstain"``: then it abstains
+    there and :attr:`LFTrial.failures` names the rows."""
     try:
         lf, _ = _compile_into_suite(project, code)
-        votes = _apply_beside_suite(project, lf)
+        matrix = _matrix_beside_suite(project, lf)
     except LabelflowError as exc:
         return LFTrial(None, str(exc), np.empty(0, dtype=np.int64), 0.0, 0.0, None, pl.DataFrame())
+    votes = matrix.values[:, -1].astype(np.int64)
     frame = project.dataset().frame
     dev = _gold_rows(project, "dev")
     voted = votes != ABSTAIN
@@ -156,7 +163,8 @@ def try_lf(project, code: str) -> LFTrial:
         pl.Series("vote", names[votes[voted][:20]].tolist(), dtype=pl.String))
     dev_voted = dev & voted
     return LFTrial(lf.name, None, votes, float(voted.mean()), float(voted[dev].mean()) if dev.any() else 0.0,
-                   float((votes[dev_voted] == gold[dev_voted]).mean()) if dev_voted.any() else None, examples)
+                   float((votes[dev_voted] == gold[dev_voted]).mean()) if dev_voted.any() else None, examples,
+                   tuple(f for f in matrix.failures if f.lf == lf.name))
 
 
 def save_lf(project, code: str) -> Path:
@@ -177,10 +185,16 @@ def _apply_beside_suite(project, lf: LabelingFunction, *, suite: Sequence[Labeli
                         dataset=None) -> np.ndarray:
     """``[n]`` votes of ``lf`` applied together with the project's suite (cached votes), so an LF with a
     ``budget`` sees the other LFs' votes; an LF of the suite with the same name is left out."""
+    return _matrix_beside_suite(project, lf, suite=suite, dataset=dataset).values[:, -1].astype(np.int64)
+
+
+def _matrix_beside_suite(project, lf: LabelingFunction, *, suite: Sequence[LabelingFunction] | None = None,
+                         dataset=None) -> LabelMatrix:
+    """The label matrix of :func:`_apply_beside_suite` (``lf`` last), applied with the project's ``on_error``."""
     others = [other for other in (project.lfs() if suite is None else suite) if other.name != lf.name]
-    matrix = apply_lfs(dataset or project.dataset(), [*others, lf], cardinality=project.schema.k,
-                       cache=VoteCache(project.store / "votes"), fm_cache=project.fm_cache)
-    return matrix.values[:, -1].astype(np.int64)
+    return apply_lfs(dataset or project.dataset(), [*others, lf], cardinality=project.schema.k,
+                     cache=VoteCache(project.store / "votes"), fm_cache=project.fm_cache,
+                     on_error=project.config.on_error)
 
 
 def _compile_into_suite(project, code: str) -> tuple[LabelingFunction, str]:
@@ -301,6 +315,105 @@ def merge_into_suite(suite_source: str, code: str) -> tuple[str, int]:
 def _first_line(node: ast.stmt) -> int:
     """0-based first line of a top-level statement, decorators included."""
     return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+
+
+def lf_source(suite_source: str, name: str) -> str | None:
+    """The top-level definition of LF ``name`` in a suite's source, decorators included (not the comments above
+    it): the code :func:`merge_into_suite` replaces when it is saved again. ``None`` when no one top-level
+    statement defines it (an LF made in a loop, say).
+
+    The definition is the statement binding ``name`` (``name = keyword_lf(...)``, ``def name``), else the one
+    statement holding the string ``name`` (``spam = keyword_lf("name", ...)``, ``@labeling_function(name="name")``).
+
+    Examples
+    --------
+    >>> suite = "a = keyword_lf('a', ['x'], label=1)\\n\\n@labeling_function()\\ndef b(x):\\n    return 0\\nLFS = [a, b]\\n"
+    >>> print(lf_source(suite, "b"), end="")
+    @labeling_function()
+    def b(x):
+        return 0
+    """
+    node = _lf_node(ast.parse(suite_source), name)
+    if node is None:
+        return None
+    return "\n".join(suite_source.splitlines()[_first_line(node):node.end_lineno]) + "\n"
+
+
+def remove_from_suite(suite_source: str, name: str) -> str:
+    """Suite source without LF ``name``: its top-level definition (see :func:`lf_source`) goes with the comment
+    lines right above it, and its variable leaves an ``LFS = [...]`` list. Raises :class:`LFError` when no one
+    top-level statement defines it.
+
+    Examples
+    --------
+    >>> suite = "a = keyword_lf('a', ['x'], label=1)\\n\\n# b: zeros\\nb = keyword_lf('b', ['y'], label=0)\\n\\nLFS = [a, b]\\n"
+    >>> print(remove_from_suite(suite, "b"))
+    a = keyword_lf('a', ['x'], label=1)
+    <BLANKLINE>
+    LFS = [a]
+    <BLANKLINE>
+    """
+    tree = ast.parse(suite_source)
+    node = _lf_node(tree, name)
+    if node is None:
+        raise LFError(f"no top-level definition of LF {name!r} in the suite to remove")
+    lines = suite_source.splitlines()
+    variables = set(_defined_names([node]))
+    lfs_list = next((n for n in tree.body if "LFS" in _defined_names([n]) and isinstance(n.value, ast.List)), None)
+    if lfs_list is not None and any(isinstance(e, ast.Name) and e.id in variables for e in lfs_list.value.elts):
+        kept = [e for e in lfs_list.value.elts if not (isinstance(e, ast.Name) and e.id in variables)]
+        listed = "\n".join(lines[_first_line(lfs_list):lfs_list.end_lineno])
+        one_per_line = lfs_list.value.lineno != lfs_list.value.end_lineno
+        items = [ast.get_source_segment(suite_source, e) for e in kept]
+        body = ("[\n" + "".join(f"    {item},\n" for item in items) + "]") if one_per_line and items else \
+            "[" + ", ".join(items) + "]"
+        head = listed[:listed.index("=") + 1]
+        lines[_first_line(lfs_list):lfs_list.end_lineno] = (f"{head} {body}").splitlines()
+    start, end = _first_line(node), node.end_lineno
+    while start > 0 and lines[start - 1].lstrip().startswith("#"):
+        start -= 1
+    del lines[start:end]
+    while start < len(lines) and not lines[start].strip() and (start == 0 or not lines[start - 1].strip()):
+        del lines[start]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def delete_lf(project, name: str) -> Path:
+    """Remove LF ``name`` from the project's suite file (:func:`remove_from_suite`), atomically and only when the
+    suite still loads without it and no longer holds it; returns the file. Raises :class:`LFError` and leaves the
+    file unchanged otherwise (another LF uses it, it is the last one, it is not defined at the top level)."""
+    path = project.suite_path
+    project.require_trusted()  # the suite file's code runs below
+    source = remove_from_suite(path.read_text(encoding="utf-8"), name)
+    tmp = path.with_name(f".{path.stem}.trial.py")
+    try:
+        tmp.write_text(source, encoding="utf-8")
+        try:
+            left = load_lf_suite(tmp)
+        except LFError as exc:
+            message = str(exc).replace(str(tmp.resolve()), str(path)).replace(str(tmp), str(path))
+            raise LFError(f"LF {name!r} was not deleted: without it the suite does not load ({message})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    if name in {lf.name for lf in left}:
+        raise LFError(f"LF {name!r} was not deleted: the suite still defines it elsewhere")
+    with atomic_path(path) as out:
+        out.write_text(source, encoding="utf-8")
+    project.trust()  # the suite was trusted (require_trusted); labelflow's own edit keeps it so
+    return path
+
+
+def _lf_node(tree: ast.Module, name: str) -> ast.stmt | None:
+    """The one top-level statement (not ``LFS``) that binds ``name``, else the one holding the string ``name``."""
+    body = [n for n in tree.body if "LFS" not in _defined_names([n])]
+    binding = [n for n in body if name in _defined_names([n])]
+    if len(binding) == 1:
+        return binding[0]
+    if binding:
+        return None
+    holding = [n for n in body if _defined_names([n]) and any(
+        isinstance(c, ast.Constant) and c.value == name for c in ast.walk(n))]
+    return holding[0] if len(holding) == 1 else None
 
 
 # --- analysis ---------------------------------------------------------------------------------------

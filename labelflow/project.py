@@ -85,6 +85,10 @@ class ProjectConfig:
     studio_api_key_env: str = "LABEL_STUDIO_API_KEY"
     ray_address: str | None = None
     extend: dict[str, Any] | None = None
+    on_error: Literal["raise", "abstain"] = "raise"
+    """What :meth:`Project.apply` and a tried LF do where an LF raises on a row: stop (``"raise"``) or abstain there."""
+    disabled_lfs: list[str] = field(default_factory=list)
+    """LFs of the suite left out of :meth:`Project.lfs`: not applied, not in the label matrix, not fit."""
     root: str | None = None
     format: int = FORMAT_VERSION
 
@@ -137,6 +141,8 @@ _CONFIG_TYPES: dict[str, tuple[Any, str]] = {
     "duplicates": (lambda v: v in ("error", "drop_identical"), '"error" or "drop_identical"'),
     "label_model": (_is_str, "a label model's name"), "studio_api_key_env": (_is_str, "a string"),
     "extend": (lambda v: v is None or isinstance(v, dict), "null or an object of settings (labelflow.extend)"),
+    "on_error": (lambda v: v in ("raise", "abstain"), '"raise" or "abstain"'),
+    "disabled_lfs": (_str_list, "a list of LF names"),
 }
 """What each key of ``labelflow.json`` holds: (check, what the error says it must be)."""
 
@@ -485,7 +491,7 @@ class Project:
         """LF columns of the current label matrix that the project's suite does not define, in matrix order.
 
         Non-empty when the matrix was applied from another LF list (an older config, LF objects
-        passed to :meth:`apply`) or an LF was removed from the suite since the last :meth:`apply`:
+        passed to :meth:`apply`) or an LF was removed from the suite (or disabled) since the last :meth:`apply`:
         what is fit and scored then is not the suite's. ``suite``: the suite's LF names, if already
         loaded (else the suite is loaded: the project must be trusted). ``[]`` without a matrix.
         Embedding-extended columns (``NAME~ext``) count as their LF.
@@ -495,14 +501,17 @@ class Project:
         names = set(suite if suite is not None else (lf.name for lf in self.lfs()))
         return [name for name in self.matrix().lf_names if name.split("~", 1)[0] not in names]
 
-    def lfs(self, path: str | Path | None = None) -> list[LabelingFunction]:
+    def lfs(self, path: str | Path | None = None, *, include_disabled: bool = False) -> list[LabelingFunction]:
         """The LF suite: ``path`` (relative to the working directory; the caller's choice, run as it is) or the
-        configured one, which runs only when the project is trusted (else :class:`UntrustedProjectError`)."""
+        configured one, which runs only when the project is trusted (else :class:`UntrustedProjectError`).
+        LFs named in the config's ``disabled_lfs`` are left out unless ``include_disabled``."""
         if path is not None:
-            return load_lf_suite(path)
-        suite = self.suite_path
-        self.require_trusted()
-        return load_lf_suite(suite)
+            suite = load_lf_suite(path)
+        else:
+            self.require_trusted()
+            suite = load_lf_suite(self.suite_path)
+        off = set(self.config.disabled_lfs)
+        return suite if include_disabled else [lf for lf in suite if lf.name not in off]
 
     # --- trust (see labelflow.trust) ------------------------------------------------------------------
 
@@ -578,7 +587,7 @@ class Project:
             gold[hit] = [agreed[i] for i in ids.filter(hit).to_list()]
         return gold
 
-    def apply(self, *, lfs: str | Path | Sequence[LabelingFunction] | None = None, on_error: OnError = "raise",
+    def apply(self, *, lfs: str | Path | Sequence[LabelingFunction] | None = None, on_error: OnError | None = None,
               n_jobs: int | None = None, progress: bool = False, engine: Engine | RayEngine = "local",
               address: str | None = None, timeout_s: float | None = None) -> tuple[LabelMatrix, VoteCache]:
         """Apply the LF suite to every row, reusing cached votes; saves ``store/matrix.parquet``.
@@ -588,8 +597,9 @@ class Project:
         (:meth:`set_suite`). LF objects are applied as given (the caller's list, e.g. the configured
         suite already loaded): where they differ from the suite, :meth:`stray_lfs` names them and the
         app says so. The rows are read and labeled a chunk at a time, here or on Ray (``engine="ray"``,
-        see :meth:`ray_engine`); ``timeout_s`` limits each Python LF call (see
-        :func:`~labelflow.apply.apply_lfs`)."""
+        see :meth:`ray_engine`); ``timeout_s`` limits each Python LF call and ``on_error`` (default: the
+        config's) decides what an LF raising on a row does (see :func:`~labelflow.apply.apply_lfs`)."""
+        on_error = on_error or self.config.on_error
         cache = VoteCache(self.store / "votes")
         given = isinstance(lfs, Sequence) and not isinstance(lfs, str)
         suite = lfs if given else self.lfs(lfs)

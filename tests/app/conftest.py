@@ -63,6 +63,24 @@ def _keep_first_lfs(project: Project, n: int = 3) -> None:
     project.fit()
 
 
+@pytest.fixture
+def edit_lf():
+    """``edit_lf(at, code, kind="submit")``: the LFs page's code editor sends ``code`` as an event (``"submit"``:
+    Ctrl+Enter, which tries it; ``"change"``: typing paused) and the page reruns; returns ``at``."""
+    import uuid
+
+    def edit(at, code: str, kind: str = "submit"):
+        try:
+            generation = at.session_state["lf_editor_generation"]
+        except KeyError:
+            generation = 0
+        at.session_state[f"lf_editor_{generation}"] = {"id": uuid.uuid4().hex[:8], "type": kind, "lang": "python",
+                                                       "text": code, "selected": "", "cursor": {"row": 0, "column": 0}}
+        return at.run()
+
+    return edit
+
+
 @pytest.fixture(scope="session")
 def youtube_template(tmp_path_factory) -> Path:
     return make_youtube_project(tmp_path_factory.mktemp("app") / "youtube").root

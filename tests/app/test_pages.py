@@ -142,10 +142,9 @@ def test_lfs_page_shows_the_suite_with_its_statistics(app_project, open_page):
     ("@labeling_function()\ndef boom(x):\n    return 1 // 0\n", "ZeroDivisionError"),
     ("x = 3\n", "must define exactly one LF"),
 ])
-def test_a_bad_lf_shows_its_error_and_leaves_the_suite_alone(app_project, open_page, code, message):
+def test_a_bad_lf_shows_its_error_and_leaves_the_suite_alone(app_project, open_page, edit_lf, code, message):
     before = app_project.suite_path.read_bytes()
-    at = open_page("lfs")
-    at.text_area(key="lf_code").input(code).run()
+    at = edit_lf(open_page("lfs"), code)
     assert len(errors(at)) == 1 and message in errors(at)[0]
     assert at.button(key="save").disabled
     assert not at.metric
@@ -153,11 +152,10 @@ def test_a_bad_lf_shows_its_error_and_leaves_the_suite_alone(app_project, open_p
     assert len(at.dataframe) == 1  # the suite table is still there
 
 
-def test_a_good_lf_is_measured_then_saved_into_the_suite_and_applied(app_project, open_page):
+def test_a_good_lf_is_measured_then_saved_into_the_suite_and_applied(app_project, open_page, edit_lf):
     code = 'mentions_free = keyword_lf("mentions_free", ["free", "win"], label=SPAM)\n'
     expected = try_lf(app_project, code)
-    at = open_page("lfs")
-    at.text_area(key="lf_code").input(code).run()
+    at = edit_lf(open_page("lfs"), code)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"LF": "mentions_free", "Coverage (all rows)": f"{expected.coverage:.1%}",
                        "Coverage on dev": f"{expected.dev_coverage:.1%}",
