@@ -153,21 +153,27 @@ def display_text(text: str | None) -> str | None:
 
 @st.cache_data(show_spinner="Loading the LF suite…", max_entries=8)
 def suite(root: str, stamp: Stamp, split: str) -> tuple[str, pl.DataFrame, bool]:
-    """The suite file's source and one row per LF in suite order with its statistics on ``split``
-    (null for LFs not in the label matrix yet), and whether there is a label matrix at all.
+    """The suite file's source and one row per LF in suite order, disabled ones included (``enabled``), with its
+    statistics on ``split`` (null for LFs not in the label matrix), ``errors`` (rows it raised on and abstained
+    in the last apply, at most :data:`~labelflow.apply.MAX_FAILURES_KEPT`; only when some did), and whether
+    there is a label matrix at all.
 
     Raises :class:`~labelflow.errors.LabelflowError` when the suite does not load.
     """
     project = Project.open(root)
-    names = [lf.name for lf in project.lfs()]
-    frame = pl.DataFrame({"lf": names})
+    names = [lf.name for lf in project.lfs(include_disabled=True)]
+    frame = pl.DataFrame({"lf": names, "enabled": [n not in project.config.disabled_lfs for n in names]})
     try:
         stats = project.summary(split)
     except ProjectError:
         return project.suite_path.read_text(encoding="utf-8"), frame, False
+    failures = pl.Series("lf", [f.lf for f in project.matrix().failures], dtype=pl.String).value_counts(name="errors")
     classes = list(project.schema.names)
     stats = stats.with_columns(pl.col("polarity").list.eval(
         pl.element().replace_strict(dict(enumerate(classes)), return_dtype=pl.String)))
+    if failures.height:
+        frame = frame.join(failures, on="lf", how="left", maintain_order="left").with_columns(
+            pl.col("errors").fill_null(0).cast(pl.Int64))
     return project.suite_path.read_text(encoding="utf-8"), frame.join(stats, on="lf", how="left",
                                                                       maintain_order="left"), True
 
