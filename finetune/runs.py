@@ -262,7 +262,7 @@ def start_run(project: Project, name: str, config: FinetuneConfig | None = None,
         project.label_model(label_model)  # fitted on the current LFs, or a ProjectError saying what to run
     argv = [sys.executable, "-m", "labelflow", "finetune", "-p", str(project.root), "--out", str(path),
             *config_argv(config), *(["--label-model", label_model] if label_model else []),
-            *(["--resume"] if resume else []), "--json"]
+            *(["--resume"] if resume else []), "--json", "-v"]  # -v: the console log keeps the trainer's log lines
     path.parent.mkdir(parents=True, exist_ok=True)
     _beside(path, "exit").unlink(missing_ok=True)
     with open(_beside(path, "console.log"), "w", encoding="utf-8") as console:

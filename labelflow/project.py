@@ -508,8 +508,9 @@ class Project:
         if path is not None:
             suite = load_lf_suite(path)
         else:
+            configured = self.suite_path  # a ProjectError first when no suite is configured at all
             self.require_trusted()
-            suite = load_lf_suite(self.suite_path)
+            suite = load_lf_suite(configured)
         off = set(self.config.disabled_lfs)
         return suite if include_disabled else [lf for lf in suite if lf.name not in off]
 

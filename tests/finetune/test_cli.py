@@ -82,7 +82,7 @@ def test_finetune_an_export_file_prints_lines_and_resumes(tmp_path, capsys, expo
     (["finetune", "--out", "RUN", "--labels", "LABELS", "--base-model", "/nope"], "base model '/nope' cannot be found"),
     (["finetune", "--out", "RUN", "-p", "NOPROJECT"], "is not a labelflow project"),
     (["predict", "--model", "RUN", "LABELS"], "is not a fine-tuned model folder: config.json is missing"),
-    (["predict", "--model", "TINY", "LABELS", "--text-column", "body"], "has no text column 'body'"),
+    (["predict", "--model", "TINY", "LABELS", "--text-column", "body"], "has no column 'body'"),
     (["predict", "--model", "TINY", "LABELS", "--out", "x.txt"], "--out must end in one of"),
 ])
 def test_errors_print_one_line_and_exit_2(tmp_path, capsys, export, tiny_model, argv, message, monkeypatch):
@@ -104,7 +104,7 @@ def test_options_become_the_config():
     cfg = config_from_args(args)
     assert cfg.lora_r == 4 and cfg.lora_target_modules == ("query", "value") and cfg.patience is None
     assert cfg.base_model == "all-MiniLM-L6-v2" and cfg.method == "lora"
-    assert ALL["finetune"] is COMMANDS["finetune"] and ALL["predict"] is COMMANDS["predict"]
+    assert set(COMMANDS) <= set(ALL)  # the CLI runs them (wrapped to silence third-party output unless -v)
 
 
 def test_demo_student_stage_and_comparison_table(tmp_path, project, tiny_config):
