@@ -175,6 +175,20 @@ def app(app_project, tmp_path):
         server.stop()
 
 
+@pytest.fixture
+def serve(tmp_path):
+    """``serve(project)``: ``labelflow ui`` on another project (an :class:`App`), stopped after the test."""
+    servers = []
+
+    def start(project) -> App:
+        servers.append(App(project, tmp_path / f"server-{len(servers)}.log"))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium (skips the test where it is not installed)."""
