@@ -92,11 +92,11 @@ def show(project: Project) -> str:
     found = code_editor(
         state[CODE], lang="python", theme="default", shortcuts="vscode", height=[10, 28], key=editor_key(),
         response_mode=["debounce", "blur"], allow_reset=False, ghost_text="",
-        options={"showLineNumbers": True, "tabSize": 4, "useSoftTabs": True, "displayIndentGuides": True,
-                 "enableKeyboardAccessibility": True, "textInputAriaLabel": LABEL, "wrap": False},
+        options={"textInputAriaLabel": LABEL,  # before enableKeyboardAccessibility, which puts the label on
+                 "enableKeyboardAccessibility": True,  # Tab indents; Escape, then Tab, leaves
+                 "showLineNumbers": True, "tabSize": 4, "useSoftTabs": True, "displayIndentGuides": True, "wrap": True},
         props={"placeholder": PLACEHOLDER, "enableLiveAutocompletion": False, "enableBasicAutocompletion": True,
-               "debounceChangePeriod": 400},
-        component_props={"style": {"border": "1px solid rgba(49, 51, 63, 0.2)", "borderRadius": "8px"}})
+               "debounceChangePeriod": 400})
     if isinstance(found, dict) and found.get("id") and found["id"] != state.get(SEEN):
         state[SEEN] = found["id"]
         code = str(found.get("text", ""))

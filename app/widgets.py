@@ -52,7 +52,7 @@ def raised_on_a_row(message: str) -> bool:
 def lf_error(message: str, *, where: str = "on the LFs page") -> str:
     """An LF error in the app's words: the Python option it names (``on_error='abstain'``) becomes the LFs page's
     switch (:data:`ABSTAIN_SWITCH`), found ``where``."""
-    return _PYTHON_HINT.sub(f". Fix the LF, or turn on **{ABSTAIN_SWITCH}** {where} to let it abstain on such rows",
+    return _PYTHON_HINT.sub(f". Fix the LF, or turn on **{ABSTAIN_SWITCH}** {where} to let it abstain on such rows.",
                             message)
 
 

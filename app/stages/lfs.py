@@ -20,7 +20,8 @@ project = loaders.project()
 model = st.session_state["model"]
 root = str(project.root)
 st.title("Labeling functions")
-widgets.show_flashes()
+with st.container():  # one block whatever it holds: what follows keeps its place (the editor is not remounted)
+    widgets.show_flashes()
 
 
 def trust_suite(shown: str) -> None:
@@ -72,19 +73,20 @@ st.caption(f"Suite `{project.suite_path.resolve()}` · {table.height} LFs"
            + f" · coverage, overlaps and conflicts are fractions of the {split} rows; accuracy is measured on its gold "
              "labels")
 stray = loaders.stray_lfs(root, stamp)
+notes = st.container()  # one block whatever it holds, as above
 if set(stray) & set(disabled):
-    st.warning(f"The label matrix still holds disabled LF(s) {', '.join(sorted(set(stray) & set(disabled)))}: "
+    notes.warning(f"The label matrix still holds disabled LF(s) {', '.join(sorted(set(stray) & set(disabled)))}: "
                "**Apply LFs and fit** on the Label model page leaves them out.", icon=":material/difference:")
     stray = [name for name in stray if name not in disabled]
 if stray:
-    st.warning(f"The label matrix holds {len(stray)} LF(s) that are not in this suite ({', '.join(stray)}): it was "
+    notes.warning(f"The label matrix holds {len(stray)} LF(s) that are not in this suite ({', '.join(stray)}): it was "
                "applied from another LF list, so the label model's scores are not this suite's. **Apply LFs and fit** "
                "on the Label model page (or saving an LF) rebuilds it from the suite.", icon=":material/difference:")
 if not applied:
-    st.info("The suite has not been applied yet: press **Apply LFs and fit** on the Label model page.")
-elif table["coverage"].is_null().any():
-    missing = table.filter(table["coverage"].is_null())["lf"].to_list()
-    st.info(f"Not applied yet: {', '.join(missing)}. Press **Apply LFs and fit** on the Label model page.")
+    notes.info("The suite has not been applied yet: press **Apply LFs and fit** on the Label model page.")
+elif (table["coverage"].is_null() & table["enabled"]).any():
+    missing = table.filter(table["coverage"].is_null() & table["enabled"])["lf"].to_list()
+    notes.info(f"Not applied yet: {', '.join(missing)}. Press **Apply LFs and fit** on the Label model page.")
 st.dataframe(table, hide_index=True, column_config={
     "polarity": st.column_config.ListColumn("votes for"),
     "coverage": st.column_config.ProgressColumn("coverage", min_value=0.0, max_value=1.0, format="percent"),
@@ -106,8 +108,7 @@ with st.expander(f"Source of {project.suite_path.name}"):
     st.code(source, language="python", line_numbers=True)
 
 state = st.session_state
-CONFIRM = "lf_confirm"
-"""Session key: ``("open" | "delete", LF name)`` waiting for the user's yes."""
+CONFIRM = "lf_confirm"  # session key: ("open" | "delete", LF name) waiting for the user's yes
 
 
 def refit_message(what: str, before, more: str = "") -> None:
@@ -147,12 +148,13 @@ def open_lf(name: str, code: str) -> None:
 
 st.subheader("Open, disable or delete an LF")
 names = table["lf"].to_list()
-pick, open_col, toggle_col, delete_col = st.columns([4, 2, 2, 2], vertical_alignment="bottom")
-name = pick.selectbox("LF", names, key="lf_pick", format_func=lambda n: f"{n} (disabled)" if n in disabled else n)
+row = st.container(horizontal=True, vertical_alignment="bottom")
+name = row.selectbox("LF", names, key="lf_pick", width=320,
+                     format_func=lambda n: f"{n} (disabled)" if n in disabled else n)
 found = lf_source(source, name)
 draft = state.get(lf_editor.CODE, "")
 unsaved = bool(draft.strip()) and draft.strip() not in source
-if open_col.button("Open in editor", key="lf_open", icon=":material/edit:", width="stretch", disabled=found is None,
+if row.button("Open in editor", key="lf_open", icon=":material/edit:", disabled=found is None,
                    help="Its definition from the suite file; saving it replaces it there" if found is not None else
                    f"{name} is not one top-level definition in {project.suite_path.name} (made in a loop, say): "
                    "edit the file"):
@@ -162,22 +164,23 @@ if open_col.button("Open in editor", key="lf_open", icon=":material/edit:", widt
         open_lf(name, found)
         st.rerun()
 on = name not in disabled
-if toggle_col.button("Disable" if on else "Enable", key="lf_toggle", width="stretch",
+if row.button("Disable" if on else "Enable", key="lf_toggle",
                      icon=":material/toggle_off:" if on else ":material/toggle_on:",
                      disabled=on and len(disabled) + 1 >= len(names),
                      help="Leave it out of the label matrix and the fit, keeping its code in the suite file "
                           "(labelflow.json's disabled_lfs; `labelflow apply` honours it too)" if on else
                           "Put its votes back into the label matrix and refit"):
     set_enabled(name, not on)
-if delete_col.button("Delete…", key="lf_delete", icon=":material/delete:", width="stretch",
+if row.button("Delete…", key="lf_delete", icon=":material/delete:",
                      disabled=len(names) < 2, help=f"Remove its definition from {project.suite_path.name}"):
     state[CONFIRM] = ("delete", name)
 
 confirm = state.get(CONFIRM)
+asking = st.container()  # one block whatever it holds, as above
 if confirm is not None and confirm[1] not in names:
     state.pop(CONFIRM)
 elif confirm is not None and confirm[0] == "delete":
-    with st.container(border=True):
+    with asking.container(border=True):
         st.warning(f"Delete LF **{confirm[1]}**? Its definition (and the comment lines right above it) leaves "
                    f"`{project.suite_path.name}`, only if the suite still loads without it; its votes leave the label "
                    f"matrix and {model} is refit. Only your version control can bring it back.",
@@ -189,7 +192,7 @@ elif confirm is not None and confirm[0] == "delete":
             state.pop(CONFIRM)
             st.rerun()
 elif confirm is not None and confirm[0] == "open":
-    with st.container(border=True):
+    with asking.container(border=True):
         st.warning(f"The editor holds a draft that is not in the suite. Opening **{confirm[1]}** replaces it.",
                    icon=":material/edit_note:")
         yes, no = st.columns(2)
@@ -222,8 +225,9 @@ def editor() -> None:
     """The editor, its trial and Save: typing reruns only this part of the page."""
     stamp = loaders.stamp(project)
     editing = state.get(lf_editor.EDITING)
+    note = st.empty()  # one element whatever it shows: the editor below keeps its place
     if editing:
-        st.caption(f"Opened **{editing}** from the suite: saving replaces its definition.")
+        note.caption(f"Opened **{editing}** from the suite: saving replaces its definition.")
     code = lf_editor.show(project)
     st.button("Try", key="lf_try", icon=":material/play_arrow:", help="Ctrl+Enter in the editor",
               disabled=not code.strip(), on_click=lambda: state.update({lf_editor.TRIED: state[lf_editor.CODE]}))
@@ -242,8 +246,8 @@ def editor() -> None:
             more = "+" if len(result.failures) >= MAX_FAILURES_KEPT else ""
             st.warning(f"{result.name} raised an error on {len(result.failures)}{more} rows and abstains there "
                        f"(first: row id {first.row_id!r}, {first.error}).", icon=":material/error:")
-        name_col, coverage, dev_coverage, dev_accuracy = st.columns(4)
-        name_col.metric("LF", result.name)
+        st.markdown(f"Trial of **{result.name}**")
+        coverage, dev_coverage, dev_accuracy = st.columns(3)
         coverage.metric("Coverage (all rows)", f"{result.coverage:.1%}")
         dev_coverage.metric("Coverage on dev", f"{result.dev_coverage:.1%}")
         dev_accuracy.metric("Accuracy on dev", "—" if result.dev_accuracy is None else f"{result.dev_accuracy:.3f}")

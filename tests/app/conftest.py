@@ -284,6 +284,32 @@ def press_shortcut(page, key: str, button) -> None:
         page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
 
+LF_EDITOR = 'iframe[title="code_editor.code_editor"]'
+"""The LFs page's code editor: Ace, in the frame of the streamlit-code-editor component."""
+
+
+def lf_editor(page):
+    """The LFs page's code editor's text input (labelled "LF code", inside the component's frame), once there (an
+    editor given new code mounts afresh: the old frame lingers, empty, until the page's run ends)."""
+    box = page.locator(LF_EDITOR).filter(visible=True).content_frame.get_by_label("LF code")
+    box.wait_for(state="attached")
+    return box
+
+
+def write_lf(page, code: str, *, try_it: bool = True) -> None:
+    """Replace what the LFs page's editor holds with ``code`` (as a paste: no auto-indent or closing brackets) and,
+    with ``try_it``, press Ctrl+Enter in it (the page tries the code)."""
+    box = lf_editor(page)
+    box.focus()
+    box.press("Control+a")
+    if code:
+        page.keyboard.insert_text(code)
+    else:
+        box.press("Delete")
+    if try_it:
+        box.press("Control+Enter")
+
+
 def stored(app: App) -> list[tuple]:
     with sqlite3.connect(app.project.store / "annotations.sqlite") as conn:
         return conn.execute("SELECT id, annotator, label FROM annotations ORDER BY annotator, time").fetchall()
@@ -292,6 +318,7 @@ def stored(app: App) -> list[tuple]:
 @pytest.fixture
 def ui() -> SimpleNamespace:
     """The browser tests' page helpers: ``visit``, ``shot``, ``expect_text``, ``start_annotating``, ``label``,
-    ``press_shortcut``, ``stored`` and ``TIMEOUT_MS``."""
+    ``press_shortcut``, ``lf_editor``, ``write_lf``, ``stored`` and ``TIMEOUT_MS``."""
     return SimpleNamespace(visit=visit, shot=shot, expect_text=expect_text, start_annotating=start_annotating,
-                           label=label, press_shortcut=press_shortcut, stored=stored, TIMEOUT_MS=TIMEOUT_MS)
+                           label=label, press_shortcut=press_shortcut, lf_editor=lf_editor, write_lf=write_lf,
+                           stored=stored, TIMEOUT_MS=TIMEOUT_MS)

@@ -32,6 +32,12 @@ def metrics(at) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
+def trial_of(at) -> str | None:
+    """The LF whose trial the page shows."""
+    found = [m.value for m in at.markdown if m.value.startswith("Trial of **")]
+    return found[0].removeprefix("Trial of **").removesuffix("**") if found else None
+
+
 def table(at):
     return at.dataframe[0].value
 
@@ -67,7 +73,8 @@ def test_emptying_the_editor_removes_the_draft(app_project, open_page, edit_lf):
 def test_ctrl_enter_tries_and_saving_clears_the_editor_and_the_draft(app_project, open_page, edit_lf):
     expected = try_lf(app_project, FREE)
     at = edit_lf(open_page("lfs"), FREE)
-    assert metrics(at) == {"LF": "mentions_free", "Coverage (all rows)": f"{expected.coverage:.1%}",
+    assert trial_of(at) == "mentions_free"
+    assert metrics(at) == {"Coverage (all rows)": f"{expected.coverage:.1%}",
                            "Coverage on dev": f"{expected.dev_coverage:.1%}",
                            "Accuracy on dev": f"{expected.dev_accuracy:.3f}"}
     assert not at.button(key="save").disabled
@@ -83,14 +90,14 @@ def test_the_try_button_tries_what_the_editor_holds(app_project, open_page, edit
     at = edit_lf(open_page("lfs"), FREE, "blur")
     assert not metrics(at)
     at.button(key="lf_try").click().run()
-    assert metrics(at)["LF"] == "mentions_free"
+    assert trial_of(at) == "mentions_free"
 
 
 def test_code_changed_after_its_trial_must_be_tried_again_before_saving(app_project, open_page, edit_lf):
     at = edit_lf(open_page("lfs"), FREE)
     changed = FREE.replace('"win"', '"winner"')
     edit_lf(at, changed, "change")
-    assert metrics(at)["LF"] == "mentions_free"  # the last trial stays in view
+    assert trial_of(at) == "mentions_free"  # the last trial stays in view
     assert any("changed since this trial" in c.value for c in at.caption)
     assert at.button(key="save").disabled
     edit_lf(at, changed)
@@ -109,7 +116,7 @@ def test_open_puts_the_lf_definition_in_the_editor_and_tries_it(app_project, ope
     assert code.startswith("@labeling_function()\ndef has_person(x):")
     assert at.session_state["lf_code"] == code and draft(app_project) == code
     assert at.session_state["lf_editor_generation"] == generation + 1  # the editor mounts afresh with it
-    assert metrics(at)["LF"] == "has_person"
+    assert trial_of(at) == "has_person"
     assert any("Opened **has_person** from the suite" in c.value for c in at.caption)
 
     edit_lf(at, code.replace("<= 60", "<= 80"))
@@ -146,6 +153,7 @@ def test_disable_leaves_the_lf_out_of_the_matrix_and_the_fit_and_enable_brings_i
     assert not shown.loc["keyword_my", "enabled"] and shown["enabled"].sum() == 17
     assert shown.loc["keyword_my", "coverage"] != shown.loc["keyword_my", "coverage"]  # NaN: not applied
     assert any("18 LFs (1 disabled: not applied, not fit)" in c.value for c in at.caption)
+    assert not any("Not applied yet" in i.value for i in at.info)  # disabled is not "not applied yet"
     assert "keyword_my =" in app_project.suite_path.read_text()  # the code stays
 
     assert at.button(key="lf_toggle").label == "Enable"
@@ -207,7 +215,7 @@ def test_an_lf_that_raises_offers_the_abstain_switch_not_a_python_option(app_pro
 
     switch.set_value(True).run()
     assert Project.open(app_project.root).config.on_error == "abstain"
-    assert not errors(at) and metrics(at)["LF"] == "boom"
+    assert not errors(at) and trial_of(at) == "boom"
     assert "boom raised an error on " in at.warning[0].value and "rows and abstains there" in at.warning[0].value
     at.button(key="save").click().run()
     assert not errors(at)

@@ -157,7 +157,8 @@ def test_a_good_lf_is_measured_then_saved_into_the_suite_and_applied(app_project
     expected = try_lf(app_project, code)
     at = edit_lf(open_page("lfs"), code)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"LF": "mentions_free", "Coverage (all rows)": f"{expected.coverage:.1%}",
+    assert "Trial of **mentions_free**" in [m.value for m in at.markdown]
+    assert metrics == {"Coverage (all rows)": f"{expected.coverage:.1%}",
                        "Coverage on dev": f"{expected.dev_coverage:.1%}",
                        "Accuracy on dev": f"{expected.dev_accuracy:.3f}"}
     assert list(at.dataframe[1].value["id"]) == expected.examples["id"].to_list()
