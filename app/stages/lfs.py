@@ -122,7 +122,8 @@ def refit_message(what: str, before, more: str = "") -> None:
 
 def set_enabled(name: str, enabled: bool) -> None:
     before = loaders.metrics_or_none(root, stamp, model)
-    project.update_config(disabled_lfs=[n for n in project.config.disabled_lfs if n != name] + ([] if enabled else [name]))
+    others = [n for n in project.config.disabled_lfs if n != name]
+    project.update_config(disabled_lfs=others if enabled else [*others, name])
     refit_message(f"Enabled LF {name!r}: its votes are back in the label matrix" if enabled else
                   f"Disabled LF {name!r}: its votes left the label matrix (it stays in {project.suite_path.name})",
                   before)
@@ -155,7 +156,7 @@ found = lf_source(source, name)
 draft = state.get(lf_editor.CODE, "")
 unsaved = bool(draft.strip()) and draft.strip() not in source
 if row.button("Open in editor", key="lf_open", icon=":material/edit:", disabled=found is None,
-                   help="Its definition from the suite file; saving it replaces it there" if found is not None else
+              help="Its definition from the suite file; saving it replaces it there" if found is not None else
                    f"{name} is not one top-level definition in {project.suite_path.name} (made in a loop, say): "
                    "edit the file"):
     if unsaved and state.get(lf_editor.CODE) != found:
@@ -165,14 +166,14 @@ if row.button("Open in editor", key="lf_open", icon=":material/edit:", disabled=
         st.rerun()
 on = name not in disabled
 if row.button("Disable" if on else "Enable", key="lf_toggle",
-                     icon=":material/toggle_off:" if on else ":material/toggle_on:",
-                     disabled=on and len(disabled) + 1 >= len(names),
-                     help="Leave it out of the label matrix and the fit, keeping its code in the suite file "
-                          "(labelflow.json's disabled_lfs; `labelflow apply` honours it too)" if on else
-                          "Put its votes back into the label matrix and refit"):
+              icon=":material/toggle_off:" if on else ":material/toggle_on:",
+              disabled=on and len(disabled) + 1 >= len(names),
+              help="Leave it out of the label matrix and the fit, keeping its code in the suite file "
+                   "(labelflow.json's disabled_lfs; `labelflow apply` honours it too)" if on else
+                   "Put its votes back into the label matrix and refit"):
     set_enabled(name, not on)
 if row.button("Delete…", key="lf_delete", icon=":material/delete:",
-                     disabled=len(names) < 2, help=f"Remove its definition from {project.suite_path.name}"):
+              disabled=len(names) < 2, help=f"Remove its definition from {project.suite_path.name}"):
     state[CONFIRM] = ("delete", name)
 
 confirm = state.get(CONFIRM)

@@ -53,9 +53,11 @@ def draft(app) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-def idle(page, ui) -> None:
-    """Wait until the page's script run ended."""
-    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=ui.TIMEOUT_MS)
+def shot(page, ui, name: str) -> None:
+    """A screenshot without a button's tooltip over the page (the mouse moved off)."""
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(300)
+    ui.shot(page, name)
 
 
 def open_lfs(page, app, ui):
@@ -106,7 +108,7 @@ def test_the_editor_is_monospace_tab_indents_and_the_draft_survives_a_reload(app
     assert box.evaluate("e => e === document.activeElement")  # still in the editor
     assert editor.locator(".ace_keyword").filter(has_text="def").count() == 1  # Python highlighting
     wait_until(lambda: draft(app) == code, "the draft in store/drafts/lf.py")
-    ui.shot(page, "lfs-editor-typing-1440")
+    shot(page, ui, "lfs-editor-typing-1440")
 
     page.reload()
     page.get_by_role("heading", name="Labeling functions", level=1).wait_for()
@@ -117,7 +119,7 @@ def test_the_editor_is_monospace_tab_indents_and_the_draft_survives_a_reload(app
     box.press("Control+Enter")
     ui.expect_text(page, "Accuracy on dev")
     ui.expect_text(page, "Trial of short")
-    ui.shot(page, "lfs-editor-draft-restored-1440")
+    shot(page, ui, "lfs-editor-draft-restored-1440")
 
 
 def test_ctrl_enter_tries_and_saving_clears_the_draft(app, new_page, ui):
@@ -125,7 +127,7 @@ def test_ctrl_enter_tries_and_saving_clears_the_draft(app, new_page, ui):
     open_lfs(page, app, ui)
     ui.write_lf(page, FREE)
     ui.expect_text(page, "Accuracy on dev")
-    ui.shot(page, "lfs-trial-1024")
+    shot(page, ui, "lfs-trial-1024")
     save = page.get_by_role("button", name="Save to the suite")
     expect(save).to_be_enabled()
     save.click()
@@ -134,7 +136,7 @@ def test_ctrl_enter_tries_and_saving_clears_the_draft(app, new_page, ui):
     assert draft(app) is None
     ui.lf_editor(page)
     wait_until(lambda: editor_value(page) == "", "the editor emptied")
-    ui.shot(page, "lfs-saved-1024")
+    shot(page, ui, "lfs-saved-1024")
 
 
 @pytest.mark.parametrize("width", [1440, 1024])
@@ -148,7 +150,7 @@ def test_open_disable_and_delete_an_lf_of_the_suite(app, new_page, ui, width):
     ui.expect_text(page, "Opened has_person from the suite")
     wait_until(lambda: editor_value(page) == lf_source(source, "has_person"), "has_person's source in the editor")
     ui.expect_text(page, "Accuracy on dev")
-    ui.shot(page, f"lfs-open-{width}")
+    shot(page, ui, f"lfs-open-{width}")
 
     choose_lf(page, "keyword_my")
     page.get_by_role("button", name="Disable").click()
@@ -156,13 +158,13 @@ def test_open_disable_and_delete_an_lf_of_the_suite(app, new_page, ui, width):
     ui.expect_text(page, "18 LFs (1 disabled: not applied, not fit)")
     project = Project.open(app.project.root)
     assert project.config.disabled_lfs == ["keyword_my"] and "keyword_my" not in project.matrix().lf_names
-    ui.shot(page, f"lfs-disabled-{width}")
+    shot(page, ui, f"lfs-disabled-{width}")
 
     choose_lf(page, "keyword_please")
     page.get_by_role("button", name="Delete…").click()
     ui.expect_text(page, "Delete LF keyword_please?")
     assert "keyword_please = " in app.project.suite_path.read_text()
-    ui.shot(page, f"lfs-delete-confirm-{width}")
+    shot(page, ui, f"lfs-delete-confirm-{width}")
     page.get_by_role("button", name="Delete keyword_please").click()
     ui.expect_text(page, re.compile(r"^Deleted LF 'keyword_please' from youtube_spam.py; refit labelflow: "))
     assert "keyword_please = " not in app.project.suite_path.read_text()
@@ -178,11 +180,11 @@ def test_an_lf_that_raises_offers_the_abstain_switch(app, new_page, ui):
     expect(alert).to_be_visible(timeout=ui.TIMEOUT_MS)
     expect(alert).to_contain_text("turn on Let LFs abstain on rows where they raise an error below")
     expect(alert).not_to_contain_text("on_error")
-    ui.shot(page, "lfs-error-hint-1440")
+    shot(page, ui, "lfs-error-hint-1440")
 
     page.get_by_test_id("stCheckbox").filter(has_text="Let LFs abstain on rows where they raise an error").click()
     ui.expect_text(page, re.compile(r"^boom raised an error on \d+ rows and abstains there"))
     assert Project.open(app.project.root).config.on_error == "abstain"
     page.get_by_role("button", name="Save to the suite").click()
     ui.expect_text(page, re.compile(r"^Saved LF 'boom' to youtube_spam.py"))
-    ui.shot(page, "lfs-error-abstained-1440")
+    shot(page, ui, "lfs-error-abstained-1440")

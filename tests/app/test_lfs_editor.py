@@ -11,7 +11,7 @@ import json
 import pytest
 
 from labelflow.guided import lf_source, try_lf
-from labelflow.project import CONFIG_FILE, Project
+from labelflow.project import Project
 
 FREE = 'mentions_free = keyword_lf("mentions_free", ["free", "win"], label=SPAM)\n'
 BOOM = "@labeling_function()\ndef boom(x):\n    return SPAM if 1 // (len(x.text) % 7) else HAM\n"
