@@ -116,8 +116,10 @@ live_runs_table()
 names = [r.name for r in runs]
 if st.session_state.get(RUN) not in names:
     st.session_state.pop(RUN, None)
-chosen = runs[names.index(st.selectbox("Run", names, key=RUN,
-                                       format_func=lambda n: f"{n} ({statuses[n]})"))]
+# The run's status is not in the selector's option text: a browser keeps a widget's option labels while its
+# options stay the same, so "(training)" would outlive the run. It is a line of its own, redrawn every run.
+chosen = runs[names.index(st.selectbox("Run", names, key=RUN))]
+st.markdown(f"Status of **{chosen.name}**: **{chosen.status}**")
 
 
 def show_history(history: list[dict], *, key: str) -> None:

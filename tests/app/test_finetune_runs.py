@@ -1,5 +1,5 @@
-"""The Fine-tune page shows each run's real state (issue 16, point 4): live progress in the runs table, the selector's
-status following the process, Stop then Resume continuing from the step it stopped at, no Resume where there is no
+"""The Fine-tune page shows each run's real state (issue 16, point 4): live progress in the runs table, the run's
+status following the process (in AppTest and, for the page's own refresh timer, in Chromium), Stop then Resume continuing from the step it stopped at, no Resume where there is no
 checkpoint (and why), curves only with two evaluations, on an integer step axis."""
 
 from __future__ import annotations
@@ -60,12 +60,13 @@ def test_the_runs_table_shows_live_progress_and_the_selector_follows_the_process
     at = open_page("finetune")
     table = at.dataframe[0].value
     assert table["status"].tolist() == ["training"] and table["step"].iloc[0] >= 3 and table["progress"].iloc[0] > 0
-    assert at.selectbox(key="ft_run").options == ["long (training)"] and not errors(at)
+    assert at.selectbox(key="ft_run").options == ["long"] and not errors(at)
+    assert "Status of **long**: **training**" in [m.value for m in at.markdown]
     assert at.progress[0].proto.text.startswith("long: step ")
 
     stop_run(app_project, "long")  # stopped elsewhere (another tab, the Python API)
     at.run()
-    assert at.selectbox(key="ft_run").options == ["long (stopped)"]
+    assert "Status of **long**: **stopped**" in [m.value for m in at.markdown]
     assert at.dataframe[0].value["status"].tolist() == ["stopped"]
     step = run_info(app_project, "long").checkpoint["step"]
     assert at.warning[0].value == f"long is not running; Resume continues it from step {step}, its last checkpoint."
@@ -80,7 +81,7 @@ def test_stop_then_resume_continues_from_the_step_it_stopped_at(app_project, ope
     step = stopped.checkpoint["step"]
     assert stopped.status == "stopped" and step == stopped.progress["step"] >= 3
     assert at.info[0].value == f"Stopped long at step {step}; Resume continues from there." and not errors(at)
-    assert at.selectbox(key="ft_run").options == ["long (stopped)"]
+    assert "Status of **long**: **stopped**" in [m.value for m in at.markdown]
     assert at.warning[0].value == f"long is not running; Resume continues it from step {step}, its last checkpoint."
 
     at.button(key="ft_resume").click().run()
@@ -126,3 +127,31 @@ def test_curves_need_two_evaluations_and_count_steps_in_integers(app_project, op
     spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
     assert spec["spec"]["encoding"]["x"]["axis"] == {"format": "d", "tickMinStep": 1}
     assert not any(label.startswith("Train loss at step") for label in (m.label for m in at.metric))
+
+
+@pytest.mark.slow
+def test_in_the_browser_the_runs_table_moves_and_follows_a_stop_without_a_click(app, new_page, ui, running):
+    """AppTest does not fire the page's refresh timer; Chromium does: while the run trains its step in the runs
+    table climbs with nobody touching the page, and a Stop made elsewhere shows as "stopped" with Resume."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from finetune.runs import run_info, stop_run
+
+    page = new_page(width=1440)
+    ui.visit(page, app, "finetune", "Fine-tune")
+    ui.expect_text(page, "Status of long: training")
+    first = run_info(app.project, "long").progress["step"]
+    ui.expect_text(page, re.compile(r"^long: step \d+"))
+    page.wait_for_function(  # the page's own progress line shows a later step than when it was opened
+        """(first) => [...document.querySelectorAll('[data-testid="stProgress"] p, [data-testid="stText"]')]
+              .some(e => { const m = e.textContent.match(/^long: step (\\d+)/); return m && +m[1] > first; })""",
+        arg=first, timeout=ui.TIMEOUT_MS)
+    ui.shot(page, "finetune-training-1440")
+    stop_run(app.project, "long")  # another tab, or the Python API
+    ui.expect_text(page, "Status of long: stopped")
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    stopped_at = run_info(app.project, "long").progress["step"]
+    ui.expect_text(page, re.compile(rf"^long: step {stopped_at} of \d+"))  # where it stopped, not still moving
+    ui.shot(page, "finetune-stopped-1440")
