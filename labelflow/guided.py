@@ -26,6 +26,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -208,19 +209,8 @@ def _compile_into_suite(project, code: str) -> tuple[LabelingFunction, str]:
         raise LFError("the LF code defines nothing: write one `@labeling_function()` def or `name = keyword_lf(...)`")
     path = project.suite_path
     project.require_trusted()  # the suite file's code runs below
-    suite_source = path.read_text(encoding="utf-8")
-    source, offset = merge_into_suite(suite_source, code)
-    tmp = path.with_name(f".{path.stem}.trial.py")
-    try:
-        tmp.write_text(source, encoding="utf-8")
-        try:
-            suite = load_lf_suite(tmp)
-        except LFError as exc:
-            message = str(exc).replace(str(tmp.resolve()), str(path)).replace(str(tmp), str(path))
-            raise LFError(_code_lines(message, str(path), offset)) from None
-        module = _suite_module(tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
+    source, offset = merge_into_suite(path.read_text(encoding="utf-8"), code)
+    suite, module = _load_as_suite(path, source, lambda message: _code_lines(message, str(path), offset))
     objects = [module.__dict__.get(name) for name in defined]
     lfs = [o for o in objects if isinstance(o, LabelingFunction)]
     if len(lfs) != 1:
@@ -229,6 +219,23 @@ def _compile_into_suite(project, code: str) -> tuple[LabelingFunction, str]:
     if lfs[0].name not in by_name:
         raise LFError(f"LF {lfs[0].name!r} is defined but not part of the suite (the suite's LFS list leaves it out)")
     return by_name[lfs[0].name], source
+
+
+def _load_as_suite(path: Path, source: str, explain) -> tuple[list[LabelingFunction], Any]:
+    """The LFs and module of ``source`` loaded as the suite file ``path`` would be (from a hidden trial file
+    beside it, so its imports of neighbouring files work; removed after). An :class:`LFError` names ``path``,
+    not the trial file, in the message ``explain(message)`` returns."""
+    tmp = path.with_name(f".{path.stem}.trial.py")
+    try:
+        tmp.write_text(source, encoding="utf-8")
+        try:
+            suite = load_lf_suite(tmp)
+        except LFError as exc:
+            message = str(exc).replace(str(tmp.resolve()), str(path)).replace(str(tmp), str(path))
+            raise LFError(explain(message)) from None
+        return suite, _suite_module(tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _code_lines(message: str, path: str, offset: int) -> str:
@@ -385,16 +392,8 @@ def delete_lf(project, name: str) -> Path:
     path = project.suite_path
     project.require_trusted()  # the suite file's code runs below
     source = remove_from_suite(path.read_text(encoding="utf-8"), name)
-    tmp = path.with_name(f".{path.stem}.trial.py")
-    try:
-        tmp.write_text(source, encoding="utf-8")
-        try:
-            left = load_lf_suite(tmp)
-        except LFError as exc:
-            message = str(exc).replace(str(tmp.resolve()), str(path)).replace(str(tmp), str(path))
-            raise LFError(f"LF {name!r} was not deleted: without it the suite does not load ({message})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    left, _ = _load_as_suite(path, source, lambda message: f"LF {name!r} was not deleted: without it the suite "
+                                                           f"does not load ({message})")
     if name in {lf.name for lf in left}:
         raise LFError(f"LF {name!r} was not deleted: the suite still defines it elsewhere")
     with atomic_path(path) as out:

@@ -25,14 +25,6 @@ TIMEOUT = 240  # seconds a run of the tiny model may take on a busy machine
 NEVER = 10 ** 6  # an eval_every / log_every no run reaches: no checkpoint, no log window before the end
 
 
-@pytest.fixture
-def fitted(project, stop_runs_after):
-    project.apply()
-    project.fit()
-    stop_runs_after(project)
-    return project
-
-
 def tiny(tiny_model, **overrides) -> FinetuneConfig:
     opts = {"base_model": str(tiny_model), "method": "full", "epochs": 3, "batch_size": 4, "lr": 5e-3,
             "max_length": 32, "device": "cpu", "cpu_threads": 1, "progress": False}

@@ -21,15 +21,6 @@ from labelflow.guided import analyze  # noqa: E402
 TIMEOUT = 240  # seconds a run of the tiny model may take on a busy machine
 
 
-@pytest.fixture
-def fitted(project, stop_runs_after):
-    """The tiny project (16 rows), applied and fit; its runs are stopped at teardown."""
-    project.apply()
-    project.fit()
-    stop_runs_after(project)
-    return project
-
-
 def tiny(tiny_model, **overrides) -> FinetuneConfig:
     opts = {"base_model": str(tiny_model), "method": "full", "epochs": 3, "batch_size": 4, "lr": 5e-3,
             "max_length": 32, "device": "cpu", "cpu_threads": 1, "progress": False}
