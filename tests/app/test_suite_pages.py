@@ -34,10 +34,10 @@ def test_the_pages_name_lfs_of_the_matrix_that_the_suite_lacks(app_project, open
                                           "does not define (kw_check, kw_love)") and not errors(at)
 
 
-def test_saving_an_lf_says_which_lfs_left_the_matrix(app_project, open_page, tmp_path):
+def test_saving_an_lf_says_which_lfs_left_the_matrix(app_project, open_page, tmp_path, edit_lf):
     _apply_another_list(app_project, tmp_path)
     at = open_page("lfs")
-    at.text_area(key="lf_code").input('mentions_free = keyword_lf("mentions_free", ["free"], label=SPAM)\n').run()
+    edit_lf(at, 'mentions_free = keyword_lf("mentions_free", ["free"], label=SPAM)\n')  # typed, then Ctrl+Enter
     at.button(key="save").click().run()
     assert not errors(at)
     message = at.success[0].value

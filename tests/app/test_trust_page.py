@@ -28,7 +28,7 @@ def test_item8_opening_the_lfs_page_of_an_untrusted_project_runs_nothing(app_pro
     assert not at.exception, [e.value for e in at.exception]
     assert marker.exists() and app_project.trusted
     assert any("Trusted youtube_spam.py" in s.value for s in at.success)
-    assert len(at.dataframe[0].value) == len(app_project.lfs()) and at.text_area(key="lf_code")
+    assert len(at.dataframe[0].value) == len(app_project.lfs()) and at.button(key="lf_try")  # the editor is there
 
 
 def test_item8_the_trust_button_trusts_only_the_source_shown(app_project, open_page, tmp_path, monkeypatch):
