@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 from code_editor import code_editor
 
-from labelflow.io import atomic_path
+from labelflow.files import atomic_path
 from labelflow.project import Project
 
 LABEL = "LF code"

@@ -23,11 +23,11 @@ import streamlit as st
 
 from finetune.export import METRICS_FILE
 from finetune.runs import RunInfo, split_predictions
+from labelflow.conventions import ABSTAIN
 from labelflow.errors import LabelflowError, ProjectError
 from labelflow.guided import Analysis, LFTrial, Suggestion, analyze, suggest_lfs, try_lf
 from labelflow.labelmodels import AutoLabelModel, label_model_names
 from labelflow.project import CONFIG_FILE, Project
-from labelflow.typing import ABSTAIN
 
 ENV = "LABELFLOW_PROJECT"
 NOTES = "project_notes"

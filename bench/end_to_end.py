@@ -69,8 +69,8 @@ def main(cfg: argparse.Namespace) -> dict:
 
     from finetune import finetune
     from labelflow import apply_lfs, get_label_model, load_lf_suite, read_wrench
+    from labelflow.conventions import ABSTAIN
     from labelflow.fm import FMCache
-    from labelflow.typing import ABSTAIN
 
     start = time.perf_counter()
     seconds = {}

@@ -48,8 +48,8 @@ def ceiling(L, y, metric: str) -> float:
 def main(cfg: argparse.Namespace) -> dict:
     import numpy as np
 
-    from labelflow.bench import POSITIVE_CLASS_F1
     from labelflow.dataset import read_wrench
+    from labelflow.model_comparison import POSITIVE_CLASS_F1
 
     records = []
     for folder in map(Path, cfg.folders):

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from labelflow.io import atomic_path
+from labelflow.files import atomic_path
 
 from finetune.errors import FinetuneError
 

@@ -156,7 +156,7 @@ def predict_command(args: argparse.Namespace) -> dict[str, Any]:
     frame = predict(args.model, args.data, text=args.text_column, batch_size=args.batch_size, device=args.device)
     result: dict[str, Any] = {"rows": frame.height}
     if out is not None:
-        from labelflow.io import atomic_path
+        from labelflow.files import atomic_path
 
         with atomic_path(out) as tmp:
             getattr(frame, writers[out.suffix.lower()])(tmp)

@@ -43,11 +43,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from labelflow.conventions import ABSTAIN
 from labelflow.labelmodels.base import probs_to_preds, tied_rows
 
 from finetune.errors import FinetuneError
 
-ABSTAIN = -1
 PROB_PREFIX = "prob_"
 
 

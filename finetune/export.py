@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from labelflow.io import atomic_path, write_json
+from labelflow.files import atomic_path, write_json
 
 from finetune.evaluate import metrics
 from finetune.model import quiet_transformers

@@ -43,8 +43,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from labelflow.io import write_json
-from labelflow.typing import ABSTAIN
+from labelflow.conventions import ABSTAIN
+from labelflow.files import write_json
 
 from finetune.checkpoint import checkpoint_summary
 from finetune.config import FinetuneConfig

@@ -39,7 +39,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from labelflow.errors import require
-from labelflow.io import atomic_path, write_json
+from labelflow.files import atomic_path, write_json
 
 from finetune.checkpoint import read_checkpoint, write_checkpoint
 from finetune.config import FinetuneConfig

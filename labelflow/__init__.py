@@ -20,9 +20,9 @@ from labelflow.lf import (
     regex_lf,
     threshold_lf,
 )
+from labelflow.conventions import ABSTAIN
 from labelflow.matrix import LabelMatrix
 from labelflow.schema import ClassSchema
-from labelflow.typing import ABSTAIN
 
 __version__ = "0.1.0"
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from labelflow.conventions import ABSTAIN, GoldArray, LabelArray, PredArray
 from labelflow.errors import LabelModelError
 from labelflow.labelmodels.majority import vote_counts
 from labelflow.matrix import check_label_matrix
-from labelflow.typing import ABSTAIN, GoldArray, LabelArray, PredArray
 
 
 def lf_summary(

@@ -55,15 +55,15 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from labelflow.conventions import ABSTAIN, LABEL_DTYPE, LabelArray
 from labelflow.dataset import Dataset
 from labelflow.distributed import RayEngine
 from labelflow.errors import LFError
+from labelflow.files import atomic_path
 from labelflow.fm.cache import FMCache
 from labelflow.fm.lfs import FMLF, budget_rows
-from labelflow.io import atomic_path
 from labelflow.lf import ExpressionLF, LabelingFunction, PythonLF, Row, check_suite, stdout_to_stderr
 from labelflow.matrix import LabelMatrix, LFFailure
-from labelflow.typing import ABSTAIN, LABEL_DTYPE, LabelArray
 
 OnError = Literal["raise", "abstain"]
 Engine = Literal["local", "ray"]

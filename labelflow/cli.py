@@ -423,7 +423,7 @@ def _data_item(value: str) -> tuple[str, str]:
 
 
 def _class_names(value: str) -> list[str]:
-    from labelflow.typing import MAX_CLASSES
+    from labelflow.conventions import MAX_CLASSES
 
     names = [c.strip() for c in value.split(",")]
     if any(not n for n in names):
@@ -669,7 +669,7 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    from labelflow.bench import bench_label_models, markdown_table
+    from labelflow.model_comparison import bench_label_models, markdown_table
 
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     results = bench_label_models(args.folders, models=models, dev=args.dev)

@@ -28,9 +28,9 @@ from typing import Any, Literal, Union
 import numpy as np
 import polars as pl
 
+from labelflow.conventions import ABSTAIN, GoldArray
 from labelflow.errors import DataError
 from labelflow.schema import ClassSchema
-from labelflow.typing import ABSTAIN, GoldArray
 
 PathLike = Union[str, Path]
 Source = Union[PathLike, pl.DataFrame, Any]

@@ -44,12 +44,12 @@ import numpy as np
 import polars as pl
 
 from labelflow.errors import LabelflowError, LFError, require
+from labelflow.files import atomic_path, write_json
 from labelflow.fm.base import Provider, get_provider
-from labelflow.io import atomic_path, write_json
 
 if TYPE_CHECKING:
     from labelflow.apply import ChunkApplier, Failures
-    from labelflow.typing import LabelArray
+    from labelflow.conventions import LabelArray
 
 class EngineError(LabelflowError):
     """The Ray cluster could not be reached, or a shard failed on it after every retry."""

@@ -49,9 +49,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from labelflow.conventions import ABSTAIN, LABEL_DTYPE, MAX_CLASSES, LabelArray
 from labelflow.errors import LFError
 from labelflow.matrix import check_label_matrix
-from labelflow.typing import ABSTAIN, LABEL_DTYPE, MAX_CLASSES, LabelArray
 
 EXT_SUFFIX = "~ext"
 """Suffix of an extension column's name: LF ``NAME`` → ``NAME~ext``."""

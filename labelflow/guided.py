@@ -33,14 +33,14 @@ import polars as pl
 from sklearn.decomposition import PCA
 
 from labelflow.apply import VoteCache, apply_lfs
+from labelflow.conventions import ABSTAIN
 from labelflow.errors import LabelflowError, LFError
-from labelflow.io import atomic_path
+from labelflow.files import atomic_path
 from labelflow.labelmodels import get_label_model
 from labelflow.labelmodels.base import stratified_folds
 from labelflow.lf import LabelingFunction, load_lf_suite
 from labelflow.matrix import LabelMatrix, LFFailure
 from labelflow.slices import Slice, find_slices, ngram_matrix
-from labelflow.typing import ABSTAIN
 
 CODE_FILE = "<LF code>"
 SUGGESTION_KINDS = ("keyword", "regex", "knn", "prompt", "extend")

@@ -51,8 +51,8 @@ from typing import Any, Literal
 
 import polars as pl
 
+from labelflow.conventions import ABSTAIN
 from labelflow.errors import LFError
-from labelflow.typing import ABSTAIN
 
 FINGERPRINT_VERSION = "2"
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from labelflow.conventions import ABSTAIN, LABEL_DTYPE, MAX_CLASSES, LabelArray
 from labelflow.errors import LabelModelError
-from labelflow.io import atomic_path
-from labelflow.typing import ABSTAIN, LABEL_DTYPE, MAX_CLASSES, LabelArray
+from labelflow.files import atomic_path
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from labelflow.dataset import Dataset, canonical_split, load_dataset
 from labelflow.distributed import RayEngine
 from labelflow.errors import DataError, LabelModelError, LFError, ProjectError, involving
 from labelflow.extend import ExtendConfig, ExtensionCandidate, base_columns, extend_votes, extension_candidates
+from labelflow.files import atomic_path, write_json, write_parquet_parts
 from labelflow.fm.cache import FMCache
-from labelflow.io import atomic_path, write_json, write_parquet_parts
 from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model, probs_to_preds
 from labelflow.labelmodels.base import tied_rows
 from labelflow.lf import LabelingFunction, load_lf_suite
@@ -50,7 +50,7 @@ from labelflow.matrix import LabelMatrix, hash_strings
 from labelflow.schema import ClassSchema
 from labelflow.trust import (Fingerprint, UntrustedProjectError, fingerprint, is_trusted, record_trust,
                              untrusted_message)
-from labelflow.typing import ABSTAIN
+from labelflow.conventions import ABSTAIN
 
 CONFIG_FILE = "labelflow.json"
 STALE_FILE = "stale.json"

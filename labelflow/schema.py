@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from labelflow.conventions import MAX_CLASSES
 from labelflow.errors import DataError
-from labelflow.typing import MAX_CLASSES
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
-from labelflow.typing import ABSTAIN
+from labelflow.conventions import ABSTAIN
 
 TOKEN_PATTERN = r"(?u)\b\w[\w']*\b"
 """What a word is for n-gram slices and suggestions (CountVectorizer's ``token_pattern``; one-letter words count)."""

@@ -40,10 +40,10 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import polars as pl
 
+from labelflow.conventions import ABSTAIN
 from labelflow.errors import LabelflowError, ProjectError, require
-from labelflow.io import write_json
+from labelflow.files import write_json
 from labelflow.trust import confirm_studio_url, studio_url_confirmed, trust_file
-from labelflow.typing import ABSTAIN
 
 SOURCE = "label-studio"
 STATE_FILE = "studio.json"

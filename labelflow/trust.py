@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from labelflow.errors import ProjectError
-from labelflow.io import write_json
+from labelflow.files import write_json
 
 HOME_ENV = "LABELFLOW_HOME"
 TRUST_FILE = "trusted.json"

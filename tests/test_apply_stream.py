@@ -12,7 +12,7 @@ import pytest
 from labelflow import ABSTAIN, ExpressionLF, VoteCache, apply_lfs, keyword_lf, labeling_function, load_lf_suite
 from labelflow.apply import MAX_FAILURES_KEPT
 from labelflow.errors import ProjectError
-from labelflow.io import write_parquet_parts
+from labelflow.files import write_parquet_parts
 from labelflow.project import Project
 
 REPO = Path(__file__).resolve().parents[1]

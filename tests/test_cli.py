@@ -301,9 +301,9 @@ def test_bench_label_models_json_is_one_document(tmp_path, capsys):
 
 
 def test_bench_scores_covered_rows_and_keys_ties_by_the_test_row(tmp_path):
-    from labelflow.bench import bench_label_models
     from labelflow.dataset import read_wrench
     from labelflow.labelmodels import MajorityVote, probs_to_preds
+    from labelflow.model_comparison import bench_label_models
 
     folder = _tiny_wrench(tmp_path / "tiny" / "wrench", seed=3)
     [row] = bench_label_models([folder], models=["majority_vote"])

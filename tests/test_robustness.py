@@ -69,7 +69,7 @@ def assert_one_line(rc: int, err: str, *words: str) -> None:
 
 
 def test_a_full_disk(monkeypatch, capsys, tmp_path):
-    from labelflow.io import atomic_path
+    from labelflow.files import atomic_path
 
     def fail():
         with atomic_path(tmp_path / "store" / "matrix.parquet"):

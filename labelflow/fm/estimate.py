@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from labelflow.apply import OnError, VoteCache, apply_lfs, cached_votes
+from labelflow.conventions import ABSTAIN, LABEL_DTYPE
 from labelflow.dataset import Dataset
 from labelflow.errors import LFError
 from labelflow.fm.base import RunStats
@@ -41,7 +42,6 @@ from labelflow.fm.cache import FMCache
 from labelflow.fm.lfs import FMLF, KnnLF, PromptLF, ZeroShotLF, _dev_gold, budget_rows
 from labelflow.lf import LabelingFunction, check_suite
 from labelflow.project import Project
-from labelflow.typing import ABSTAIN, LABEL_DTYPE
 
 DEFAULT_ROWS = 40
 """Dev gold rows an estimate measures on by default."""

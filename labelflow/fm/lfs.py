@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import polars as pl
 
+from labelflow.conventions import ABSTAIN, LABEL_DTYPE
 from labelflow.errors import LFError
 from labelflow.fm.base import Provider, RunStats, get_provider
 from labelflow.fm.cache import FMCache
 from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax, template_fields, zero_shot_similarity
 from labelflow.lf import LabelingFunction
-from labelflow.typing import ABSTAIN, LABEL_DTYPE
 
 if TYPE_CHECKING:
     from labelflow.distributed import RayEngine

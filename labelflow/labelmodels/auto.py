@@ -9,7 +9,7 @@ import numpy as np
 from labelflow.errors import LabelModelError
 from labelflow.labelmodels.base import (LabelModel, _REGISTRY, get_label_model, label_model_names, probs_to_preds,
                                         register_label_model, stratified_folds)
-from labelflow.typing import GoldArray, LabelArray, ProbArray
+from labelflow.conventions import GoldArray, LabelArray, ProbArray
 
 PREFERENCE = ("labelflow", "snorkel", "majority_vote")
 """Order of preference among equal dev scores, and the choice when there is no dev gold."""

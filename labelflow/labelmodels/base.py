@@ -11,10 +11,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from labelflow.conventions import ABSTAIN, GoldArray, LabelArray, PredArray, ProbArray
 from labelflow.errors import LabelModelError
-from labelflow.io import atomic_path
+from labelflow.files import atomic_path
 from labelflow.matrix import check_label_matrix
-from labelflow.typing import ABSTAIN, GoldArray, LabelArray, PredArray, ProbArray
 
 TiePolicy = Literal["random", "abstain", "first"]
 FORMAT_VERSION = 1

@@ -91,7 +91,7 @@ from scipy.stats import chi2
 
 from labelflow.errors import LabelModelError, require
 from labelflow.labelmodels.base import LabelModel, register_label_model, stratified_folds
-from labelflow.typing import GoldArray, LabelArray, ProbArray
+from labelflow.conventions import GoldArray, LabelArray, ProbArray
 
 CHUNK_ROWS = 1 << 18
 MIN_SHRINK_DEV_VOTES = 3.0

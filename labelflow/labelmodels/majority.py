@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from labelflow.conventions import GoldArray, LabelArray, ProbArray
 from labelflow.labelmodels.base import LabelModel, register_label_model
-from labelflow.typing import GoldArray, LabelArray, ProbArray
 
 CHUNK_ROWS = 1 << 20
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from labelflow.conventions import GoldArray, LabelArray, ProbArray
 from labelflow.errors import LabelModelError, require
 from labelflow.labelmodels.base import LabelModel, register_label_model
-from labelflow.typing import GoldArray, LabelArray, ProbArray
 
 
 @register_label_model

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from labelflow.typing import ABSTAIN
+from labelflow.conventions import ABSTAIN
 
 APP = Path(__file__).resolve().parents[2] / "app"
 

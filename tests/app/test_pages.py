@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from labelflow.conventions import ABSTAIN
 from labelflow.guided import analyze, suggest_lfs, try_lf
 from labelflow.project import CONFIG_FILE, Project
-from labelflow.typing import ABSTAIN
 
 PAGES = {"data": "Data", "lfs": "Labeling functions", "label_model": "Label model",
          "error_analysis": "Error analysis", "annotate": "Annotate", "finetune": "Fine-tune"}

@@ -132,7 +132,7 @@ def _pretender(argv_tail: list[str]):
 def _launch_record(project, name: str, pid: int, **extra) -> None:
     import time
 
-    from labelflow.io import write_json
+    from labelflow.files import write_json
 
     path = runs_folder(project) / name
     write_json(runs_folder(project) / f"{name}.pid", {

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from labelflow.analysis import classification_metrics
+from labelflow.conventions import ABSTAIN
 from labelflow.dataset import read_wrench
 from labelflow.errors import DataError, LabelModelError
 from labelflow.labelmodels import AutoLabelModel, get_label_model, label_model_names, probs_to_preds
 from labelflow.labelmodels.base import tied_rows
-from labelflow.typing import ABSTAIN
 
 POSITIVE_CLASS_F1 = {"sms": "f1_spam"}
 """WRENCH scores these datasets by the F1 of class 1; all others by accuracy."""

@@ -1,4 +1,4 @@
-"""labelflow.io: atomic writes keep the umask's mode or the replaced file's, name their temporary files
+"""labelflow.files: atomic writes keep the umask's mode or the replaced file's, name their temporary files
 recognisably, and sweep the ones a killed run left behind."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from labelflow.errors import explain
-from labelflow.io import (STALE_SECONDS, TEMP_SUFFIX, atomic_path, sweep_stale, target_of, temp_name, write_json,
+from labelflow.files import (STALE_SECONDS, TEMP_SUFFIX, atomic_path, sweep_stale, target_of, temp_name, write_json,
                           write_parquet_parts)
 
 
