@@ -4,8 +4,9 @@ The public API, in data-flow order: load a :class:`Dataset`, write labeling
 functions, apply them into a :class:`LabelMatrix`, fit a label model, analyse.
 """
 
-from labelflow.analysis import classification_metrics, lf_summary
+from labelflow.analysis import classification_metrics
 from labelflow.apply import VoteCache, apply_lfs
+from labelflow import distributed as _distributed  # noqa: F401  (registers engine "ray")
 from labelflow.dataset import Dataset, load_dataset, read_wrench
 from labelflow.errors import DataError, LabelflowError, LabelModelError, LFError, ProjectError
 from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model
@@ -21,7 +22,7 @@ from labelflow.lf import (
     threshold_lf,
 )
 from labelflow.conventions import ABSTAIN
-from labelflow.matrix import LabelMatrix
+from labelflow.matrix import LabelMatrix, lf_summary
 from labelflow.schema import ClassSchema
 
 __version__ = "0.1.0"

@@ -1,79 +1,14 @@
-"""LF statistics and label-model metrics."""
+"""Label-model metrics (LF statistics are :func:`labelflow.matrix.lf_summary`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-import polars as pl
 
-from labelflow.conventions import ABSTAIN, GoldArray, LabelArray, PredArray
+from labelflow.conventions import ABSTAIN, GoldArray, PredArray
 from labelflow.errors import LabelModelError
-from labelflow.labelmodels.majority import vote_counts
-from labelflow.matrix import check_label_matrix
-
-
-def lf_summary(
-    L: LabelArray, *, lf_names: Sequence[str], cardinality: int, y: GoldArray | None = None
-) -> pl.DataFrame:
-    """One row per LF: what it votes, how often, and with whom it agrees.
-
-    Parameters
-    ----------
-    L
-        ``[n, m]`` votes.
-    lf_names
-        ``[m]`` names.
-    cardinality
-        Number of classes ``k``.
-    y
-        Optional ``[n]`` gold classes, ``ABSTAIN`` where unknown; accuracy is
-        measured on the rows that have gold.
-
-    Returns
-    -------
-    polars.DataFrame
-        ``lf``, ``polarity`` (sorted classes voted), ``coverage`` (fraction of rows
-        voted on), ``overlaps`` (fraction of rows voted on that another LF also votes
-        on), ``conflicts`` (… on which another LF votes differently), and with ``y``:
-        ``correct``, ``incorrect``, ``emp_acc`` (null where the LF never votes on gold rows).
-
-    Examples
-    --------
-    >>> L = np.array([[0, 0, -1], [1, 0, -1], [-1, -1, 1]])
-    >>> lf_summary(L, lf_names=["a", "b", "c"], cardinality=2, y=np.array([0, 1, -1])).rows()
-    [('a', [0, 1], 0.6666666666666666, 0.6666666666666666, 0.3333333333333333, 2, 0, 1.0), \
-('b', [0], 0.6666666666666666, 0.6666666666666666, 0.3333333333333333, 1, 1, 0.5), \
-('c', [1], 0.3333333333333333, 0.0, 0.0, 0, 0, None)]
-    """
-    L = check_label_matrix(L, cardinality)
-    n, m = L.shape
-    if len(lf_names) != m:
-        raise LabelModelError(f"lf_names has {len(lf_names)} names for a matrix with {m} LFs")
-    voted = L != ABSTAIN
-    n_voting = voted.sum(axis=1)
-    counts = vote_counts(L, cardinality)
-    polarity = [np.unique(L[voted[:, j], j]).tolist() for j in range(m)]
-    overlaps = (voted & (n_voting >= 2)[:, None]).sum(axis=0) / n
-    # a vote conflicts when some other LF on the row votes a different class
-    same = np.take_along_axis(counts, np.where(voted, L, 0).astype(np.int64), axis=1)
-    conflicts = (voted & (same < n_voting[:, None])).sum(axis=0) / n
-    data = {
-        "lf": list(lf_names),
-        "polarity": polarity,
-        "coverage": voted.sum(axis=0) / n,
-        "overlaps": overlaps,
-        "conflicts": conflicts,
-    }
-    if y is not None:
-        y = _check_gold(y, n, cardinality)
-        has_gold = y != ABSTAIN
-        correct = (voted & has_gold[:, None] & (L == y[:, None])).sum(axis=0)
-        attempted = (voted & has_gold[:, None]).sum(axis=0)
-        data["correct"] = correct
-        data["incorrect"] = attempted - correct
-        data["emp_acc"] = [float(c / a) if a else None for c, a in zip(correct, attempted)]
-    return pl.DataFrame(data, schema_overrides={"emp_acc": pl.Float64} if y is not None else None)
+from labelflow.matrix import check_gold
 
 
 def classification_metrics(
@@ -113,7 +48,7 @@ def classification_metrics(
     (0.6666666666666666, 1.0, 0.6666666666666666, {'a': 0.6666666666666666, 'b': 0.6666666666666666})
     """
     k = len(class_names)
-    y = _check_gold(y, len(y), k)
+    y = check_gold(y, len(y), k)
     preds = np.asarray(preds)
     if preds.shape != y.shape:
         raise LabelModelError(f"preds has shape {preds.shape} but y has {y.shape}")
@@ -142,14 +77,3 @@ def classification_metrics(
         "n": n,
         "n_covered": int(covered.sum()),
     }
-
-
-def _check_gold(y: GoldArray, n: int, k: int) -> GoldArray:
-    y = np.asarray(y)
-    if y.shape != (n,):
-        raise LabelModelError(f"gold labels must have shape ({n},); got {y.shape}")
-    bad = (y < ABSTAIN) | (y >= k)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise LabelModelError(f"gold label {int(y[i])} at row {i} is outside the schema's classes 0..{k - 1}")
-    return y.astype(np.int64)

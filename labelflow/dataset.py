@@ -123,6 +123,35 @@ class Dataset:
         return self.replace(frame)
 
 
+def rows_to_label(data: Dataset | pl.DataFrame | pl.LazyFrame | Any) -> pl.DataFrame | pl.LazyFrame:
+    """The rows LFs label, as a polars (lazy) frame with an ``id`` column.
+
+    ``data`` is a :class:`Dataset`, a polars frame or lazy frame, or a pandas frame (read as
+    polars). A frame without an ``id`` column gets row ids ``"0" .. "n-1"``, the row's position
+    (a pandas frame's index is not used).
+
+    Raises
+    ------
+    DataError
+        ``data`` is none of those, naming its type.
+
+    Examples
+    --------
+    >>> rows_to_label(pl.DataFrame({"text": ["a", "b"]})).rows()
+    [('0', 'a'), ('1', 'b')]
+    """
+    if isinstance(data, Dataset):
+        return data.frame
+    if _is_frame(data) and not isinstance(data, pl.DataFrame):
+        data = pl.from_pandas(data)
+    if not isinstance(data, (pl.DataFrame, pl.LazyFrame)):
+        raise DataError(f"the data to label must be a Dataset, a polars or pandas frame, or a polars lazy frame; "
+                        f"got {type(data).__name__}")
+    if "id" in data.collect_schema():
+        return data
+    return data.with_row_index("id").with_columns(pl.col("id").cast(pl.String))
+
+
 def load_dataset(
     source: Source | Sequence[Source] | Mapping[str, Source | Sequence[Source]],
     *,

@@ -3,7 +3,7 @@
 Three kinds share one interface, :class:`LabelingFunction`:
 
 * :class:`PythonLF`, made with :func:`labeling_function`, runs once per row on a
-  :class:`Row` with attribute access (``x.text``, ``x.author``, ...).
+  :class:`Row` with attribute and item access (``x.text``, ``x["author"]``, ...).
 * :class:`ExpressionLF` wraps a polars expression that evaluates to a class index,
   or null / ``ABSTAIN``; :func:`keyword_lf`, :func:`regex_lf`, :func:`length_lf`
   and :func:`threshold_lf` build them. They run vectorized over the whole frame.
@@ -59,7 +59,24 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 class Row(types.SimpleNamespace):
-    """One data row as an object: each column is an attribute (``x.text``, ``x.id``)."""
+    """One data row as an object: each column is an attribute and an item (``x.text`` or ``x["text"]``).
+
+    Examples
+    --------
+    >>> x = Row(text="hi", likes=3)
+    >>> x.text, x["likes"]
+    ('hi', 3)
+    >>> x["author"]
+    Traceback (most recent call last):
+    ...
+    KeyError: "no column 'author' in the row; its columns are ['text', 'likes']"
+    """
+
+    def __getitem__(self, column: str) -> Any:
+        try:
+            return self.__dict__[column]
+        except KeyError:
+            raise KeyError(f"no column {column!r} in the row; its columns are {list(self.__dict__)}") from None
 
 
 class LabelingFunction:
@@ -134,7 +151,8 @@ class PythonLF(LabelingFunction):
         return self.func(x, **self.resources)
 
     def row_fields(self) -> tuple[str, ...] | None:
-        """The row attributes ``func`` reads, when its code touches the row only as ``x.NAME``; else ``None``.
+        """The row fields ``func`` reads, when its code touches the row only as ``x.NAME`` or ``x["NAME"]``; else
+        ``None``.
 
         Read from the bytecode: ``None`` when the row is passed on, stored, captured
         by a nested function or comprehension, or not read at all. The votes of
@@ -547,7 +565,7 @@ def _row_attributes(func: Any, *, mutating: bool = False) -> tuple[str, ...] | N
         return None
     fields: list[str] = []
     instructions = list(dis.get_instructions(code))
-    for ins, nxt in zip(instructions, [*instructions[1:], None]):
+    for ins, nxt, then in zip(instructions, [*instructions[1:], None], [*instructions[2:], None, None]):
         names = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
         if "FAST" not in ins.opname or row not in names:
             continue
@@ -555,6 +573,10 @@ def _row_attributes(func: Any, *, mutating: bool = False) -> tuple[str, ...] | N
             return None
         if mutating and (nxt.opname == "RETURN_VALUE" or (nxt.opname == "STORE_ATTR"
                                                             and not str(nxt.argval).startswith("__"))):
+            continue
+        if nxt.opname == "LOAD_CONST" and isinstance(nxt.argval, str) and then is not None and (
+                then.opname == "BINARY_SUBSCR" or (then.opname == "BINARY_OP" and then.argrepr == "[]")):
+            fields.append(nxt.argval)  # x["NAME"]
             continue
         if nxt.opname not in ("LOAD_ATTR", "LOAD_METHOD") or str(nxt.argval).startswith("__"):
             return None

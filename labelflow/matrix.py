@@ -7,11 +7,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
+from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from labelflow.conventions import ABSTAIN, LABEL_DTYPE, MAX_CLASSES, LabelArray
+from labelflow.conventions import ABSTAIN, LABEL_DTYPE, MAX_CLASSES, GoldArray, LabelArray
 from labelflow.errors import LabelModelError
 from labelflow.files import atomic_path
 
@@ -25,9 +28,15 @@ class LFFailure:
     error: str
 
 
-@dataclass(frozen=True)
-class LabelMatrix:
+@dataclass(frozen=True, eq=False)
+class LabelMatrix(NDArrayOperatorsMixin):
     """Votes of ``m`` LFs on ``n`` rows.
+
+    It is array-like, as Snorkel's label matrix is a NumPy array: ``np.asarray(L)``,
+    ``L[:, j]``, ``L[i, j]``, ``len(L)`` and operators (``L != ABSTAIN``, ``L + 1``)
+    act on its ``[n, m]`` votes and give NumPy arrays, so it goes where an array of
+    votes goes (a label model's ``fit``, Snorkel's ``LFAnalysis``). ``==`` compares
+    votes elementwise too; :meth:`fingerprint` tells whether two matrices are equal.
 
     Parameters
     ----------
@@ -49,6 +58,26 @@ class LabelMatrix:
     cardinality: int
     failures: tuple[LFFailure, ...] = ()
 
+    def __array__(self, dtype: npt.DTypeLike = None, copy: bool | None = None) -> np.ndarray:
+        """The ``[n, m]`` votes as a NumPy array (``int8`` unless ``dtype`` says otherwise)."""
+        if copy is False and dtype is not None and np.dtype(dtype) != self.values.dtype:
+            raise ValueError(f"the votes are {self.values.dtype}; a {np.dtype(dtype)} array of them needs a copy")
+        values = self.values if dtype is None else self.values.astype(dtype, copy=False)
+        return values.copy() if copy and values is self.values else values
+
+    def __getitem__(self, index: Any) -> Any:
+        """NumPy indexing into the ``[n, m]`` votes: ``L[:, j]`` is LF ``j``'s ``[n]`` votes (see :meth:`rows`
+        for a :class:`LabelMatrix` of some rows)."""
+        return self.values[index]
+
+    def __len__(self) -> int:
+        """``n``, the number of rows."""
+        return self.values.shape[0]
+
+    def flatten(self) -> np.ndarray:
+        """The ``[n * m]`` votes row after row, as ``ndarray.flatten`` (Snorkel's ``LFAnalysis`` calls it)."""
+        return self.values.flatten()
+
     @classmethod
     def from_array(
         cls, L: np.ndarray, *, lf_names: Sequence[str], ids: pl.Series | Sequence[str] | None = None, cardinality: int
@@ -68,6 +97,13 @@ class LabelMatrix:
     def shape(self) -> tuple[int, int]:
         """``(n, m)``."""
         return self.values.shape  # type: ignore[return-value]
+
+    def summary(self, y: GoldArray | None = None) -> pl.DataFrame:
+        """One row per LF, as Snorkel's ``LFAnalysis(L, lfs).lf_summary(Y)``: see :func:`lf_summary`.
+
+        ``y``: optional ``[n]`` gold classes, ``ABSTAIN`` where unknown.
+        """
+        return lf_summary(self.values, lf_names=self.lf_names, cardinality=self.cardinality, y=y)
 
     def rows(self, index: np.ndarray) -> "LabelMatrix":
         """The rows at ``index``: a boolean ``[n]`` mask or an integer index array."""
@@ -257,3 +293,101 @@ def check_label_matrix(L: np.ndarray, cardinality: int) -> LabelArray:
             f"label matrix value {arr[i, j]} at row {i}, LF {j} is outside -1..{cardinality - 1} (cardinality {cardinality})"
         )
     return arr.astype(LABEL_DTYPE, copy=False)
+
+
+VOTE_CHUNK_ROWS = 1 << 20
+"""Rows :func:`vote_counts` counts at a time (its temporaries stay bounded)."""
+
+
+def vote_counts(L: LabelArray, cardinality: int) -> np.ndarray:
+    """``[n, k]`` number of LFs voting for each class, from an ``[n, m]`` label matrix.
+
+    Examples
+    --------
+    >>> vote_counts(np.array([[0, 1, 1], [-1, -1, 0]], dtype=np.int8), 2)
+    array([[1, 2],
+           [1, 0]], dtype=int32)
+    """
+    n = L.shape[0]
+    counts = np.zeros((n, cardinality), dtype=np.int32)
+    for start in range(0, n, VOTE_CHUNK_ROWS):  # bounded temporaries for large n
+        block = L[start:start + VOTE_CHUNK_ROWS]
+        rows, cols = np.nonzero(block >= 0)
+        flat = rows * cardinality + block[rows, cols]
+        counts[start:start + len(block)] = np.bincount(flat, minlength=len(block) * cardinality).reshape(-1, cardinality)
+    return counts
+
+
+def lf_summary(
+    L: LabelArray, *, lf_names: Sequence[str], cardinality: int, y: GoldArray | None = None
+) -> pl.DataFrame:
+    """One row per LF: what it votes, how often, and with whom it agrees.
+
+    Parameters
+    ----------
+    L
+        ``[n, m]`` votes.
+    lf_names
+        ``[m]`` names.
+    cardinality
+        Number of classes ``k``.
+    y
+        Optional ``[n]`` gold classes, ``ABSTAIN`` where unknown; accuracy is
+        measured on the rows that have gold.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``lf``, ``polarity`` (sorted classes voted), ``coverage`` (fraction of rows
+        voted on), ``overlaps`` (fraction of rows voted on that another LF also votes
+        on), ``conflicts`` (… on which another LF votes differently), and with ``y``:
+        ``correct``, ``incorrect``, ``emp_acc`` (null where the LF never votes on gold rows).
+
+    Examples
+    --------
+    >>> L = np.array([[0, 0, -1], [1, 0, -1], [-1, -1, 1]])
+    >>> lf_summary(L, lf_names=["a", "b", "c"], cardinality=2, y=np.array([0, 1, -1])).rows()
+    [('a', [0, 1], 0.6666666666666666, 0.6666666666666666, 0.3333333333333333, 2, 0, 1.0), \
+('b', [0], 0.6666666666666666, 0.6666666666666666, 0.3333333333333333, 1, 1, 0.5), \
+('c', [1], 0.3333333333333333, 0.0, 0.0, 0, 0, None)]
+    """
+    L = check_label_matrix(L, cardinality)
+    n, m = L.shape
+    if len(lf_names) != m:
+        raise LabelModelError(f"lf_names has {len(lf_names)} names for a matrix with {m} LFs")
+    voted = L != ABSTAIN
+    n_voting = voted.sum(axis=1)
+    counts = vote_counts(L, cardinality)
+    polarity = [np.unique(L[voted[:, j], j]).tolist() for j in range(m)]
+    overlaps = (voted & (n_voting >= 2)[:, None]).sum(axis=0) / n
+    # a vote conflicts when some other LF on the row votes a different class
+    same = np.take_along_axis(counts, np.where(voted, L, 0).astype(np.int64), axis=1)
+    conflicts = (voted & (same < n_voting[:, None])).sum(axis=0) / n
+    data = {
+        "lf": list(lf_names),
+        "polarity": polarity,
+        "coverage": voted.sum(axis=0) / n,
+        "overlaps": overlaps,
+        "conflicts": conflicts,
+    }
+    if y is not None:
+        y = check_gold(y, n, cardinality)
+        has_gold = y != ABSTAIN
+        correct = (voted & has_gold[:, None] & (L == y[:, None])).sum(axis=0)
+        attempted = (voted & has_gold[:, None]).sum(axis=0)
+        data["correct"] = correct
+        data["incorrect"] = attempted - correct
+        data["emp_acc"] = [float(c / a) if a else None for c, a in zip(correct, attempted)]
+    return pl.DataFrame(data, schema_overrides={"emp_acc": pl.Float64} if y is not None else None)
+
+
+def check_gold(y: GoldArray, n: int, k: int) -> GoldArray:
+    """Validate ``[n]`` gold classes in ``-1 .. k-1`` (``ABSTAIN``: no gold) and return them as ``int64``."""
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise LabelModelError(f"gold labels must have shape ({n},); got {y.shape}")
+    bad = (y < ABSTAIN) | (y >= k)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise LabelModelError(f"gold label {int(y[i])} at row {i} is outside the schema's classes 0..{k - 1}")
+    return y.astype(np.int64)

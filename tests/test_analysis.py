@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 from snorkel.labeling import LFAnalysis
 
-from labelflow import LabelModelError, classification_metrics, lf_summary
+from labelflow import LabelMatrix, LabelModelError, classification_metrics, lf_summary
 
 # 5 rows × 4 LFs, 2 classes; row 4 is uncovered, rows 2 and 4 have no gold
 L = np.array(
@@ -60,6 +60,18 @@ def test_lf_summary_equals_snorkel_lf_analysis():
     np.testing.assert_allclose(ours["conflicts"].to_numpy(), ref.lf_conflicts())
     np.testing.assert_allclose(ours["emp_acc"].to_numpy(), ref.lf_empirical_accuracies(y))
     assert ours["polarity"].to_list() == ref.lf_polarities()
+
+
+def test_label_matrix_is_array_like_and_summarises_itself_as_snorkels_lf_analysis():
+    matrix = LabelMatrix.from_array(L, lf_names=["a", "b", "c", "d"], cardinality=2)
+    assert np.asarray(matrix).dtype == np.int8 and np.asarray(matrix, dtype=np.int64).dtype == np.int64
+    assert len(matrix) == 5 and matrix[3, 0] == 1 and matrix[:, 2].tolist() == [-1, -1, 1, 1, -1]
+    np.testing.assert_array_equal((matrix != -1).mean(axis=0), [0.6, 0.4, 0.4, 0.2])  # Snorkel's coverage idiom
+    np.testing.assert_array_equal(matrix + 1, L + 1)
+    assert matrix.summary(Y).equals(lf_summary(L, lf_names=["a", "b", "c", "d"], cardinality=2, y=Y))
+    ref = LFAnalysis(matrix).lf_summary(Y=Y)  # Snorkel's own analysis takes the matrix as it is
+    np.testing.assert_allclose(matrix.summary(Y)["coverage"].to_numpy(), ref["Coverage"].to_numpy())
+    np.testing.assert_allclose(matrix.summary(Y)["conflicts"].to_numpy(), ref["Conflicts"].to_numpy())
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from labelflow.labelmodels import AutoLabelModel, MajorityVote, SnorkelLabelMode
 from labelflow.labelmodels.base import stratified_folds
 from labelflow.labelmodels.base import tied_rows
 from labelflow.labelmodels.snorkel import dev_class_balance
-from labelflow.matrix import check_label_matrix
+from labelflow.matrix import LabelMatrix, check_label_matrix
 
 # 3 classes, 3 LFs: shares, a lone vote, an uncovered row, a 1-1 tie, a 2-1 win for class 2
 L_HAND = np.array([[0, 1, 1], [0, -1, -1], [-1, -1, -1], [1, 0, -1], [2, 2, 1]], dtype=np.int8)
@@ -63,6 +63,36 @@ def test_majority_vote_equals_snorkel_majority_label_voter():
     ref = MajorityLabelVoter(cardinality=3)
     for policy in ("random", "abstain"):
         np.testing.assert_array_equal(ours.predict(L, tie_policy=policy), ref.predict(L, tie_break_policy=policy))
+        np.testing.assert_array_equal(ours.predict(L, tie_break_policy=policy), ref.predict(L, tie_break_policy=policy))
+    np.testing.assert_array_equal(ours.predict(L), ref.predict(L))  # Snorkel's default: ties abstain
+    preds, probs = ours.predict(L, return_probs=True)
+    np.testing.assert_array_equal(preds, ref.predict(L))
+    np.testing.assert_allclose(probs, ours.predict_proba(L))
+    Y = rng.integers(-1, 3, size=3000)
+    for policy in ("abstain", "random"):
+        metrics = ["accuracy", "coverage"]
+        assert ours.score(L, Y, metrics=metrics, tie_break_policy=policy) == pytest.approx(
+            ref.score(L, Y, metrics=metrics, tie_break_policy=policy))
+    assert ours.score(L=L, Y=Y) == pytest.approx(ref.score(L=L, Y=Y))
+
+
+def test_true_random_ties_are_snorkels_under_the_same_numpy_seed():
+    probs = _probs_with_ties(6)
+    np.random.seed(3)
+    ours = probs_to_preds(probs, tie_policy="true-random")
+    np.random.seed(3)
+    np.testing.assert_array_equal(ours, snorkel_probs_to_preds(probs, tie_break_policy="true-random"))
+
+
+def test_tie_break_policy_and_tie_policy_are_one_choice():
+    mv = MajorityVote(3).fit(L_HAND)
+    with pytest.raises(LabelModelError, match="give tie_break_policy \\(Snorkel's name\\) or tie_policy, not both"):
+        mv.predict(L_HAND, tie_break_policy="abstain", tie_policy="first")
+    with pytest.raises(LabelModelError, match="tie_break_policy must be 'abstain', 'random' or 'true-random'; "
+                                              "got 'first'"):
+        mv.predict(L_HAND, tie_break_policy="first")
+    with pytest.raises(LabelModelError, match="metric must be 'accuracy' or 'coverage'; got 'f1'"):
+        mv.score(L_HAND, [0, 0, 0, 0, 0], metrics=["f1"])
 
 
 def _probs_with_ties(seed: int) -> np.ndarray:
@@ -100,8 +130,9 @@ def test_tied_rows_are_the_rows_the_abstain_policy_leaves_open():
 
 
 def test_probs_to_preds_unknown_policy():
-    with pytest.raises(LabelModelError, match="tie_policy must be 'random', 'abstain' or 'first'; got 'true-random'"):
-        probs_to_preds(P_HAND, tie_policy="true-random")
+    with pytest.raises(LabelModelError, match="tie_policy must be 'random', 'abstain', 'first' or 'true-random'; "
+                                              "got 'coin'"):
+        probs_to_preds(P_HAND, tie_policy="coin")
 
 
 # --- the Snorkel adapter ------------------------------------------------------------------------------
@@ -124,7 +155,8 @@ def test_snorkel_adapter_equals_snorkel(snorkel_fit):
     probs = model.predict_proba(L)
     np.testing.assert_allclose(probs, ref.predict_proba(L), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
-    np.testing.assert_array_equal(model.predict(L), ref.predict(L, tie_break_policy="random"))
+    np.testing.assert_array_equal(model.predict(L, tie_policy="random"), ref.predict(L, tie_break_policy="random"))
+    np.testing.assert_array_equal(model.predict(L), ref.predict(L))
     covered = (L != -1).any(axis=1)
     assert (model.predict(L)[covered] == y[covered]).mean() > 0.8  # it learned something
 
@@ -196,10 +228,39 @@ def test_snorkel_needs_three_lfs():
         SnorkelLabelModel(2).fit(np.array([[0, 1], [1, -1]]))
 
 
-@pytest.mark.parametrize("kwargs", [{"n_epochs": 0}, {"lr": 0}, {"l2": -1.0}])
-def test_snorkel_bad_hyperparameters(kwargs):
-    with pytest.raises(LabelModelError, match="need n_epochs ≥ 1, lr > 0, l2 ≥ 0"):
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_epochs": 0}, "n_epochs must be an integer ≥ 1; got 0"),
+    ({"lr": 0}, "lr must be a number > 0; got 0"),
+    ({"l2": -1.0}, "l2 must be a number ≥ 0; got -1.0"),
+    ({"optimizer": "rmsprop"}, "optimizer must be 'sgd', 'adam' or 'adamax'; got 'rmsprop'"),
+    ({"log_freq": 2.5}, "log_freq must be an integer ≥ 1; got 2.5"),
+])
+def test_snorkel_bad_hyperparameters(kwargs, message):
+    with pytest.raises(LabelModelError, match=message):
         SnorkelLabelModel(2, **kwargs)
+    with pytest.raises(LabelModelError, match=message):
+        SnorkelLabelModel(2).fit(L_HAND[:, :3] % 2, **kwargs)
+
+
+def test_snorkel_adapter_takes_snorkels_fit_arguments_and_a_label_matrix(snorkel_fit):
+    L, y, _ = snorkel_fit
+    matrix = LabelMatrix.from_array(L, lf_names=[f"lf{j}" for j in range(L.shape[1])], cardinality=3)
+    model = get_label_model("snorkel", cardinality=3, verbose=True, lr=0.001)
+    assert model.fit(L_train=matrix, n_epochs=100, log_freq=50, seed=7, progress_bar=False) is model
+    ref = SnorkelLabelModelRef(cardinality=3, verbose=True)
+    ref.fit(L_train=L, n_epochs=100, lr=0.001, log_freq=50, seed=7, progress_bar=False)
+    np.testing.assert_allclose(model.predict_proba(matrix), ref.predict_proba(L), rtol=1e-6, atol=1e-9)
+    assert (model.n_epochs, model.lr, model.seed, model.log_freq) == (100, 0.001, 7, 50)
+    with pytest.raises(LabelModelError, match="give the votes as L \\(or L_train, Snorkel's name\\), once"):
+        model.fit(L, L_train=L)
+
+
+def test_registry_passes_hyperparameters():
+    model = get_label_model("labelflow", cardinality=2, prior_accuracy=0.8, n_iter=5)
+    assert (model.prior_accuracy, model.n_iter, model.cardinality) == (0.8, 5, 2)
+    with pytest.raises(LabelModelError, match="label model 'snorkel' takes no hyperparameter 'n_iter'; it takes "
+                                              "n_epochs, lr, l2, optimizer"):
+        get_label_model("snorkel", 2, n_iter=5)
 
 
 # --- auto ---------------------------------------------------------------------------------------------

@@ -119,6 +119,17 @@ def test_python_lf_row_attributes_and_resources():
     assert money.columns() is None  # a Python LF may read any column
 
 
+def test_row_columns_are_attributes_and_items():
+    @labeling_function()
+    def by_item(x):
+        return SPAM if "$" in x["text"] and x.author != "bot" else ABSTAIN
+
+    assert by_item.row_fields() == ("text", "author")
+    assert by_item(Row(text="win $5", author="ann")) == SPAM
+    with pytest.raises(KeyError, match="no column 'txt' in the row; its columns are \\['text'\\]"):
+        Row(text="a")["txt"]
+
+
 def test_as_lf_rejects_other_objects():
     with pytest.raises(LFError, match="expected a labelflow or Snorkel labeling function; got function"):
         as_lf(lambda x: 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -10,13 +11,20 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from labelflow.conventions import ABSTAIN, GoldArray, LabelArray, PredArray, ProbArray
 from labelflow.errors import LabelModelError
 from labelflow.files import atomic_path
-from labelflow.matrix import check_label_matrix
+from labelflow.matrix import check_gold, check_label_matrix
+from labelflow.validation import check_choice, check_int, one_of
 
-TiePolicy = Literal["random", "abstain", "first"]
+TiePolicy = Literal["random", "abstain", "first", "true-random"]
+"""How a tie between classes becomes a prediction (see :func:`probs_to_preds`)."""
+TieBreakPolicy = Literal["abstain", "random", "true-random"]
+"""Snorkel's ``tie_break_policy`` values: the policies of :data:`TiePolicy` Snorkel has, under the same names."""
+ScoreMetric = Literal["accuracy", "coverage"]
+"""The metrics :meth:`LabelModel.score` computes, with the meaning of Snorkel's ``Scorer``."""
 FORMAT_VERSION = 1
 _REGISTRY: dict[str, type["LabelModel"]] = {}
 
@@ -39,8 +47,7 @@ class LabelModel(ABC):
     name: ClassVar[str]
 
     def __init__(self, cardinality: int, *, seed: int = 123) -> None:
-        if isinstance(cardinality, bool) or not isinstance(cardinality, int) or cardinality < 2:
-            raise LabelModelError(f"cardinality must be an integer ≥ 2; got {cardinality!r}")
+        check_int("cardinality", cardinality, minimum=2, error=LabelModelError)
         self.cardinality = cardinality
         self.seed = seed
         self.n_lfs: int | None = None
@@ -50,7 +57,7 @@ class LabelModel(ABC):
 
     def fit(
         self,
-        L: LabelArray,
+        L: npt.ArrayLike,
         *,
         L_dev: LabelArray | None = None,
         y_dev: GoldArray | None = None,
@@ -62,7 +69,7 @@ class LabelModel(ABC):
         Parameters
         ----------
         L
-            ``[n, m]`` votes in ``-1 .. k-1``.
+            ``[n, m]`` votes in ``-1 .. k-1``: a :class:`~labelflow.matrix.LabelMatrix` or any array-like.
         L_dev, y_dev
             Optional ``[n_dev, m]`` votes and ``[n_dev]`` gold classes of a dev set.
         class_balance
@@ -81,8 +88,8 @@ class LabelModel(ABC):
         self.n_lfs = L.shape[1]
         return self
 
-    def predict_proba(self, L: LabelArray) -> ProbArray:
-        """``[n, k]`` class probabilities for an ``[n, m]`` label matrix."""
+    def predict_proba(self, L: npt.ArrayLike) -> ProbArray:
+        """``[n, k]`` class probabilities for an ``[n, m]`` label matrix (a ``LabelMatrix`` or any array-like)."""
         if self.n_lfs is None:
             raise LabelModelError(f"label model {self.name!r} is not fitted; call fit() first")
         L = check_label_matrix(L, self.cardinality)
@@ -93,9 +100,59 @@ class LabelModel(ABC):
             )
         return self._predict_proba(L)
 
-    def predict(self, L: LabelArray, *, tie_policy: TiePolicy = "random") -> PredArray:
-        """``[n]`` predicted classes; see :func:`probs_to_preds` for ``tie_policy``."""
-        return probs_to_preds(self.predict_proba(L), tie_policy=tie_policy)
+    def predict(self, L: npt.ArrayLike, *, return_probs: bool = False, tie_break_policy: TieBreakPolicy | None = None,
+                tie_policy: TiePolicy | None = None) -> PredArray | tuple[PredArray, ProbArray]:
+        """``[n]`` predicted classes: the argmax of :meth:`predict_proba`, ties broken by a policy.
+
+        Parameters
+        ----------
+        L
+            ``[n, m]`` votes: a ``LabelMatrix`` or any array-like.
+        return_probs
+            Return ``(preds, probs)``, the ``[n, k]`` probabilities too, as Snorkel's ``predict`` does.
+        tie_break_policy
+            Snorkel's name and values for the policy: ``"abstain"``, ``"random"``, ``"true-random"``.
+        tie_policy
+            labelflow's name: those, or ``"first"`` (see :func:`probs_to_preds`). Give one of the two; with
+            neither, ties abstain (``ABSTAIN``), as in Snorkel's ``LabelModel`` and ``MajorityLabelVoter``.
+
+        Examples
+        --------
+        >>> from labelflow.labelmodels import MajorityVote
+        >>> L = [[0, 0], [0, 1]]
+        >>> model = MajorityVote(2).fit(L)
+        >>> model.predict(L), model.predict(L, tie_policy="first")
+        (array([ 0, -1]), array([0, 0]))
+        >>> preds, probs = model.predict(L, return_probs=True, tie_break_policy="random")
+        >>> preds, probs[1]
+        (array([0, 1]), array([0.5, 0.5]))
+        """
+        probs = self.predict_proba(L)
+        preds = probs_to_preds(probs, tie_policy=_tie_policy(tie_break_policy, tie_policy))
+        return (preds, probs) if return_probs else preds
+
+    def score(self, L: npt.ArrayLike, Y: npt.ArrayLike, *, metrics: Sequence[ScoreMetric] = ("accuracy",),
+              tie_break_policy: TieBreakPolicy = "abstain") -> dict[str, float]:
+        """Snorkel's ``score``: ``{metric: value}`` of :meth:`predict` on ``[n, m]`` votes against ``[n]`` gold ``Y``.
+
+        ``"accuracy"`` is measured on the rows that have gold and a prediction (a row whose tie
+        abstains is left out, as Snorkel's ``Scorer`` does); ``"coverage"`` is the fraction of rows
+        with a prediction. :func:`labelflow.analysis.classification_metrics` gives F1 and more.
+
+        Examples
+        --------
+        >>> from labelflow.labelmodels import MajorityVote
+        >>> MajorityVote(2).fit([[0, 0]]).score([[0, 0], [1, -1], [0, 1]], [0, 0, 1], metrics=["accuracy", "coverage"])
+        {'accuracy': 0.5, 'coverage': 0.6666666666666666}
+        """
+        for metric in metrics:
+            check_choice("metric", metric, ScoreMetric, error=LabelModelError)
+        preds = self.predict(L, tie_break_policy=tie_break_policy)
+        gold = check_gold(np.asarray(Y), len(preds), self.cardinality)
+        scored = (gold != ABSTAIN) & (preds != ABSTAIN)
+        values = {"accuracy": float(np.mean(preds[scored] == gold[scored])) if scored.any() else float("nan"),
+                  "coverage": float(np.mean(preds != ABSTAIN))}
+        return {metric: values[metric] for metric in metrics}
 
     def save(self, path: str | Path, *, lf_names: Sequence[str] | None = None) -> None:
         """Write the fitted model to one ``.npz`` file (JSON config + arrays; no pickles), atomically.
@@ -164,13 +221,29 @@ def label_model_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def get_label_model(name: str, cardinality: int, *, seed: int = 123) -> LabelModel:
-    """A new, unfitted label model by registry name."""
+def get_label_model(name: str, cardinality: int, *, seed: int = 123, **hyperparameters: Any) -> LabelModel:
+    """A new, unfitted label model by registry name, built with its keyword ``hyperparameters``.
+
+    Examples
+    --------
+    >>> get_label_model("snorkel", cardinality=2, n_epochs=100, lr=0.001).n_epochs
+    100
+    >>> get_label_model("majority_vote", 2, n_epochs=100)
+    Traceback (most recent call last):
+    ...
+    labelflow.errors.LabelModelError: label model 'majority_vote' takes no hyperparameter 'n_epochs'; it takes none
+    """
     try:
         cls = _REGISTRY[name]
     except KeyError:
         raise LabelModelError(f"unknown label model {name!r}; known models are {label_model_names()}") from None
-    return cls(cardinality, seed=seed)
+    known = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+             if p.kind == p.KEYWORD_ONLY and p.name != "seed"]
+    unknown = [key for key in hyperparameters if key not in known]
+    if unknown:
+        raise LabelModelError(f"label model {name!r} takes no hyperparameter {one_of(unknown)}; it takes "
+                              + (", ".join(known) if known else "none"))
+    return cls(cardinality, seed=seed, **hyperparameters)
 
 
 def load_label_model(path: str | Path) -> LabelModel:
@@ -211,8 +284,9 @@ def probs_to_preds(probs: ProbArray, *, tie_policy: TiePolicy = "random", tol: f
     """``[n]`` argmax classes of ``[n, k]`` probabilities, with a policy for ties.
 
     ``"random"`` picks among tied classes by a deterministic hash of the row index,
-    exactly as Snorkel's ``probs_to_preds`` does; ``"abstain"`` returns ``ABSTAIN``;
-    ``"first"`` takes the lowest tied class. The row index is the row's position in
+    exactly as Snorkel's ``probs_to_preds`` does; ``"true-random"`` picks with NumPy's global
+    random state, as Snorkel's does (not reproducible unless it is seeded); ``"abstain"``
+    returns ``ABSTAIN``; ``"first"`` takes the lowest tied class. The row index is the row's position in
     ``probs``: predicting a slice of rows keys the hash by positions within the slice.
     (A project predicts every row of its dataset at once and slices afterwards; see
     :meth:`labelflow.project.Project.predictions`.)
@@ -222,8 +296,7 @@ def probs_to_preds(probs: ProbArray, *, tie_policy: TiePolicy = "random", tol: f
     >>> probs_to_preds(np.array([[0.2, 0.8], [0.5, 0.5]]), tie_policy="abstain")
     array([ 1, -1])
     """
-    if tie_policy not in ("random", "abstain", "first"):
-        raise LabelModelError(f"tie_policy must be 'random', 'abstain' or 'first'; got {tie_policy!r}")
+    check_choice("tie_policy", tie_policy, TiePolicy, error=LabelModelError)
     is_max = _is_max(np.asarray(probs), tol)
     preds = is_max.argmax(axis=1).astype(np.int64)
     tied = np.flatnonzero(is_max.sum(axis=1) > 1)
@@ -233,7 +306,21 @@ def probs_to_preds(probs: ProbArray, *, tie_policy: TiePolicy = "random", tol: f
         for i in tied:
             options = np.flatnonzero(is_max[i])
             preds[i] = options[int(hashlib.sha1(str(i).encode()).hexdigest(), 16) % len(options)]
+    elif tie_policy == "true-random":
+        for i in tied:
+            preds[i] = np.random.choice(np.flatnonzero(is_max[i]))
     return preds
+
+
+def _tie_policy(tie_break_policy: TieBreakPolicy | None, tie_policy: TiePolicy | None) -> TiePolicy:
+    """The :data:`TiePolicy` that Snorkel's ``tie_break_policy`` or labelflow's ``tie_policy`` names (at most one
+    of them given); ``"abstain"``, Snorkel's default, when neither is."""
+    if tie_break_policy is not None and tie_policy is not None:
+        raise LabelModelError(f"give tie_break_policy (Snorkel's name) or tie_policy, not both; got "
+                              f"tie_break_policy={tie_break_policy!r} and tie_policy={tie_policy!r}")
+    if tie_break_policy is not None:
+        return check_choice("tie_break_policy", tie_break_policy, TieBreakPolicy, error=LabelModelError)
+    return "abstain" if tie_policy is None else tie_policy
 
 
 def _is_max(probs: np.ndarray, tol: float) -> np.ndarray:

@@ -8,27 +8,7 @@ import numpy as np
 
 from labelflow.conventions import GoldArray, LabelArray, ProbArray
 from labelflow.labelmodels.base import LabelModel, register_label_model
-
-CHUNK_ROWS = 1 << 20
-
-
-def vote_counts(L: LabelArray, cardinality: int) -> np.ndarray:
-    """``[n, k]`` number of LFs voting for each class, from an ``[n, m]`` label matrix.
-
-    Examples
-    --------
-    >>> vote_counts(np.array([[0, 1, 1], [-1, -1, 0]], dtype=np.int8), 2)
-    array([[1, 2],
-           [1, 0]], dtype=int32)
-    """
-    n = L.shape[0]
-    counts = np.zeros((n, cardinality), dtype=np.int32)
-    for start in range(0, n, CHUNK_ROWS):  # bounded temporaries for large n
-        block = L[start:start + CHUNK_ROWS]
-        rows, cols = np.nonzero(block >= 0)
-        flat = rows * cardinality + block[rows, cols]
-        counts[start:start + len(block)] = np.bincount(flat, minlength=len(block) * cardinality).reshape(-1, cardinality)
-    return counts
+from labelflow.matrix import vote_counts
 
 
 @register_label_model
