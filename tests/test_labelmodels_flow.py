@@ -88,8 +88,26 @@ def test_without_gold_the_class_balance_comes_from_multipolar_votes_where_it_dif
     assert ours > 0.95 and ours > np.mean(MajorityVote(2).fit(L).predict(L) == y) + 0.05
     balanced = FlowLabelModel(3).fit(multipolar(3000, (1 / 3,) * 3, seed=5)[0])
     assert balanced.class_balance is None and balanced.prior_p_value > 0.05  # not told apart: no prior
-    spam_only = FlowLabelModel(2).fit(unipolar()[0])
-    assert spam_only.class_balance is None and spam_only.prior_p_value is None  # unipolar LFs are never asked
+    assert model.prior_source == "multipolar" and balanced.prior_source is None
+
+
+def test_without_gold_or_multipolar_lfs_the_class_balance_is_the_reweighed_posterior():
+    L, y = unipolar()  # spam LFs only; 85 % ham
+    model = FlowLabelModel(2).fit(L)
+    assert model.prior_source == "posterior" and model.prior_p_value is None  # no test: one EM step from uniform
+    assert model.class_balance[0] == pytest.approx(0.85, abs=0.04)
+
+
+def test_a_unipolar_lf_is_weighed_by_how_much_more_it_fires_on_its_class():
+    """A broad class-0 LF (it fires on 90 % of class-0 rows and ~74 % of class-1 rows) beside precise
+    LFs: majority vote counts its vote like theirs, so a row where it and the precise class-1 LF vote
+    is a coin toss; its firing-rate ratio is near 1, so it loses its say."""
+    L, y = unipolar(n=8000, prior=(0.5, 0.5), lfs=((0, 0.9, 0.55), (1, 0.3, 0.9), (0, 0.3, 0.9)), seed=8)
+    model = FlowLabelModel(2).fit(L)
+    assert 0 <= model.weight[0] < min(model.weight[1], model.weight[2]) / 2
+    against = (L[:, 0] == 0) & (L[:, 1] == 1) & (L[:, 2] < 0)  # the broad LF against the precise class-1 LF
+    assert against.sum() > 500 and np.mean(y[against] == 1) > 0.85 and np.all(model.predict(L)[against] == 1)
+    assert np.mean(model.predict(L) == y) > np.mean(MajorityVote(2).fit(L).predict(L) == y) + 0.1
 
 
 def test_uncovered_rows_are_ties_where_nothing_tells_the_classes_apart():
@@ -171,7 +189,7 @@ def test_deterministic_and_save_load_without_pickle(tmp_path):
     np.testing.assert_array_equal(a.predict_proba(L), b.predict_proba(L))
     a.save(tmp_path / "m.npz", lf_names=[f"lf{j}" for j in range(L.shape[1])])
     with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
-        assert set(npz.files) == {"__meta__", "accuracy", "share", "uncovered"}
+        assert set(npz.files) == {"__meta__", "accuracy", "share", "uncovered", "weight"}
     loaded = load_label_model(tmp_path / "m.npz")
     np.testing.assert_array_equal(loaded.predict_proba(L), a.predict_proba(L))
     assert loaded.lf_names == tuple(f"lf{j}" for j in range(L.shape[1]))

@@ -7,7 +7,8 @@ Each LF ``j`` has an accuracy ``a_j``: when it votes, it names the true class wi
 probability ``a_j`` and each wrong class with probability ``(1 - a_j) / (k - 1)``.
 Given the votes of a row, ``P(y | votes) ∝ π_y · exp(Σ_j w_j [λ_j = y])`` with the
 log-odds weight ``w_j = share_j · log(a_j (k-1) / (1 - a_j))`` (a one-coin
-Dawid–Skene posterior). ``share_j`` is ``1 / (number of LFs whose column is
+Dawid–Skene posterior) for an LF that votes several classes, and a firing-rate ratio for one
+that votes a single class (below). ``share_j`` is ``1 / (number of LFs whose column is
 identical to j's)``, so duplicating an LF does not double its say.
 
 **Accuracies without gold** are fit by EM on the rows where at least two LFs vote
@@ -19,9 +20,14 @@ which is wrong, and EM then drifts to whichever side it favoured first (usually
 the LFs of the larger class), which looks like skill on some matrices and is a
 coin toss on others. So a unipolar LF is judged on its own only on rows where a
 multipolar LF votes too; elsewhere its votes count towards one accuracy shared by
-all unipolar LFs. A suite of unipolar LFs alone is therefore weighted like majority
-vote among them — the fallback where the data cannot tell — until dev gold or
-multipolar LFs (zero-shot, kNN, prompt LFs) give evidence.
+all unipolar LFs.
+
+**A unipolar LF is then weighed as a detector** (:meth:`FlowLabelModel._fit_unipolar_weights`):
+by the log of how much more often it fires on its class than on the others, ``log(α_j / β_j)``,
+estimated in one M-step from that one-coin posterior. Disagreements cannot tell unipolar LFs
+apart, but how often each fires on the rows the others place in each class can: an LF that fires
+on most rows of every class loses its say, one that fires on its class alone keeps it. One step,
+not EM to convergence, since iterated these rates drift like the accuracies above.
 
 Each ``a_j`` is shrunk, with ``prior_strength`` pseudo-votes, towards the *pooled*
 accuracy of its kind (multipolar: an evidence-weighted mean of the LFs' logit
@@ -36,13 +42,16 @@ time on a binary task is informative once inverted).
 
 **The class prior on covered rows** is given to ``fit`` (``class_balance``), the dev class
 balance (add-one smoothed) where there is dev gold, and otherwise estimated from the votes of
-the *multipolar* LFs, never from the unipolar ones. The one-coin model assumes an LF fires at
-one rate whatever the class, so the rows a multipolar LF votes on are a fair sample of the
-classes and ``π`` is their maximum-likelihood class balance given the fitted accuracies. A
-unipolar LF fires on its own class by construction, so counting its votes would read coverage as
-class size. The estimate is used only where a Wald test (observed information) rejects the
-uniform balance at ``SIGNIFICANCE``; otherwise covered rows get a uniform prior and ties are
-broken by the tie policy, like majority vote. A suite of unipolar LFs alone therefore has no prior.
+the *multipolar* LFs. The one-coin model assumes an LF fires at one rate whatever the class, so
+the rows a multipolar LF votes on are a fair sample of the classes and ``π`` is their
+maximum-likelihood class balance given the fitted accuracies. A unipolar LF fires on its own
+class by construction, so counting its votes would read coverage as class size. That estimate
+is used where a Wald test (observed information) rejects the uniform balance at
+``SIGNIFICANCE``. Otherwise, where the suite has unipolar LFs, ``π`` is the mean posterior of the
+train rows under their firing-rate weights (one EM step for the prior, from uniform): those
+weights already discount a class whose LFs also fire on other classes. With neither, covered
+rows get a uniform prior and ties are broken by the tie policy, like majority vote.
+:attr:`FlowLabelModel.prior_source` says which.
 
 **Rows no LF votes on** get their own distribution ``u``, not the uniform one. Rows
 are uncovered more often in classes whose LFs fire less, so ``u_y ∝ n_y · P(no vote | y)``
@@ -163,7 +172,14 @@ class FlowLabelModel(LabelModel):
         self.dev_weight, self.device = dev_weight, device
         self.conditional_strengths = tuple(float(s) for s in conditional_strengths)
         self.accuracy: np.ndarray | None = None
-        """``[m]`` fitted accuracy of each LF."""
+        """``[m]`` fitted one-coin accuracy of each LF."""
+        self.weight: np.ndarray | None = None
+        """``[m]`` log-weight a vote of each LF adds to its class's score: ``share ·`` log-odds of the
+        accuracy for a multipolar LF, ``share ·`` log firing-rate ratio for a unipolar one (see
+        :meth:`_fit_unipolar_weights`)."""
+        self.prior_source: str | None = None
+        """Where :attr:`class_balance` came from: ``"given"``, ``"dev"``, ``"multipolar"``,
+        ``"posterior"`` (see :meth:`_fit_unipolar_weights`) or ``None`` (uniform)."""
         self.share: np.ndarray | None = None
         """``[m]`` fraction of its weight each LF keeps (1 / size of its group of identical columns)."""
         self.class_balance: np.ndarray | None = None
@@ -232,7 +248,8 @@ class FlowLabelModel(LabelModel):
         acc = to(np.full(m, self.prior_accuracy))
         share = to(self.share)
         floor = 1 / k + 1e-3
-        multi_np = _classes_voted(L, k) > 1
+        classes_voted = _classes_voted(L, k)
+        multi_np = classes_voted > 1
         lowest = to(np.where(multi_np, 1e-3, floor))  # multipolar LFs may fall below chance
         multi = to(multi_np)
         for it in range(self.n_iter):
@@ -264,17 +281,19 @@ class FlowLabelModel(LabelModel):
             if moved < self.tol:
                 break
         self.accuracy = _numpy(acc)
+        self.weight = _log_odds(self.accuracy, k, np) * self.share
         covered_mass, fired_mass, n_uncovered = self._class_masses(L)
         fired_mass[multi_np] = 0.0  # a multipolar LF fires at one rate whatever the class: no say on u
         self.prior_p_value = None
         if class_balance is not None:
-            self.class_balance = class_balance
+            self.class_balance, self.prior_source = class_balance, "given"
         elif has_dev:
-            self.class_balance = (np.bincount(y_dev, minlength=k) + 1.0) / (len(y_dev) + k)
+            self.class_balance, self.prior_source = (np.bincount(y_dev, minlength=k) + 1.0) / (len(y_dev) + k), "dev"
         elif multi_np.any():
             self.class_balance, self.prior_p_value = self._multipolar_class_balance(L, multi_np)
+            self.prior_source = None if self.class_balance is None else "multipolar"
         else:
-            self.class_balance = None
+            self.class_balance, self.prior_source = None, None
         if self.class_balance is not None:
             implied = _uncovered_given_prior(self.class_balance * n, fired_mass)
         else:
@@ -287,6 +306,49 @@ class FlowLabelModel(LabelModel):
             self.uncovered = counts / counts.sum()
         else:
             self.uncovered = implied
+        self._fit_unipolar_weights(L, classes_voted == 1)
+
+    def _fit_unipolar_weights(self, L: LabelArray, unipolar: np.ndarray) -> None:
+        """Weigh each unipolar LF by how much more often it fires on its class than on the others, and,
+        where no class balance is known, take it from the reweighed posterior.
+
+        A unipolar LF ``j`` voting class ``c`` is a detector: it fires with probability ``α_j`` on rows
+        of ``c`` and ``β_j`` on the others, and a vote multiplies the odds of ``c`` by ``α_j / β_j``.
+        One accuracy shared by the unipolar LFs (the one-coin fit) weighs a detector that fires on
+        every third row of every class like a precise one. So ``α_j`` and ``β_j`` are estimated in one
+        M-step from the one-coin posterior ``P`` of the train rows — ``α_j = Σ_i P_ic F_ij / Σ_i P_ic``
+        and ``β_j`` the same with ``1 - P_ic``, each smoothed by one pseudo-row at the LF's firing rate
+        — and the vote's weight becomes ``share_j · max(log(α_j / β_j), 0)``: a detector that fires no
+        more on its class than elsewhere loses its say but never votes against its class. One step, not
+        EM to convergence: iterated, the class-conditional rates of unipolar LFs drift to whichever
+        class the first steps favoured (their votes never disagree in a way that pins them down).
+
+        Where no class balance is known (none given, no dev gold, none the multipolar LFs tell apart
+        from uniform) it is the mean posterior of the train rows under the new weights and a uniform
+        prior (uncovered rows counted with :attr:`uncovered`), add-one smoothed — the EM update of the
+        prior, one step from uniform. The firing-rate ratios already discount a class whose LFs fire
+        on other classes too, so this counts rows, not raw votes.
+        """
+        if not unipolar.any():
+            return
+        k, n = self.cardinality, L.shape[0]
+        target = np.zeros(L.shape[1], dtype=np.int64)  # [m] the class each unipolar LF votes
+        class_mass, on_target, fired = np.zeros(k), np.zeros(L.shape[1]), np.zeros(L.shape[1])
+        for block in _chunks(L):
+            rows, cols, votes = _votes(block)
+            target[cols] = votes
+            probs = self._covered_and_uncovered(block)
+            class_mass += probs.sum(axis=0)
+            on_target += np.bincount(cols, weights=probs[rows, votes], minlength=L.shape[1])
+            fired += np.bincount(cols, minlength=L.shape[1])
+        rate = fired / n
+        alpha = (on_target + rate) / (class_mass[target] + 1.0)
+        beta = (fired - on_target + rate) / (n - class_mass[target] + 1.0)
+        ratio = np.log(np.maximum(alpha, 1e-12) / np.maximum(beta, 1e-12))
+        self.weight = np.where(unipolar, np.maximum(ratio, 0.0) * self.share, self.weight)
+        if self.class_balance is None:
+            total = sum(self._covered_and_uncovered(block).sum(axis=0) for block in _chunks(L))
+            self.class_balance, self.prior_source = (total + 1.0) / (n + k), "posterior"
 
     def _multipolar_class_balance(self, L: LabelArray, multi: np.ndarray) -> tuple[np.ndarray | None, float]:
         """The class balance the multipolar LFs' votes imply, or ``None`` where it is not told apart from
@@ -300,7 +362,7 @@ class FlowLabelModel(LabelModel):
         test with the observed information rejects the uniform balance at ``SIGNIFICANCE``.
         """
         k = self.cardinality
-        weight_of_lf = _log_odds(self.accuracy, k, np) * self.share * multi
+        weight_of_lf = self.weight * multi
         parts = []
         for block in _chunks(L):
             rows, cols, votes = _votes(block)
@@ -391,20 +453,23 @@ class FlowLabelModel(LabelModel):
         out = np.empty((L.shape[0], self.cardinality))
         start = 0
         for block in _chunks(L):
-            if self.conditional is not None:
-                probs = self._conditional_probs(block)
-            else:
-                probs = self._scores_to_probs(block, self.class_balance)
-                probs[(block < 0).all(axis=1)] = self.uncovered
+            probs = self._conditional_probs(block) if self.conditional is not None else self._covered_and_uncovered(block)
             out[start:start + len(block)] = probs
             start += len(block)
         return out
+
+    def _covered_and_uncovered(self, block: np.ndarray) -> np.ndarray:
+        """``[rows, k]`` one-coin posterior of one chunk: weighted votes and the class prior on covered
+        rows, :attr:`uncovered` on the others."""
+        probs = self._scores_to_probs(block, self.class_balance)
+        probs[(block < 0).all(axis=1)] = self.uncovered
+        return probs
 
     def _scores_to_probs(self, block: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
         """``[rows, k]`` softmax of the weighted votes of one chunk (plus ``log prior`` when given)."""
         xp, to = _backend(self.device)
         k = self.cardinality
-        weight_of_lf = to(_log_odds(self.accuracy, k, np) * self.share)
+        weight_of_lf = to(self.weight)
         rows, cols, votes = (to(a) for a in _votes(block))
         scores = xp.bincount(rows * k + votes, weights=weight_of_lf[cols],
                              minlength=block.shape[0] * k).reshape(block.shape[0], k)
@@ -420,7 +485,7 @@ class FlowLabelModel(LabelModel):
         config = {"n_iter": self.n_iter, "tol": self.tol, "prior_accuracy": self.prior_accuracy,
                   "prior_strength": self.prior_strength, "dev_weight": self.dev_weight, "device": self.device,
                   "conditional_strengths": list(self.conditional_strengths)}
-        arrays = {"accuracy": self.accuracy, "share": self.share, "uncovered": self.uncovered}
+        arrays = {"accuracy": self.accuracy, "share": self.share, "uncovered": self.uncovered, "weight": self.weight}
         if self.class_balance is not None:
             arrays["class_balance"] = self.class_balance
         if self.conditional is not None:
@@ -432,6 +497,8 @@ class FlowLabelModel(LabelModel):
                     arrays: dict[str, np.ndarray]) -> "FlowLabelModel":
         model = cls(cardinality, seed=seed, **config)
         model.accuracy, model.share, model.uncovered = arrays["accuracy"], arrays["share"], arrays["uncovered"]
+        # files written before unipolar LFs had weights of their own predicted with the one-coin weights
+        model.weight = arrays.get("weight", _log_odds(model.accuracy, cardinality, np) * model.share)
         model.class_balance, model.conditional = arrays.get("class_balance"), arrays.get("conditional")
         return model
 
