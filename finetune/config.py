@@ -12,16 +12,16 @@ Examples
 >>> FinetuneConfig(batch_size=0)
 Traceback (most recent call last):
 ...
-finetune.errors.FinetuneError: batch_size must be an integer ≥ 1; got 0
+labelflow.errors.FinetuneError: batch_size must be an integer ≥ 1; got 0
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from finetune.errors import FinetuneError
+from labelflow.errors import FinetuneError
 
 Method = Literal["lora", "full"]
 """``lora``: train low-rank adapters (and the head); ``full``: train every weight."""
@@ -71,9 +71,18 @@ rank 16, alpha 32, dropout 0.05 and peft's ``"all-linear"`` (every linear layer 
 _FALLBACK = {**_DECODER, "target_modules": "all-linear"}
 
 
+def _option(default: Any, group: str, *, flag: str | None = None, none: Any = None, cli: bool = True) -> Any:
+    """A config field with its command-line metadata (read by :mod:`finetune.options`): its help ``group``, a
+    ``flag`` other than ``--<name>``, the command-line value that stands for ``None``, or ``cli=False`` (no option)."""
+    return field(default=default, metadata={"group": group, "flag": flag, "none": none, "cli": cli})
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """How to distil probabilistic labels into a small sequence classifier.
+
+    Each field is also a ``labelflow finetune`` option (:mod:`finetune.options`), documented by
+    its entry below; the field's metadata says its help section and command-line details.
 
     Parameters
     ----------
@@ -84,9 +93,14 @@ class FinetuneConfig:
         initialised. Nothing is downloaded.
     method
         ``"lora"`` (adapters through peft, plus the classification head) or ``"full"``.
-    lora_r, lora_alpha, lora_dropout, lora_target_modules
-        LoRA rank, scaling alpha, dropout and module names; ``None`` takes the
-        architecture's default from :data:`LORA_DEFAULTS`.
+    lora_r
+        LoRA rank; ``None``: the architecture's default (:data:`LORA_DEFAULTS`).
+    lora_alpha
+        LoRA scaling alpha; ``None``: the architecture's default.
+    lora_dropout
+        LoRA dropout; ``None``: the architecture's default.
+    lora_target_modules
+        Names of the modules that get adapters; ``None``: the architecture's default.
     epochs
         Passes over the training rows (``max_steps`` may stop earlier).
     max_steps
@@ -97,12 +111,19 @@ class FinetuneConfig:
         Micro-batches per optimizer step.
     lr
         Peak learning rate; ``None``: 1e-3 for LoRA, 5e-5 for full fine-tuning.
-    weight_decay, warmup_ratio, scheduler, max_grad_norm
-        AdamW decay, warm-up fraction of all steps, schedule after it, clipping norm.
+    weight_decay
+        AdamW weight decay (not applied to biases and norms).
+    warmup_ratio
+        Fraction of all optimizer steps spent warming the learning rate up linearly.
+    scheduler
+        Learning-rate schedule after the warm-up.
+    max_grad_norm
+        Clip the gradient norm to this; ``None``: no clipping.
     max_length
         Tokens kept per text (longer texts are truncated).
     weighting
-        Per-row loss weight from the label's confidence (see :data:`Weighting`).
+        Per-row loss weight from the label's confidence ``q``: ``none`` 1, ``max_prob`` max q, ``margin``
+        q(1) - q(2), ``entropy`` 1 - H(q)/log k.
     drop_uncovered
         Drop training rows that no LF voted on (needs the export's ``covered`` column).
     min_confidence
@@ -116,9 +137,16 @@ class FinetuneConfig:
     checkpoint_every
         Write the resumable checkpoint every this many optimizer steps; ``None``: at
         each evaluation.
-    device, precision, tf32, attention, compile
-        Where and how to run: device, autocast dtype, TF32 matmuls on a GPU, attention
-        kernel, ``torch.compile`` of the model.
+    device
+        Where to train; ``auto``: CUDA when torch sees a GPU, else CPU.
+    precision
+        Autocast dtype; ``auto``: bf16 on a GPU that has it (else fp16), fp32 on a CPU.
+    tf32
+        TF32 matmuls on a GPU (off: full fp32 matmuls).
+    attention
+        Attention kernel; ``auto``: SDPA where the architecture has it, else transformers' default.
+    compile
+        ``torch.compile`` the model.
     cpu_threads
         torch threads when training on a CPU; ``None``: the cores other processes leave
         idle (from the 1-minute load average), at least 1 — two threads fighting another
@@ -136,40 +164,40 @@ class FinetuneConfig:
         Show a progress bar on stderr.
     """
 
-    base_model: str = DEFAULT_BASE_MODEL
-    method: Method = "lora"
-    lora_r: int | None = None
-    lora_alpha: float | None = None
-    lora_dropout: float | None = None
-    lora_target_modules: tuple[str, ...] | None = None
-    epochs: int = 5
-    max_steps: int | None = None
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float | None = None
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    scheduler: Scheduler = "linear"
-    max_grad_norm: float | None = 1.0
-    max_length: int = 128
-    weighting: Weighting = "none"
-    drop_uncovered: bool = False
-    min_confidence: float = 0.0
-    select: Selection = "accuracy"
-    eval_every: int | None = None
-    patience: int | None = 3
-    checkpoint_every: int | None = None
-    device: Device = "auto"
-    precision: Precision = "auto"
-    tf32: bool = True
-    attention: Attention = "auto"
-    compile: bool = False
-    cpu_threads: int | None = None
-    group_by_length: bool = True
-    eval_batch_size: int = 64
-    seed: int = 0
-    log_every: int = 10
-    progress: bool = True
+    base_model: str = _option(DEFAULT_BASE_MODEL, "model")
+    method: Method = _option("lora", "model")
+    lora_r: int | None = _option(None, "model")
+    lora_alpha: float | None = _option(None, "model")
+    lora_dropout: float | None = _option(None, "model")
+    lora_target_modules: tuple[str, ...] | None = _option(None, "model", flag="--target-modules")
+    epochs: int = _option(5, "training")
+    max_steps: int | None = _option(None, "training")
+    batch_size: int = _option(32, "training")
+    grad_accum: int = _option(1, "training")
+    lr: float | None = _option(None, "training")
+    weight_decay: float = _option(0.01, "training")
+    warmup_ratio: float = _option(0.1, "training")
+    scheduler: Scheduler = _option("linear", "training")
+    max_grad_norm: float | None = _option(1.0, "training", none=0)
+    max_length: int = _option(128, "model")
+    weighting: Weighting = _option("none", "training")
+    drop_uncovered: bool = _option(False, "training")
+    min_confidence: float = _option(0.0, "training")
+    select: Selection = _option("accuracy", "training")
+    eval_every: int | None = _option(None, "training")
+    patience: int | None = _option(3, "training", none=0)
+    checkpoint_every: int | None = _option(None, "training")
+    device: Device = _option("auto", "speed")
+    precision: Precision = _option("auto", "speed")
+    tf32: bool = _option(True, "speed")
+    attention: Attention = _option("auto", "speed")
+    compile: bool = _option(False, "speed")
+    cpu_threads: int | None = _option(None, "speed")
+    group_by_length: bool = _option(True, "speed")
+    eval_batch_size: int = _option(64, "speed")
+    seed: int = _option(0, "training")
+    log_every: int = _option(10, "speed")
+    progress: bool = _option(True, "speed", cli=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_model, str) or not self.base_model.strip():

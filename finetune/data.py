@@ -46,7 +46,7 @@ import polars as pl
 from labelflow.conventions import ABSTAIN
 from labelflow.labelmodels.base import probs_to_preds, tied_rows
 
-from finetune.errors import FinetuneError
+from labelflow.errors import FinetuneError
 
 PROB_PREFIX = "prob_"
 
@@ -110,6 +110,20 @@ class SoftLabels:
             digest.update(b"\0")
         digest.update(np.ascontiguousarray(self.probs[rows], dtype=np.float32).round(5).tobytes())
         return digest.hexdigest()[:16]
+
+    def to_frame(self) -> pl.DataFrame:
+        """These rows as an export frame (``id, text, split, label, prob_<class>..., pred, [covered,] tied``) that
+        :func:`read_soft_labels` reads back unchanged: what a run's ``labels.parquet`` holds (``pred`` always a
+        class, by the prediction policy; ``covered`` only where the export had it)."""
+        cols = [pl.Series("id", self.ids, dtype=pl.String), pl.Series("text", self.texts, dtype=pl.String),
+                pl.Series("split", self.split.tolist(), dtype=pl.String),
+                pl.Series("label", [None if g < 0 else int(g) for g in self.gold], dtype=pl.Int16),
+                *[pl.Series(PROB_PREFIX + c, self.probs[:, i]) for i, c in enumerate(self.class_names)],
+                pl.Series("pred", self.lm_pred, dtype=pl.Int16)]
+        if self.covered is not None:
+            cols.append(pl.Series("covered", self.covered))
+        cols.append(pl.Series("tied", self.tied))
+        return pl.DataFrame(cols)
 
 
 def read_soft_labels(

@@ -1,8 +1,8 @@
-"""Scoring: the student's class probabilities over many rows, and metrics beside the label model's."""
+"""Scoring: the student's class probabilities over many rows, and its metrics beside the label model's."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -11,6 +11,7 @@ import numpy as np
 from labelflow.analysis import classification_metrics
 
 from finetune.data import collate, sorted_batches
+from finetune.rows import TrainingRows
 
 
 def predict_probs(model: Any, token_ids: Sequence[np.ndarray], *, batch_size: int, pad_id: int, device: Any,
@@ -71,3 +72,45 @@ def dev_loss(probs: np.ndarray, gold: np.ndarray) -> float:
     """Mean cross-entropy of ``[n, k]`` predicted probabilities against ``[n]`` gold classes."""
     p = probs[np.arange(len(gold)), gold]
     return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))
+
+
+def gold_scores(rows: TrainingRows, student_probs: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any]:
+    """The student beside the label model on the dev and test gold rows: ``metrics.json``'s ``dev`` and ``test``.
+
+    Parameters
+    ----------
+    rows
+        The run's rows (:func:`finetune.rows.select_rows`).
+    student_probs
+        ``[len(idx), k]`` student probabilities for row indices ``idx``.
+
+    Returns
+    -------
+    dict
+        ``{"dev": entry or None, "test": entry or None}`` (``None``: no gold rows), each entry ``{"rows",
+        "student", "label_model"}`` (:func:`metrics` of each) and, where some gold rows have no LF vote,
+        ``"uncovered": {"rows", "student_accuracy", "label_model_accuracy"}``. The label model is scored as
+        ``labelflow fit`` scores it: its policy's class on every gold row (ties broken, not counted wrong),
+        accuracy on all rows and on the rows some LF voted on, coverage, tied; the student labels every row
+        (coverage 1).
+    """
+    data, names, out = rows.data, rows.data.class_names, {}
+    for split, mask in (("dev", rows.dev), ("test", rows.test)):
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            out[split] = None
+            continue
+        pred, gold, lm_pred = student_probs(idx).argmax(axis=1), data.gold[idx], data.lm_pred[idx]
+        covered = None if data.covered is None else data.covered[idx]
+        entry: dict[str, Any] = {
+            "rows": int(len(idx)),
+            "student": metrics(gold, pred, class_names=names),
+            "label_model": metrics(gold, lm_pred, class_names=names, covered=covered, tied=data.tied[idx]),
+        }
+        if covered is not None and (~covered).any():
+            u = ~covered
+            entry["uncovered"] = {"rows": int(u.sum()),
+                                  "student_accuracy": float(np.mean(pred[u] == gold[u])),
+                                  "label_model_accuracy": float(np.mean(lm_pred[u] == gold[u]))}
+        out[split] = entry
+    return out

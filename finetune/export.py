@@ -1,4 +1,4 @@
-"""Writing a finished run: metrics beside the label model's, the adapter, the merged model, a model card.
+"""Writing a finished run: its metrics, the adapter, the merged model, a model card.
 
 A finished run folder is a Hugging Face model folder::
 
@@ -14,7 +14,8 @@ A finished run folder is a Hugging Face model folder::
     RUN_DIR/progress.json                    the last progress (status "complete")
 
 so ``AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`` serves it
-without labelflow or peft.
+without labelflow or peft. The file names are :mod:`finetune.run_folder`'s; the metrics
+are computed by the trainer (:func:`finetune.evaluate.gold_scores`).
 """
 
 from __future__ import annotations
@@ -23,83 +24,25 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from labelflow.files import atomic_path, write_json
-
-from finetune.evaluate import metrics
+from finetune.config import FinetuneConfig
 from finetune.model import quiet_transformers
-
-if TYPE_CHECKING:
-    from finetune.train import _Trainer
-
-METRICS_FILE = "metrics.json"
-CARD_FILE = "README.md"
-ADAPTER_DIR = "adapter"
+from finetune.run_folder import ADAPTER_DIR, RunFolder
 
 
-def export_run(tr: "_Trainer", model: Any) -> dict[str, Any]:
-    """Score the best weights on dev and test, then write the run folder; returns ``metrics.json``'s contents."""
-    from finetune.train import RUN_FILE, read_run
+def export_run(folder: RunFolder, metrics: dict[str, Any], model: Any, tokenizer: Any, *,
+               config: FinetuneConfig) -> None:
+    """Write the finished run into ``folder``: the model (:func:`save_model`), ``metrics.json``, the model card,
+    and status ``complete`` in ``finetune.json``.
 
-    rows, cfg, st = tr.rows, tr.cfg, tr.state
-    data, names = rows.data, rows.data.class_names
-    out: dict[str, Any] = {
-        "format": 1,
-        "task": tr.meta["task"]["name"],
-        "classes": list(names),
-        "base_model": cfg.base_model,
-        "method": cfg.method,
-        "lora": cfg.lora_settings(tr.model_type) if cfg.method == "lora" else None,
-    }
-    for split, mask in (("dev", rows.dev), ("test", rows.test)):
-        idx = np.flatnonzero(mask)
-        if not len(idx):
-            out[split] = None
-            continue
-        probs = tr.student_probs(idx)
-        pred, gold, lm_pred = probs.argmax(axis=1), data.gold[idx], data.lm_pred[idx]
-        covered = None if data.covered is None else data.covered[idx]
-        # the label model as `labelflow fit` scores it: its policy's class on every gold row (ties broken, not
-        # counted wrong), accuracy on all rows and on the rows some LF voted on, coverage, tied; the student
-        # labels every row (coverage 1; its accuracy where no LF voted is under "uncovered")
-        entry: dict[str, Any] = {
-            "rows": int(len(idx)),
-            "student": metrics(gold, pred, class_names=names),
-            "label_model": metrics(gold, lm_pred, class_names=names, covered=covered, tied=data.tied[idx]),
-        }
-        if covered is not None and (~covered).any():
-            u = ~covered
-            entry["uncovered"] = {"rows": int(u.sum()),
-                                  "student_accuracy": float(np.mean(pred[u] == gold[u])),
-                                  "label_model_accuracy": float(np.mean(lm_pred[u] == gold[u]))}
-        out[split] = entry
-    seconds = st["train_seconds"]
-    out["train"] = {
-        **rows.counts,
-        "steps": st["step"], "total_steps": tr.total_steps, "epochs": round(st["step"] / tr.steps_per_epoch, 3),
-        "seconds": round(seconds, 2),
-        "samples_per_s": round(st["samples"] / seconds, 2) if seconds else None,
-        "tokens_per_s": round(st["tokens"] / seconds, 1) if seconds else None,
-        "trainable_parameters": tr.n_trainable, "parameters": tr.n_params,
-        "device": str(tr.device), "processes": tr.world,
-        "precision": str(tr.autocast_dtype).removeprefix("torch.") if tr.autocast_dtype else "fp32",
-        "resumed_from": tr.resumed_from,
-    }
-    best = st["best"]
-    out["best"] = None if best is None else {"step": best["step"], "epoch": best["epoch"], "select": cfg.select,
-                                             "score": best["score"]}
-    out["history"] = st["history"]
-
-    save_model(model, tr.tokenizer, tr.run_dir, lora=cfg.method == "lora")
-    write_json(tr.run_dir / METRICS_FILE, out)
-    with atomic_path(tr.run_dir / CARD_FILE) as tmp:
-        tmp.write_text(model_card(out, cfg.to_dict()), encoding="utf-8")
-    run = read_run(tr.run_dir)
-    write_json(tr.run_dir / RUN_FILE, {**run, "status": "complete"})
-    return out
+    ``metrics`` is ``metrics.json``'s document (see :func:`finetune.finetune`); ``model`` holds the best weights
+    (a peft model is merged in place).
+    """
+    save_model(model, tokenizer, folder.path, lora=config.method == "lora")
+    folder.write_metrics(metrics)
+    folder.write_card(model_card(metrics, config.to_dict()))
+    folder.set_status("complete")
 
 
 def save_model(model: Any, tokenizer: Any, run_dir: Path, *, lora: bool) -> None:

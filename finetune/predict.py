@@ -3,18 +3,17 @@
 Example::
 
     from finetune import predict
-    from labelflow.guided import analyze
+    from labelflow.error_analysis import analyze
     preds = predict("runs/student", "data/youtube/Youtube05-Shakira.csv", text="CONTENT")
     analysis = analyze(project, predictions=predict("runs/student", project.root))
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import polars as pl
@@ -23,9 +22,10 @@ from labelflow.errors import require
 
 from finetune.config import Device
 from finetune.data import tokenize
-from finetune.errors import FinetuneError
+from labelflow.errors import FinetuneError
 from finetune.evaluate import predict_probs
 from finetune.model import EXTRA, quiet_transformers
+from finetune.run_folder import RunFolder
 
 DEFAULT_MAX_LENGTH = 128
 
@@ -47,12 +47,13 @@ def load_student(run_dir: str | Path, *, device: Device = "auto") -> Student:
     import torch
 
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     if not (run_dir / "config.json").is_file():
         hint = (" (the run has not finished: resume it with `labelflow finetune --resume`)"
-                if (run_dir / "finetune.json").is_file() else "")
+                if folder.has_run() else "")
         raise FinetuneError(f"--model {run_dir} is not a fine-tuned model folder: config.json is missing{hint}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise FinetuneError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+    if device not in get_args(Device):
+        raise FinetuneError(f"device must be one of {list(get_args(Device))}; got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise FinetuneError("device='cuda' but torch sees no CUDA GPU; use device='auto' or 'cpu'")
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -66,9 +67,8 @@ def load_student(run_dir: str | Path, *, device: Device = "auto") -> Student:
     k = model.config.num_labels
     names = tuple(str(model.config.id2label.get(i, model.config.id2label.get(str(i), f"LABEL_{i}"))) for i in range(k))
     max_length = DEFAULT_MAX_LENGTH
-    meta = run_dir / "finetune.json"
-    if meta.is_file():
-        max_length = int(json.loads(meta.read_text(encoding="utf-8"))["config"]["max_length"])
+    if folder.has_run():
+        max_length = int(folder.read_meta()["config"]["max_length"])
     return Student(model.to(dev).eval(), tokenizer, names, max_length, dev)
 
 
@@ -101,7 +101,7 @@ def predict(
     polars.DataFrame
         ``[n rows]``: ``id`` (the data's, or the row index as a string), ``split`` when the
         data has one, ``pred`` (Int16), ``pred_name`` and ``prob_<class>`` per class —
-        the frame :func:`labelflow.guided.analyze` takes as ``predictions``.
+        the frame :func:`labelflow.error_analysis.analyze` takes as ``predictions``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FinetuneError(f"batch_size must be an integer ≥ 1; got {batch_size!r}")

@@ -4,7 +4,7 @@ Each run is a ``labelflow finetune`` process (:func:`start_run`) detached from t
 caller, so a run outlives the app page or notebook that started it. Its files
 live in the project's store::
 
-    store/runs/NAME/              the run folder (see :mod:`finetune.train` and :mod:`finetune.export`)
+    store/runs/NAME/              the run folder (see :mod:`finetune.run_folder`)
     store/runs/NAME.pid           the launch: {"pid", "started" (Unix seconds), "proc_start" (the process's start
                                   time in clock ticks after boot, from /proc; null elsewhere), "argv", "config",
                                   "label_model"} (JSON, written atomically)
@@ -31,14 +31,13 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,12 +45,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from labelflow.conventions import ABSTAIN
 from labelflow.files import write_json
 
-from finetune.checkpoint import checkpoint_summary
 from finetune.config import FinetuneConfig
-from finetune.errors import FinetuneError
-from finetune.export import METRICS_FILE
-from finetune.train import CHECKPOINT, LABELS_FILE, LEGACY_CHECKPOINT, PROGRESS_FILE, RUN_FILE, read_run
-from finetune.train import proc_start as _proc_start
+from labelflow.errors import FinetuneError
+from finetune.options import config_argv
+from finetune.run_folder import LABELS_FILE, METRICS_FILE, RUN_FILE, RunFolder, read_json_or_none
+from finetune.run_folder import proc_start as _proc_start
 
 if TYPE_CHECKING:
     import polars as pl
@@ -71,9 +69,6 @@ ERROR_LINES = 20
 _WRAPPER = ('exit_file=$1; shift; trap "stopped=1" TERM INT; "$@" & child=$!; '
             'while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done; '
             '[ -n "$stopped" ] || { echo $code > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"; }')
-# FinetuneConfig fields whose `labelflow finetune` option is a switch, set when the field differs from its default.
-_SWITCHES = {"drop_uncovered": "--drop-uncovered", "compile": "--compile", "tf32": "--no-tf32",
-             "group_by_length": "--no-group-by-length"}
 _CHILDREN: dict[int, subprocess.Popen] = {}
 """The runs this process launched, by pid: polled (and so reaped) here."""
 
@@ -91,7 +86,7 @@ class RunInfo:
     started
         Unix seconds of its last launch (of ``finetune.json`` for a run started elsewhere).
     progress
-        :func:`run_progress` of the folder (``None`` before the first write).
+        The folder's ``progress.json`` (:meth:`RunFolder.read_progress`; ``None`` before the first write).
     config
         The fine-tuning options it runs with (:meth:`FinetuneConfig.to_dict` form).
     error
@@ -145,15 +140,14 @@ class RunInfo:
     @cached_property
     def metrics(self) -> dict[str, Any] | None:
         """``metrics.json`` of a complete run (see :func:`finetune.finetune`), else ``None``; read once."""
-        path = self.path / METRICS_FILE
-        if self.status != "complete" or not path.is_file():
+        if self.status != "complete" or not (self.path / METRICS_FILE).is_file():
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        return RunFolder(self.path).read_metrics()
 
 
 def runs_folder(project: Project) -> Path:
-    """``project.store / "runs"``: where the project's runs live."""
-    return project.store / "runs"
+    """``project.store.runs``: where the project's runs live."""
+    return project.store.runs
 
 
 def list_runs(project: Project) -> list[RunInfo]:
@@ -169,8 +163,9 @@ def list_runs(project: Project) -> list[RunInfo]:
 def run_info(project: Project, name: str) -> RunInfo:
     """The run called ``name``; :class:`FinetuneError` when there is none."""
     path = runs_folder(project) / _check_name(name)
-    launch = _read_json(_beside(path, "pid"))
-    meta = read_run(path) if (path / RUN_FILE).is_file() else None
+    folder = RunFolder(path)
+    launch = read_json_or_none(_beside(path, "pid"))
+    meta = folder.read_meta() if folder.has_run() else None
     if launch is None and meta is None:
         raise FinetuneError(f"no fine-tuning run {name!r} in {runs_folder(project)}")
     exit_file = _beside(path, "exit")
@@ -178,7 +173,7 @@ def run_info(project: Project, name: str) -> RunInfo:
         code = int(exit_file.read_text()) if exit_file.is_file() else None
     except ValueError:  # being written
         code = None
-    progress = run_progress(path)
+    progress = folder.read_progress()
     # progress.json of the last attempt (an older one may be left from before a resume that failed at once)
     latest = progress if progress is not None and (
         launch is None or progress.get("time", 0) >= launch.get("started", 0) - 1) else None
@@ -199,13 +194,8 @@ def run_info(project: Project, name: str) -> RunInfo:
         status = "stopped"
     started = launch["started"] if launch is not None else (path / RUN_FILE).stat().st_mtime
     config = meta["config"] if meta is not None else launch["config"]
-    return RunInfo(name, path, status, started, progress, config, error, checkpoint=_checkpoint(path),
+    return RunInfo(name, path, status, started, progress, config, error, checkpoint=folder.checkpoint_summary(),
                    launched=launch is not None)
-
-
-def run_progress(run_dir: str | Path) -> dict[str, Any] | None:
-    """``progress.json`` of a run folder (see :data:`finetune.train.PROGRESS_FILE`), or ``None`` before the first."""
-    return _read_json(Path(run_dir) / PROGRESS_FILE)
 
 
 def new_run_name(project: Project, prefix: str = "student") -> str:
@@ -253,7 +243,7 @@ def start_run(project: Project, name: str, config: FinetuneConfig | None = None,
         if current.not_resumable:
             raise FinetuneError(f"run {name!r} cannot be resumed: {current.not_resumable}")
         config = config or FinetuneConfig.from_dict(current.config)
-        label_model = label_model or (_read_json(_beside(path, "pid")) or {}).get("label_model")
+        label_model = label_model or (read_json_or_none(_beside(path, "pid")) or {}).get("label_model")
     elif current is not None or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
         raise FinetuneError(f"a run named {name!r} exists already in {runs_folder(project)}; choose another name "
                             "(or resume it)")
@@ -289,7 +279,7 @@ def stop_run(project: Project, name: str, *, wait: float = 30.0) -> RunInfo:
     nothing is signalled then.
     """
     info = run_info(project, name)
-    launch = _read_json(_beside(info.path, "pid"))
+    launch = read_json_or_none(_beside(info.path, "pid"))
     if info.status != "training":
         raise FinetuneError(f"run {name!r} is not training (status {info.status!r})")
     if launch is None or not _alive(launch, info.path):
@@ -318,32 +308,6 @@ def wait_run(project: Project, name: str, *, timeout: float | None = None, poll:
     return info
 
 
-def config_argv(config: FinetuneConfig) -> list[str]:
-    """The ``labelflow finetune`` options (``finetune.cli``'s names) that give ``config``; options at their default
-    are left out, and ``progress`` (the CLI sets it from ``--json``) too.
-
-    >>> config_argv(FinetuneConfig(lora_target_modules=("q", "v"), epochs=2, drop_uncovered=True, patience=None))
-    ['--target-modules', 'q,v', '--epochs', '2', '--drop-uncovered', '--patience', '0']
-    """
-    default, argv = FinetuneConfig(), []
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if f.name == "progress" or value == getattr(default, f.name):
-            continue
-        if f.name == "max_grad_norm":
-            raise FinetuneError(f"labelflow finetune has no option for max_grad_norm (here {value!r}); "
-                                f"keep the default {default.max_grad_norm}")
-        if f.name in _SWITCHES:
-            argv.append(_SWITCHES[f.name])
-        elif f.name == "lora_target_modules":
-            argv += ["--target-modules", ",".join(value)]
-        elif f.name == "patience":
-            argv += ["--patience", str(value or 0)]
-        else:
-            argv += ["--" + f.name.replace("_", "-"), str(value)]
-    return argv
-
-
 def split_predictions(project: Project, run: str | Path, split: str) -> pl.DataFrame:
     """The student of a finished run folder on the gold-labelled rows of ``split``: :func:`finetune.predict`'s
     frame (``id``, ``split``, ``pred``, ``pred_name``, ``prob_<class>``), for ``analyze(..., predictions=...)``."""
@@ -369,13 +333,6 @@ def _check_name(name: Any) -> str:
 def _beside(path: Path, kind: str) -> Path:
     """``runs/NAME.<kind>`` for the run folder ``runs/NAME``."""
     return path.parent / f"{path.name}.{kind}"
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _alive(launch: dict[str, Any], path: Path) -> bool:
@@ -421,15 +378,6 @@ def _trainer_alive(progress: dict[str, Any] | None, path: Path) -> bool:
     except OSError:
         return False
     return state != "Z" and _proc_start(pid) == ticks
-
-
-def _checkpoint(path: Path) -> dict[str, Any] | None:
-    """:func:`~finetune.checkpoint.checkpoint_summary` of the run's checkpoint, or ``None`` without one."""
-    if (path / CHECKPOINT).is_file():
-        return checkpoint_summary(path / CHECKPOINT)
-    if (path / LEGACY_CHECKPOINT).is_file():
-        return {"step": None, "epoch": None, "done": None}
-    return None
 
 
 def _not_this_run(launch: dict[str, Any], path: Path, *, strict: bool = False) -> str | None:

@@ -238,7 +238,7 @@ def wait_for_step():
     import time
 
     from finetune.runs import run_info
-    from finetune.train import CHECKPOINT
+    from finetune.run_folder import CHECKPOINT
 
     def wait(project, name: str, step: int, timeout: float = 240):
         deadline = time.monotonic() + timeout

@@ -7,14 +7,15 @@ few seconds while the run trains).
 
 import shlex
 from datetime import datetime
+from typing import get_args
 
 import polars as pl
 import streamlit as st
 
 import loaders
 import widgets
-from finetune.config import DEFAULT_BASE_MODEL, FinetuneConfig
-from finetune.export import CARD_FILE
+from finetune.config import DEFAULT_BASE_MODEL, FinetuneConfig, Method, Weighting
+from finetune.run_folder import CARD_FILE
 from finetune.runs import RunInfo, list_runs, new_run_name, run_info, runs_folder, start_run, stop_run
 from labelflow.errors import LabelflowError
 
@@ -42,7 +43,8 @@ with st.form("new_run"):
                                      help="all-MiniLM-L6-v2 (bundled, runs offline), a local model folder, or a "
                                           "Hugging Face id already in the local cache")
     method_col, epochs_col, batch_col, lr_col = st.columns(4)
-    method = method_col.selectbox("Method", ["lora", "full"], key="ft_method",
+    method = method_col.selectbox("Method", get_args(Method), index=get_args(Method).index(defaults.method),
+                                  key="ft_method",
                                   help="lora: train low-rank adapters and the head; full: every weight")
     epochs = epochs_col.number_input("Epochs", min_value=1, value=defaults.epochs, key="ft_epochs")
     batch_size = batch_col.number_input("Batch size", min_value=1, value=defaults.batch_size, key="ft_batch_size")
@@ -51,7 +53,8 @@ with st.form("new_run"):
     length_col, weighting_col, drop_col = st.columns([1, 1, 2])
     max_length = length_col.number_input("Max length (tokens)", min_value=8, value=defaults.max_length,
                                          key="ft_max_length")
-    weighting = weighting_col.selectbox("Weighting", ["none", "max_prob", "margin", "entropy"], key="ft_weighting",
+    weighting = weighting_col.selectbox("Weighting", get_args(Weighting),
+                                        index=get_args(Weighting).index(defaults.weighting), key="ft_weighting",
                                         help="Weight each row's loss by its label's confidence")
     drop_uncovered = drop_col.checkbox("Drop uncovered rows", key="ft_drop_uncovered",
                                        help="Train only on rows at least one LF voted on")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -12,6 +14,9 @@ pytest.importorskip("peft")
 
 from finetune.cli import COMMANDS  # noqa: E402
 from labelflow.cli import main  # noqa: E402
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(capsys, *argv: str) -> tuple[int, dict | str, str]:
@@ -29,7 +34,7 @@ def tiny_args(tiny_model) -> list[str]:
 
 
 def test_finetune_a_project_then_predict_into_error_analysis(tmp_path, capsys, project, tiny_model):
-    from labelflow.guided import analyze
+    from labelflow.error_analysis import analyze
 
     project.apply()
     project.fit()
@@ -96,15 +101,44 @@ def test_errors_print_one_line_and_exit_2(tmp_path, capsys, export, tiny_model, 
 
 
 def test_options_become_the_config():
-    from finetune.cli import config_from_args
-    from labelflow.cli import COMMANDS as ALL, make_parser
+    from finetune.options import config_from_args
+    from labelflow.cli import commands, make_parser
 
     args = make_parser().parse_args(["finetune", "--out", "r", "--lora-r", "4", "--target-modules", "query,value",
                                      "--patience", "0"])
     cfg = config_from_args(args)
     assert cfg.lora_r == 4 and cfg.lora_target_modules == ("query", "value") and cfg.patience is None
     assert cfg.base_model == "all-MiniLM-L6-v2" and cfg.method == "lora"
-    assert set(COMMANDS) <= set(ALL)  # the CLI runs them (wrapped to silence third-party output unless -v)
+    assert set(COMMANDS) <= set(commands())  # the CLI runs them (wrapped to silence third-party output unless -v)
+
+
+def test_every_config_field_is_an_option_with_its_literal_choices_and_the_readme_flags_parse():
+    import dataclasses
+    import re
+    import typing
+
+    from finetune.config import FinetuneConfig, Weighting
+    from finetune.options import config_from_args, options
+    from labelflow.cli import make_parser
+
+    opts = {o.field: o for o in options()}
+    assert set(opts) == {f.name for f in dataclasses.fields(FinetuneConfig)} - {"progress"}
+    assert opts["weighting"].choices == typing.get_args(Weighting) and opts["weighting"].help
+    assert (opts["tf32"].flag, opts["lora_target_modules"].flag, opts["max_length"].flag) == (
+        "--no-tf32", "--target-modules", "--max-length")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Fine-tuning a student")[1].split("\n## ")[0]
+    flags = set(re.findall(r"`(--[a-z][a-z0-9-]+)", section)) | set(re.findall(r"labelflow finetune .*", section))
+    flags = {f for line in flags for f in re.findall(r"--[a-z][a-z0-9-]+", line)} - {"--out", "--no-student"}
+    parser = make_parser()
+    for flag in sorted(flags):
+        o = next((o for o in opts.values() if o.flag == flag), None)
+        if o is not None and o.kind == "value":
+            value = o.choices[-1] if o.choices else {int: "2", float: "0.5", str: "x"}[o.parse]
+            args = parser.parse_args(["finetune", "--out", "r", flag, value])
+        else:
+            args = parser.parse_args(["finetune", "--out", "r", flag] + (["q,v"] if flag == "--target-modules" else []))
+        config_from_args(args)  # a valid config
 
 
 def test_demo_student_stage_and_comparison_table(tmp_path, project, tiny_config):

@@ -8,7 +8,8 @@ import pytest
 
 from finetune import LORA_DEFAULTS, FinetuneConfig, FinetuneError, read_soft_labels
 from finetune.data import LengthGroupedBatches, collate
-from finetune.train import lr_schedule, select_rows, soft_labels_frame
+from finetune.rows import select_rows
+from finetune.train import lr_schedule
 from labelflow.labelmodels import probs_to_preds
 
 # --- config ----------------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ def test_an_export_by_the_prediction_policy_is_read_as_it_is(export):
     for source in (frame, flipped):
         data = read_soft_labels(source)
         assert data.lm_pred.tolist() == source["pred"].to_list() and data.tied.tolist() == tied.to_list()
-        written = soft_labels_frame(data)
+        written = data.to_frame()
         assert written.columns == ["id", "text", "split", "label", "prob_HAM", "prob_SPAM", "pred", "covered", "tied"]
         assert written["pred"].to_list() == source["pred"].to_list() and written["tied"].to_list() == tied.to_list()
 

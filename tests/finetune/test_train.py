@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from finetune import FinetuneConfig, FinetuneError, finetune, load_student, predict  # noqa: E402
 from finetune.checkpoint import read_checkpoint  # noqa: E402
 from finetune.model import resolve_base_model  # noqa: E402
-from finetune.train import CHECKPOINT  # noqa: E402
+from finetune.run_folder import CHECKPOINT  # noqa: E402
 from labelflow.labelmodels.base import probs_to_preds, tied_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
