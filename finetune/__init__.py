@@ -22,7 +22,7 @@ needs them; install them with ``pip install 'labelflow[finetune]'``.
 
 from finetune.config import LORA_DEFAULTS, FinetuneConfig
 from finetune.data import SoftLabels, read_soft_labels
-from finetune.errors import FinetuneError
+from labelflow.errors import FinetuneError
 from finetune.loss import confidence_weights, soft_cross_entropy
 from finetune.predict import Student, load_student, predict
 from finetune.train import FinetuneResult, finetune

@@ -21,7 +21,7 @@ from typing import Any
 
 from labelflow.files import atomic_path
 
-from finetune.errors import FinetuneError
+from labelflow.errors import FinetuneError
 
 METADATA_KEY = "labelflow.checkpoint"
 """The safetensors metadata entry holding the checkpoint's JSON structure."""

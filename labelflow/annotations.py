@@ -46,7 +46,7 @@ from pathlib import Path
 
 import polars as pl
 
-from labelflow.errors import LabelflowError, ProjectError
+from labelflow.errors import AnnotationConflict, LabelflowError, ProjectError
 from labelflow.schema import ClassSchema
 
 FORMAT = 2
@@ -68,18 +68,6 @@ class _Any:
 
 ANY = _Any()
 """``expect=ANY`` (the default): write whatever is stored for the row and annotator."""
-
-
-class AnnotationConflict(ProjectError):
-    """A label was given for a row whose stored label is not the one the caller expected (another tab or session
-    labelled it since); nothing was written. ``current`` is the stored class name (``None``: no label) and ``time``
-    when it was given."""
-
-    def __init__(self, row_id: str, annotator: str, current: str | None, time: float | None) -> None:
-        self.row_id, self.annotator, self.current, self.time = row_id, annotator, current, time
-        held = "no label" if current is None else f"the label {current!r}"
-        super().__init__(f"row {row_id!r} now has {held} from {annotator!r} (given since this page showed it, "
-                         "in another tab or session); nothing was written")
 
 
 class AnnotationStore:

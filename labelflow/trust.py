@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labelflow.errors import ProjectError
+from labelflow.errors import ProjectError, UntrustedProjectError
 from labelflow.files import write_json
 
 HOME_ENV = "LABELFLOW_HOME"
@@ -40,10 +40,6 @@ TRUST_FILE = "trusted.json"
 FORMAT = 1
 MAX_RECORDS = 2000
 """Trusted fingerprints kept (the oldest go first)."""
-
-
-class UntrustedProjectError(ProjectError):
-    """The project's code (its LF suite, or the Ray cluster its config names) is not trusted on this machine."""
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,35 @@
-"""labelflow.errors.explain: each known kind of failure from below labelflow becomes one line naming the file and
-what to do; anything else gets None (and keeps its traceback in the CLI)."""
+"""labelflow.errors: every public exception class is defined there; explain: each known kind of failure from below
+labelflow becomes one line naming the file and what to do; anything else gets None (and keeps its traceback in the
+CLI)."""
 
 from __future__ import annotations
 
+import ast
 import errno
 import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from labelflow import errors
 from labelflow.errors import explain, involving
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_public_exception_class_is_defined_in_errors_py():
+    own = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, BaseException)}
+    elsewhere = []
+    for path in sorted(p for folder in ("labelflow", "finetune", "app") for p in (ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and path.name != "errors.py":
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                if any(b in own or b.endswith(("Error", "Exception")) for b in bases):
+                    elsewhere.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert elsewhere == []
 
 
 def raised(fn):
