@@ -161,6 +161,20 @@ def test_duplicated_lfs_do_not_outvote_the_others():
     assert agree > 0.99
 
 
+def test_near_copies_of_a_weak_lf_count_about_once():
+    """A mediocre LF and 6 near-copies of it (each takes its vote, abstain included, 85 % of the time)
+    against 5 better independent LFs: the copies fire together, so they share one LF's say."""
+    rng = np.random.default_rng(9)
+    L, y = synthetic(k=2, accuracies=(0.6,) + (0.75,) * 5, coverage=0.7, seed=9)
+    own = np.where(rng.random((len(L), 6)) < 0.7, np.where(rng.random((len(L), 6)) < 0.6, y[:, None], 1 - y[:, None]), -1)
+    copies = np.where(rng.random((len(L), 6)) < 0.85, L[:, :1], own).astype(np.int8)
+    model = FlowLabelModel(2).fit(np.hstack([L, copies]))
+    assert np.all(model.share[[0, 6, 7, 8, 9, 10, 11]] < 0.3) and np.all(model.share[1:6] > 0.9)
+    ours = np.mean(model.predict(np.hstack([L, copies])) == y)
+    assert ours > np.mean(MajorityVote(2).fit(np.hstack([L, copies])).predict(np.hstack([L, copies])) == y) + 0.03
+    assert ours > np.mean(FlowLabelModel(2).fit(L).predict(L) == y) - 0.01  # about as if the copies were not there
+
+
 def test_lfs_that_never_or_always_fire():
     L, y = synthetic(accuracies=(0.9, 0.8, 0.7))
     never = np.full((len(L), 1), -1, dtype=np.int8)

@@ -9,7 +9,10 @@ Given the votes of a row, ``P(y | votes) ∝ π_y · exp(Σ_j w_j [λ_j = y])`` 
 log-odds weight ``w_j = share_j · log(a_j (k-1) / (1 - a_j))`` (a one-coin
 Dawid–Skene posterior) for an LF that votes several classes, and a firing-rate ratio for one
 that votes a single class (below). ``share_j`` is ``1 / (number of LFs whose column is
-identical to j's)``, so duplicating an LF does not double its say.
+identical to j's)``, so duplicating an LF does not double its say; for a multipolar LF it is
+``1 / (1 + Σ_i φ_ij²)`` over the multipolar LFs ``i`` that fire significantly together with it
+(a copy, or LFs reading one latent feature: under the model they would fire independently), so a
+group of near-copies counts about once (:func:`_firing_share`).
 
 **Accuracies without gold** are fit by EM on the rows where at least two LFs vote
 (a row with one vote says nothing about that LF's accuracy), and only where the
@@ -110,6 +113,10 @@ SIGNIFICANCE = 0.05
 rejects the uniform one at this level."""
 MAX_PRIOR_ROWS = 100_000
 """The class balance without gold is estimated on at most this many rows (a seeded sample)."""
+FIRING_CHI2 = 10.83
+"""χ²(1) at 0.001: a pair of multipolar LFs counts as dependent only where ``n φ²`` exceeds it."""
+MAX_FIRING_CELLS = 2_000_000_000
+"""Rows × (multipolar LFs)² at most in the firing-correlation estimate (bounds its time)."""
 DEV_FOLDS = 5
 MIN_SELECTION_DEV_ROWS = 50
 """With fewer dev gold rows than this, the one-coin model is kept without cross-validation."""
@@ -235,7 +242,10 @@ class FlowLabelModel(LabelModel):
         """Fit the one-coin accuracies, the class prior and the uncovered-row distribution."""
         xp, to = _backend(self.device)
         k, (n, m) = self.cardinality, L.shape
+        classes_voted = _classes_voted(L, k)
+        multi_np = classes_voted > 1
         self.share = _duplicate_share(L)
+        self.share[multi_np] = _firing_share(L, multi_np, seed=self.seed)
         has_dev = L_dev is not None and y_dev is not None and len(y_dev) > 0
         strength = self.prior_strength
         dev_num = dev_den = None
@@ -248,8 +258,6 @@ class FlowLabelModel(LabelModel):
         acc = to(np.full(m, self.prior_accuracy))
         share = to(self.share)
         floor = 1 / k + 1e-3
-        classes_voted = _classes_voted(L, k)
-        multi_np = classes_voted > 1
         lowest = to(np.where(multi_np, 1e-3, floor))  # multipolar LFs may fall below chance
         multi = to(multi_np)
         for it in range(self.n_iter):
@@ -611,6 +619,42 @@ def _duplicate_share(L: np.ndarray) -> np.ndarray:
         if votes[j]:
             counts[key] = counts.get(key, 0) + 1
     return np.array([1.0 / counts[key] if votes[j] else 1.0 for j, key in enumerate(keys)])
+
+
+def _firing_share(L: np.ndarray, multi: np.ndarray, *, seed: int) -> np.ndarray:
+    """``[number of multipolar LFs]``: ``1 / (1 + Σ_i φ_ij²)`` over the other multipolar LFs ``i``
+    whose firing is significantly positively correlated with ``j``'s.
+
+    The one-coin model assumes a multipolar LF fires at one rate whatever the class, so two of them
+    fire independently; ``φ_ij``, the correlation of their fire/abstain indicators, is then about 0.
+    A copy of an LF, or two LFs reading one latent feature, fire together (``φ`` near 1), and their
+    agreement would otherwise pass for accuracy and outvote the independent LFs. Each dependent
+    neighbour counts ``φ²`` of a duplicate (an identical column counts 1, as in
+    :func:`_duplicate_share`); a pair counts only where ``n φ² > FIRING_CHI2`` (a χ² test of
+    independence at 0.001), so chance correlations among many LFs do not add up. Estimated on at most
+    ``MAX_PRIOR_ROWS`` rows (a seeded sample), fewer where there are many multipolar LFs
+    (``MAX_FIRING_CELLS``), in chunks.
+    """
+    idx = np.flatnonzero(multi)
+    n, m_multi = L.shape[0], len(idx)
+    if m_multi < 2:
+        return np.ones(m_multi)
+    sample = min(n, MAX_PRIOR_ROWS, max(2000, MAX_FIRING_CELLS // (m_multi * m_multi)))
+    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if sample < n else np.arange(n)
+    total, cross = np.zeros(m_multi), np.zeros((m_multi, m_multi))
+    for start in range(0, len(rows), 1 << 14):
+        fires = (L[rows[start:start + (1 << 14)]][:, idx] >= 0).astype(np.float64)
+        total += fires.sum(axis=0)
+        cross += fires.T @ fires
+    mean = total / len(rows)
+    spread = np.sqrt(mean * (1 - mean))  # an LF that always or never fires has no firing to correlate
+    varies = spread > 0
+    phi = np.zeros((m_multi, m_multi))
+    phi[np.ix_(varies, varies)] = ((cross / len(rows) - np.outer(mean, mean))[np.ix_(varies, varies)]
+                                   / np.outer(spread[varies], spread[varies]))
+    np.fill_diagonal(phi, 0.0)
+    dependent = (phi > 0) & (len(rows) * phi ** 2 > FIRING_CHI2)
+    return 1.0 / (1.0 + np.where(dependent, np.minimum(phi, 1.0) ** 2, 0.0).sum(axis=1))
 
 
 def _backend(device: str) -> tuple[Any, Any]:
