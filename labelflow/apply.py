@@ -8,15 +8,18 @@ construction:
 
 * ``engine="local"`` (default): chunk after chunk in this process, Python LFs
   split over forked worker processes when a chunk is large enough for that to pay;
-* ``engine="ray"`` or a :class:`~labelflow.distributed.RayEngine`: Ray Data over
-  Parquet shards on a Ray cluster (see :mod:`labelflow.distributed`).
+* another engine (``engine="ray"`` or a :class:`~labelflow.distributed.RayEngine`: Ray
+  Data over Parquet shards on a Ray cluster): an object with the :class:`ChunkEngine`
+  methods, or the name it is registered under (:func:`register_engine`). Engines sit over
+  this module; it imports none of them.
 
 Within a chunk, expression LFs are evaluated together in one vectorized polars
 ``select``. Python LFs run in one pass over the rows; an LF whose code reads the
 row only as ``x.NAME`` (:meth:`~labelflow.lf.PythonLF.row_fields`) is called once
 per distinct combination of those values in the chunk, not once per row.
 Expression LFs whose vote on a row depends on other rows (aggregations, windows,
-shifts) are evaluated over all rows at once, as are FM-based LFs.
+shifts) are evaluated over all rows at once, as are LFs of the :class:`FrameLF` protocol
+(FM-based LFs), which return what they fit on the rows with their votes and keep nothing.
 
 Votes are cached per LF under a key made of the LF's fingerprint and a hash of the
 columns it reads, whichever engine computed them, so editing one LF re-applies
@@ -37,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -46,27 +48,29 @@ import threading
 import time
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
 
 from labelflow.conventions import ABSTAIN, LABEL_DTYPE, LabelArray
-from labelflow.dataset import Dataset
-from labelflow.distributed import RayEngine
+from labelflow.dataset import Dataset, rows_to_label
 from labelflow.errors import LFError
 from labelflow.files import atomic_path
-from labelflow.fm.cache import FMCache
-from labelflow.fm.lfs import FMLF, budget_rows
 from labelflow.lf import ExpressionLF, LabelingFunction, PythonLF, Row, check_suite, stdout_to_stderr
 from labelflow.matrix import LabelMatrix, LFFailure
+from labelflow.validation import check_choice, check_int, check_number
+
+if TYPE_CHECKING:
+    from labelflow.fm.cache import FMCache
 
 OnError = Literal["raise", "abstain"]
 Engine = Literal["local", "ray"]
+"""Engine names: ``"local"`` (this module) and those registered with :func:`register_engine`."""
 CHUNK_ROWS = 250_000
 """Rows labeled (and read) at a time by default."""
 PARALLEL_MIN_ROWS = 20_000
@@ -80,12 +84,81 @@ Failures = dict[str, list[LFFailure]]
 """Per LF name, its failures in row order (at most :data:`MAX_FAILURES_KEPT`)."""
 
 
+class FrameVotes(Protocol):
+    """What a :class:`FrameLF` returns: ``[n]`` int8 ``votes``, what it ``fitted`` on the rows (JSON values, kept
+    in the vote cache beside the votes) and what its model ``run`` did (JSON values: ``calls``, ``computed``, ...)."""
+
+    votes: np.ndarray
+
+    @property
+    def fitted(self) -> dict[str, Any]: ...
+
+    @property
+    def run(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class FrameLF(Protocol):
+    """An LF voting over all rows at once from the outputs of a model over its columns (an FM LF).
+
+    ``votes`` returns its votes and what it fit on the rows, keeping nothing on the LF; ``cache``
+    keeps its model outputs, ``engine`` (a :class:`ChunkEngine` or ``None``) may host its model.
+    A ``scoped`` LF votes only on the rows ``scope(others)`` leaves it, given the ``[n, m]`` votes
+    of the suite's LFs that are not scoped.
+    """
+
+    name: str
+    scoped: bool
+
+    def scope(self, others: LabelArray) -> np.ndarray: ...
+
+    def votes(self, frame: pl.DataFrame, *, cardinality: int, cache: Any, rows: np.ndarray | None = None,
+              progress: bool = False, engine: Any = None) -> FrameVotes: ...
+
+
+class ChunkEngine(Protocol):
+    """An engine other than this process (:class:`labelflow.distributed.RayEngine`).
+
+    ``apply_chunks`` labels every chunk of ``rows`` with ``applier`` (the very function the local
+    engine runs) and returns the ``[n, m]`` votes and the failures per LF; ``data_hash`` names the
+    rows' content. ``provider`` hosts the model of a :class:`FrameLF`.
+    """
+
+    def apply_chunks(self, rows: pl.DataFrame | pl.LazyFrame, applier: ChunkApplier, *, n: int, data_hash: str,
+                     bar: Any) -> tuple[LabelArray, Failures]: ...
+
+    def provider(self, kind: str, config: Mapping[str, Any]) -> Any: ...
+
+
+_ENGINES: dict[str, Callable[[], ChunkEngine]] = {}
+
+
+def register_engine(name: str, make: Callable[[], ChunkEngine]) -> None:
+    """Let ``engine=name`` run on ``make()`` (:mod:`labelflow.distributed` registers ``"ray"``)."""
+    _ENGINES[name] = make
+
+
+def _engine(engine: str | ChunkEngine) -> ChunkEngine | None:
+    """``None`` for the local engine, else the engine named or given."""
+    if engine == "local":
+        return None
+    if isinstance(engine, str) and engine in _ENGINES:
+        return _ENGINES[engine]()
+    if isinstance(engine, str) or not hasattr(engine, "apply_chunks"):
+        names = ", ".join(repr(name) for name in ["local", *_ENGINES])
+        raise LFError(f"engine must be {names} or an engine such as a RayEngine; got {engine!r}")
+    return engine
+
+
 class VoteCache:
     """Per-LF votes on disk, one ``.npz`` file per (LF fingerprint, data hash) key.
 
     ``hits`` and ``misses`` list the LF names looked up since the cache was opened (an LF
     that cannot be cached counts as a miss); ``uncached`` maps each LF that was re-applied
     because its fingerprint cannot prove it unchanged to what the fingerprint cannot cover.
+    For each :class:`FrameLF` applied, ``fitted`` holds what it fit on the rows (stored beside
+    its votes, so a cache hit gives the same) and, for each one run rather than read from
+    the cache, ``runs`` holds what its model run did (``calls``, ``computed``, ``cached``, ...).
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -93,6 +166,8 @@ class VoteCache:
         self.hits: list[str] = []
         self.misses: list[str] = []
         self.uncached: dict[str, str] = {}
+        self.fitted: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, dict[str, Any]] = {}
 
     def skip(self, lf_name: str, uncovered: Sequence[str]) -> None:
         """Record that ``lf_name`` is re-applied, neither read nor stored: its fingerprint misses ``uncovered``."""
@@ -100,39 +175,43 @@ class VoteCache:
         shown = "; ".join(uncovered[:3]) + (f"; and {len(uncovered) - 3} more" if len(uncovered) > 3 else "")
         self.uncached[lf_name] = f"fingerprint cannot cover {shown}"
 
-    def get(self, key: str, lf_name: str, n: int) -> tuple[np.ndarray, list[LFFailure]] | None:
-        """The ``[n]`` votes and failures stored under ``key``, or ``None``."""
+    def get(self, key: str, lf_name: str, n: int, *, fitted: bool = False,
+            ) -> tuple[np.ndarray, list[LFFailure], dict[str, Any] | None] | None:
+        """The ``[n]`` votes, failures and fitted state stored under ``key``, or ``None``; with ``fitted``, an
+        entry without fitted state (written before it was kept) is a miss too."""
         path = self.folder / f"{key}.npz"
         try:
             with np.load(path, allow_pickle=False) as npz:
                 votes = npz["votes"]
                 failures = [LFFailure(**f) for f in json.loads(str(npz["failures"]))]
+                state = json.loads(str(npz["fitted"])) if "fitted" in npz.files else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing or corrupt: recompute
             self.misses.append(lf_name)
             return None
-        if votes.shape != (n,):
+        if votes.shape != (n,) or (fitted and state is None):
             self.misses.append(lf_name)
             return None
         self.hits.append(lf_name)
-        return votes, failures
+        return votes, failures, state
 
-    def put(self, key: str, votes: np.ndarray, failures: list[LFFailure]) -> None:
-        """Store votes and failures under ``key`` (atomically)."""
+    def put(self, key: str, votes: np.ndarray, failures: list[LFFailure], fitted: dict[str, Any] | None = None) -> None:
+        """Store votes, failures and what the LF fit (if it fits anything) under ``key`` (atomically)."""
+        extra = {} if fitted is None else {"fitted": np.array(json.dumps(fitted))}
         with atomic_path(self.folder / f"{key}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, votes=votes, failures=np.array(json.dumps([f.__dict__ for f in failures])))
+            np.savez(fh, votes=votes, failures=np.array(json.dumps([f.__dict__ for f in failures])), **extra)
 
 
 def apply_lfs(
-    data: Dataset | pl.DataFrame | pl.LazyFrame,
+    data: Dataset | pl.DataFrame | pl.LazyFrame | Any,
     lfs: Sequence[Any],
     *,
-    cardinality: int,
+    cardinality: int | None = None,
     cache: VoteCache | None = None,
     on_error: OnError = "raise",
     n_jobs: int | None = None,
     progress: bool = False,
     fm_cache: FMCache | None = None,
-    engine: Engine | RayEngine = "local",
+    engine: Engine | ChunkEngine = "local",
     chunk_rows: int = CHUNK_ROWS,
     timeout_s: float | None = None,
 ) -> LabelMatrix:
@@ -141,12 +220,15 @@ def apply_lfs(
     Parameters
     ----------
     data
-        A :class:`Dataset`, a frame, or a lazy frame (read ``chunk_rows`` rows at a
-        time, e.g. ``pl.scan_parquet(path)``) with an ``id`` column; ``n`` rows.
+        A :class:`Dataset`, a polars or pandas frame, or a lazy frame (read ``chunk_rows``
+        rows at a time, e.g. ``pl.scan_parquet(path)``); ``n`` rows. A frame without an
+        ``id`` column gets row ids ``"0" .. "n-1"``, the rows' positions
+        (:func:`~labelflow.dataset.rows_to_label`).
     lfs
         ``m`` labelflow or Snorkel LFs with unique names.
     cardinality
-        Number of classes ``k``; votes must lie in ``-1 .. k-1``.
+        Number of classes ``k``; votes must lie in ``-1 .. k-1``. ``None``: a
+        :class:`Dataset`'s, from its class schema (a frame has none: give it).
     cache
         Reuse and store votes per LF; ``None`` applies everything.
     on_error
@@ -160,10 +242,11 @@ def apply_lfs(
     progress
         Show progress bars (rows/s) on stderr.
     fm_cache
-        Where FM-based LFs keep their model outputs; ``None`` recomputes them.
+        Where FM-based LFs (:class:`FrameLF`) keep their model outputs; ``None`` recomputes them.
     engine
         ``"local"``, ``"ray"`` (a :class:`~labelflow.distributed.RayEngine` with its
-        defaults: the running or a new local cluster) or a ``RayEngine``.
+        defaults: the running or a new local cluster), another registered name, or an
+        engine object such as a ``RayEngine`` (see :class:`ChunkEngine`).
     chunk_rows
         Rows labeled at a time on the local engine (memory grows with it).
     timeout_s
@@ -177,39 +260,40 @@ def apply_lfs(
     LabelMatrix
         ``[n, m]`` votes, columns in suite order.
     """
-    if on_error not in ("raise", "abstain"):
-        raise LFError(f"on_error must be 'raise' or 'abstain'; got {on_error!r}")
-    ray = RayEngine.of(engine)
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise LFError(f"chunk_rows must be an integer ≥ 1; got {chunk_rows!r}")
-    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
-                                  or not math.isfinite(timeout_s) or timeout_s <= 0):
-        raise LFError(f"timeout_s must be a number of seconds > 0, or None; got {timeout_s!r}")
-    rows = data.frame if isinstance(data, Dataset) else data
-    schema = rows.collect_schema()
-    if "id" not in schema:
-        raise LFError(f"the data to label needs an 'id' column; it has {schema.names()}")
+    check_choice("on_error", on_error, OnError, error=LFError)
+    runner = _engine(engine)
+    check_int("chunk_rows", chunk_rows, minimum=1, error=LFError)
+    check_number("timeout_s", timeout_s, above=0, unit="seconds", optional=True, error=LFError)
+    if isinstance(data, Sequence) and not isinstance(lfs, Sequence):
+        raise LFError(f"apply_lfs takes the data first, then the LFs: apply_lfs(data, lfs); got a "
+                      f"{type(data).__name__} of LFs, then a {type(lfs).__name__}")
+    if cardinality is None:
+        if not isinstance(data, Dataset):
+            raise LFError(f"give cardinality=, the number of classes, to label a {type(data).__name__} (a Dataset "
+                          "has it in its class schema)")
+        cardinality = data.schema.k
+    rows = rows_to_label(data)
     suite = check_suite(lfs)
     with stdout_to_stderr():  # LF code (and forked workers) may print; stdout is for the caller's output
-        return _apply(rows, suite, cardinality, cache, on_error, n_jobs, progress, fm_cache, ray, chunk_rows,
+        return _apply(rows, suite, cardinality, cache, on_error, n_jobs, progress, fm_cache, runner, chunk_rows,
                       timeout_s)
 
 
 def cached_votes(data: Dataset | pl.DataFrame | pl.LazyFrame, lfs: Sequence[LabelingFunction], *, cardinality: int,
                  cache: VoteCache, on_error: OnError = "raise", chunk_rows: int = CHUNK_ROWS) -> dict[str, np.ndarray]:
     """``{LF name: [n] votes}`` of those ``lfs`` whose votes on ``data`` (applied as :func:`apply_lfs` would,
-    with ``on_error``) ``cache`` holds; applies nothing. LFs with a ``budget`` are left out (their votes
+    with ``on_error``) ``cache`` holds; applies nothing. Scoped LFs (:class:`FrameLF`) are left out (their votes
     depend on the rest of their suite)."""
     rows = data.frame if isinstance(data, Dataset) else data
     n = _height(rows)
     col_hashes = _column_hashes(rows, n, chunk_rows)
     out = {}
     for lf in lfs:
-        if isinstance(lf, FMLF) and lf.budget is not None:
+        if isinstance(lf, FrameLF) and lf.scoped:
             continue
         fingerprint, uncovered = lf.cache_identity()
         found = None if uncovered else cache.get(_cache_key(lf, fingerprint, col_hashes, cardinality, on_error),
-                                                 lf.name, n)
+                                                 lf.name, n, fitted=isinstance(lf, FrameLF))
         if found is not None:
             out[lf.name] = found[0]
     return out
@@ -217,25 +301,30 @@ def cached_votes(data: Dataset | pl.DataFrame | pl.LazyFrame, lfs: Sequence[Labe
 
 def _apply(rows: pl.DataFrame | pl.LazyFrame, suite: list[LabelingFunction], cardinality: int,
            cache: VoteCache | None, on_error: OnError, n_jobs: int | None, progress: bool, fm_cache: FMCache | None,
-           ray: RayEngine | None, chunk_rows: int, timeout_s: float | None) -> LabelMatrix:
+           engine: ChunkEngine | None, chunk_rows: int, timeout_s: float | None) -> LabelMatrix:
     n = _height(rows)
     col_hashes = _column_hashes(rows, n, chunk_rows)
-    budgeted = [lf for lf in suite if isinstance(lf, FMLF) and lf.budget is not None]
+    frames = [lf for lf in suite if isinstance(lf, FrameLF)]
+    scoped = [lf for lf in frames if lf.scoped]
     identities = {lf.name: lf.cache_identity() for lf in suite} if cache is not None else {}
     keys = {lf.name: _cache_key(lf, identities[lf.name][0], col_hashes, cardinality, on_error, timeout_s=timeout_s)
-            for lf in suite if lf not in budgeted and lf.name in identities and not identities[lf.name][1]}
+            for lf in suite if lf not in scoped and lf.name in identities and not identities[lf.name][1]}
 
     votes: dict[str, np.ndarray] = {}
     failures: Failures = {}
+    fitted: dict[str, dict[str, Any]] = {}  # what each frame LF fit, and what the model runs did
+    runs: dict[str, dict[str, Any]] = {}
     if cache is not None:
         for lf in suite:
             if identities[lf.name][1]:  # the fingerprint cannot prove the LF unchanged: re-apply, store nothing
                 cache.skip(lf.name, identities[lf.name][1])
                 continue
-            found = cache.get(keys[lf.name], lf.name, n) if lf.name in keys else None
+            found = cache.get(keys[lf.name], lf.name, n, fitted=lf in frames) if lf.name in keys else None
             if found is not None:
-                votes[lf.name], failures[lf.name] = found
-    todo = [lf for lf in suite if lf.name not in votes and lf not in budgeted]
+                votes[lf.name], failures[lf.name], state = found
+                if lf in frames:
+                    fitted[lf.name] = state  # type: ignore[assignment]
+    todo = [lf for lf in suite if lf.name not in votes and lf not in scoped]
 
     whole = [lf for lf in todo if isinstance(lf, ExpressionLF) and not _row_wise(lf.expr)]
     per_chunk = [lf for lf in todo if isinstance(lf, PythonLF) or (isinstance(lf, ExpressionLF) and lf not in whole)]
@@ -245,39 +334,44 @@ def _apply(rows: pl.DataFrame | pl.LazyFrame, suite: list[LabelingFunction], car
 
         with tqdm(total=n, desc=f"LFs ×{len(applier.lfs)}", unit="row", unit_scale=True, disable=not progress,
                   leave=False) as bar:
-            if ray is None:
+            if engine is None:
                 values, chunk_failures = _apply_chunks(rows, applier, n, chunk_rows, n_jobs, bar)
             else:
-                values, chunk_failures = ray.apply_chunks(rows, applier, n=n, data_hash=_data_hash(col_hashes),
-                                                          bar=bar)
+                values, chunk_failures = engine.apply_chunks(rows, applier, n=n, data_hash=_data_hash(col_hashes),
+                                                             bar=bar)
         votes.update({lf.name: values[:, j] for j, lf in enumerate(applier.lfs)})
         failures.update(chunk_failures)
     if whole:  # their votes depend on other rows: over all rows at once
         votes.update(_apply_expressions(_columns(rows, whole), whole, cardinality))
-    fms = [lf for lf in suite if isinstance(lf, FMLF) and (lf in todo or lf in budgeted)]
-    fm_frame = _columns(rows, fms) if fms else None
+    run_frames = [lf for lf in frames if lf in todo or lf in scoped]
+    frame = _columns(rows, run_frames) if run_frames else None
     for lf in todo:
-        if isinstance(lf, FMLF):
-            votes[lf.name] = lf.votes(fm_frame, cardinality=cardinality, cache=fm_cache, progress=progress, engine=ray)
+        if lf in frames:
+            result = lf.votes(frame, cardinality=cardinality, cache=fm_cache, progress=progress, engine=engine)
+            votes[lf.name], fitted[lf.name], runs[lf.name] = result.votes, result.fitted, result.run
         if cache is not None and lf.name in keys:
-            cache.put(keys[lf.name], votes[lf.name], failures.get(lf.name, []))
+            cache.put(keys[lf.name], votes[lf.name], failures.get(lf.name, []), fitted.get(lf.name))
 
-    # budgeted FM LFs see the votes of every other LF, and only vote (and call their model) where allowed
-    if budgeted:
-        others = [lf.name for lf in suite if lf not in budgeted]
+    # scoped LFs see the votes of every other LF, and only vote (and call their model) where their scope allows
+    if scoped:
+        others = [lf.name for lf in suite if lf not in scoped]
         L_others = np.stack([votes[name] for name in others], axis=1) if others else np.full((n, 1), ABSTAIN, LABEL_DTYPE)
-    for lf in budgeted:
-        allowed = budget_rows(L_others, lf.budget)  # type: ignore[arg-type]
+    for lf in scoped:
+        allowed = lf.scope(L_others)
         cacheable = cache is not None and not identities[lf.name][1]
         key = _cache_key(lf, identities[lf.name][0], col_hashes, cardinality, on_error,
                          extra=hashlib.blake2b(allowed.tobytes()).hexdigest()) if cacheable else ""
-        found = cache.get(key, lf.name, n) if cacheable else None  # type: ignore[union-attr]
+        found = cache.get(key, lf.name, n, fitted=True) if cacheable else None  # type: ignore[union-attr]
         if found is None:
-            found = lf.votes(fm_frame, cardinality=cardinality, cache=fm_cache, rows=allowed, progress=progress,
-                             engine=ray), []
+            result = lf.votes(frame, cardinality=cardinality, cache=fm_cache, rows=allowed, progress=progress,
+                              engine=engine)
+            found, runs[lf.name] = (result.votes, [], result.fitted), result.run
             if cacheable:
                 cache.put(key, *found)  # type: ignore[union-attr]
-        votes[lf.name], failures[lf.name] = found
+        votes[lf.name], failures[lf.name], fitted[lf.name] = found  # type: ignore[assignment]
+    if cache is not None:
+        cache.fitted.update(fitted)
+        cache.runs.update(runs)
 
     L = np.empty((n, len(suite)), dtype=LABEL_DTYPE)
     for j, lf in enumerate(suite):

@@ -3,24 +3,30 @@
 Every command that prints figures takes ``--json`` and then prints exactly one
 JSON document on stdout; progress bars go to stderr. Errors print one line,
 ``labelflow: error: ...``, and exit with status 2.
+
+Commands of other packages register themselves: each module of the entry point group
+``labelflow.commands`` (the fine-tuner's ``finetune``, ``predict`` and ``demo``: see
+pyproject.toml) has ``add_parsers(command)`` and ``COMMANDS``; labelflow imports none of them
+by name.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sqlite3
 import sys
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn
 
 import polars as pl
 
-from finetune.cli import COMMANDS as FINETUNE_COMMANDS
 from labelflow.errors import LabelflowError, explain
 
 
@@ -50,17 +56,17 @@ def make_parser() -> argparse.ArgumentParser:
                    help="a one-sentence description of CLASS (zero-shot and prompt LFs read them); repeatable")
     p.add_argument("--text", action="append", default=None, metavar="[FIELD=]COLUMN", type=_text_item,
                    help="text column (default 'text'); FIELD=COLUMN for more text fields; repeatable")
-    p.add_argument("--id", type=_non_empty, help="id column (default: <file>:<row>)")
-    p.add_argument("--label", type=_non_empty, help="gold label column (class index or name)")
-    p.add_argument("--split-column", type=_non_empty, help="column holding each row's split")
+    p.add_argument("--id", type=non_empty, help="id column (default: <file>:<row>)")
+    p.add_argument("--label", type=non_empty, help="gold label column (class index or name)")
+    p.add_argument("--split-column", type=non_empty, help="column holding each row's split")
     p.add_argument("--dev-sample", type=_count, default=0, metavar="N", help="move N seeded-random train rows to dev")
     p.add_argument("--seed", type=_count, default=0, help="seed of the dev sample")
-    p.add_argument("--hide-labels", action="append", default=[], metavar="SPLIT", type=_non_empty,
+    p.add_argument("--hide-labels", action="append", default=[], metavar="SPLIT", type=non_empty,
                    help="drop the gold labels of this split (for example train); repeatable")
     p.add_argument("--drop-identical", action="store_true", help="drop rows that exactly repeat an earlier row")
     p.add_argument("--lfs", type=_existing_file, help="the project's LF suite (a Python file)")
     p.add_argument("--label-model", default="labelflow", type=_label_model_name, help="default label model")
-    p.add_argument("--name", type=_non_empty, help="task name (default: the folder name)")
+    p.add_argument("--name", type=non_empty, help="task name (default: the folder name)")
 
     p = command("apply", "Apply the LF suite: the label matrix (cached per LF).")
     p.add_argument("--lfs", help="make this LF suite file the project's suite (recorded in labelflow.json once it "
@@ -80,7 +86,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimate-rows", type=_positive, default=None, metavar="N",
                    help="dev gold rows each estimate samples (default 40)")
     p.add_argument("--estimate-seed", type=_count, default=None, metavar="SEED", help="seed of the sample (default 0)")
-    p.add_argument("--estimate-lf", action="append", default=None, metavar="NAME", type=_non_empty,
+    p.add_argument("--estimate-lf", action="append", default=None, metavar="NAME", type=non_empty,
                    help="estimate only this FM LF; repeatable (default: every FM LF of the suite)")
     _engine_arguments(p)
     _extend_arguments(p)
@@ -95,19 +101,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="dev", help="split to summarise (default dev)")
 
     p = command("export", "Write probabilistic labels with the argmax.", json_out=False)
-    p.add_argument("out", type=_non_empty, help="output file: .parquet, .csv or .jsonl")
+    p.add_argument("out", type=non_empty, help="output file: .parquet, .csv or .jsonl")
     p.add_argument("--model", type=_label_model_name, help="fitted label model (default: the project's)")
     p.add_argument("--split", action="append", default=None, type=_split_name,
                    help="only this split (valid, validation, val mean dev; any case); repeatable")
     p.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="format (default: from the extension)")
 
-    from finetune.cli import add_parsers as add_finetune_parsers
-
-    add_finetune_parsers(command)
-    sub.choices["predict"].add_argument(
-        "--id-column", type=_non_empty, metavar="COLUMN",
-        help="id column of the data file, kept as the predictions' id (default: its column 'id' if it has one, "
-             "else row numbers)")
+    for plugin in _plugins():
+        plugin.add_parsers(command)
 
     p = command("config", "Show the project's settings, or change them in place with --set KEY=VALUE (LF suite, "
                           "default label model, columns, data files, class descriptions) without re-creating it. "
@@ -118,11 +119,6 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE", type=_assignment,
                    help="change one setting (repeatable; an empty VALUE clears an optional one). Keys: "
                         + "; ".join(f"{k}: {v}" for k, v in KEYS.items()))
-
-    p = command("demo", "The whole pipeline on the shipped YouTube spam data.", project=False)
-    p.add_argument("--workdir", default="labelflow-demo", help="project folder the demo creates (default ./labelflow-demo)")
-    p.add_argument("--no-fm", action="store_true", help="skip the foundation-model LFs")
-    p.add_argument("--no-student", action="store_true", help="skip fine-tuning the student (and FM zero-shot)")
 
     p = command("fm", "Foundation-model outputs, cached, stored as columns LFs read (x.NAME).", project=False,
                 json_out=False)
@@ -145,15 +141,15 @@ def make_parser() -> argparse.ArgumentParser:
             f.add_argument("--answers", action="append", required=True, metavar="CLASS=WORD[,WORD...]",
                            type=_pair("CLASS=WORD[,WORD...]"), help="answer words meaning CLASS; repeatable")
             f.add_argument("--provider", choices=("transformers", "openai"), default="transformers")
-            f.add_argument("--model", type=_non_empty,
+            f.add_argument("--model", type=non_empty,
                            help="model (default: gemma3-270m for transformers; required for openai)")
-            f.add_argument("--base-url", type=_non_empty, help="OpenAI-compatible server URL (provider openai)")
+            f.add_argument("--base-url", type=non_empty, help="OpenAI-compatible server URL (provider openai)")
             f.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
             f.add_argument("--budget", choices=("uncovered", "conflicts", "uncovered_or_conflicts"),
                            help="only rows the current label matrix leaves uncovered / conflicting")
             f.add_argument("--limit", type=_positive, help="only the first N rows (after --budget), N ≥ 1")
         else:
-            f.add_argument("--model", default="all-MiniLM-L6-v2", type=_non_empty,
+            f.add_argument("--model", default="all-MiniLM-L6-v2", type=non_empty,
                            help="sentence-transformers model (default all-MiniLM-L6-v2)")
 
     p = command("analyze", "Error analysis on dev gold: slices where the label model fails, and LFs that would fix them.")
@@ -364,7 +360,8 @@ def _arg_error(message: str) -> argparse.ArgumentTypeError:
     return argparse.ArgumentTypeError(message)
 
 
-def _non_empty(value: str) -> str:
+def non_empty(value: str) -> str:
+    """An argparse ``type``: a value that is not blank."""
     if not value.strip():
         raise _arg_error("expected a non-empty value; got ''")
     return value
@@ -401,7 +398,7 @@ def _existing_file(value: str) -> str:
 def _split_name(value: str) -> str:
     from labelflow.dataset import canonical_split
 
-    return canonical_split(_non_empty(value))
+    return canonical_split(non_empty(value))
 
 
 def _data_item(value: str) -> tuple[str, str]:
@@ -410,7 +407,7 @@ def _data_item(value: str) -> tuple[str, str]:
 
     prefix, sep, path = value.partition("=")
     if not sep or "/" in prefix or "\\" in prefix:  # no SPLIT= prefix, or an "=" inside the path
-        return "", _non_empty(value)
+        return "", non_empty(value)
     split = canonical_split(prefix)
     if split in STANDARD_SPLITS:
         if not path.strip():
@@ -472,7 +469,7 @@ def _label_model_name(value: str) -> str:
 
 
 def _kinds(value: str) -> str:
-    from labelflow.guided import SUGGESTION_KINDS
+    from labelflow.suggest import SUGGESTION_KINDS
 
     kinds = [k.strip() for k in value.split(",")]
     unknown = [k for k in kinds if k not in SUGGESTION_KINDS]
@@ -485,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         with _output(args.verbose):
-            result = COMMANDS[args.command](args)
+            result = commands()[args.command](args)
         if getattr(args, "json", False):
             print(json.dumps(result, indent=2, default=_json_default))
         sys.stdout.flush()  # a closed pipe fails here, inside the try, not at interpreter exit
@@ -614,7 +611,7 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
             kept = "class-conditional" if fitted.conditional is not None else "one-coin"
             scores = ", ".join(f"{name} {value:.3f}" for name, value in selection.items())
             print(f"{fitted.name} kept its {kept} fit (held-out dev log-likelihood per row: {scores})")
-        _print_metrics({f"auto → {choice['chosen']}" if isinstance(model, AutoLabelModel) else model.name: metrics})
+        print_metrics({f"auto → {choice['chosen']}" if isinstance(model, AutoLabelModel) else model.name: metrics})
     return {"model": model.name, **choice, "metrics": metrics}
 
 
@@ -637,7 +634,7 @@ def _note_stray_lfs(project) -> None:
 def _summary(args: argparse.Namespace) -> dict[str, Any]:
     table = _open(args).summary(args.split)
     if not args.json:
-        _print_frame(table)
+        print_frame(table)
     return {"split": args.split, "lfs": table.to_dicts()}
 
 
@@ -645,27 +642,6 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     frame = _open(args).export(args.out, model=args.model, splits=args.split, fmt=args.format)
     print(f"wrote {frame.height} rows to {args.out}")
     return {}
-
-
-def _demo(args: argparse.Namespace) -> dict[str, Any]:
-    from labelflow.demo import run_demo
-
-    report = run_demo(args.workdir, fm=not args.no_fm, student=not args.no_student, progress=not args.json)
-    if not args.json:
-        print(f"labelflow demo: YouTube spam, {report['rows']['total']} rows × {report['rows']['lfs']} LFs "
-              f"(project in {report['project']}, {report['cached_lfs']} LFs from cache)\n")
-        print("LF summary on dev:")
-        _print_frame(pl.DataFrame(report["lf_summary"]))
-        print()
-        _print_metrics({stage: {s: report[s][stage] for s in ("dev", "test")} for stage in report["test"]})
-        for suite, choice in report["label_model_choice"].items():
-            print(f"label_model ({suite} suite): auto chose {choice['chosen']!r}: {choice['reason']}")
-        if "comparison" in report:
-            print(f"\non test, from a foundation model alone to the fine-tuned student (run folder "
-                  f"{report['student_run']}, trained in {report['student_seconds']:.0f} s):")
-            _print_frame(pl.DataFrame(report["comparison"]))
-        print(f"finished in {report['seconds']:.1f} s")
-    return report
 
 
 def _bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -676,7 +652,7 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.markdown and not args.json:
         print(markdown_table(results))
     elif not args.json:
-        _print_frame(pl.DataFrame(results).select(
+        print_frame(pl.DataFrame(results).select(
             "dataset", "model", "dev", "metric", "score", "accuracy", "accuracy_covered", "coverage", "fit_seconds",
             "chosen", "error"), str_lengths=120)
     failed = [f"{r['model']} on {r['dataset']}{' with dev gold' if r['dev'] else ''}" for r in results if r["error"]]
@@ -734,7 +710,8 @@ def _provider_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _analyze(args: argparse.Namespace) -> dict[str, Any]:
-    from labelflow.guided import suggestion_rank, accept_suggestion, analyze, suggest_lfs
+    from labelflow.error_analysis import analyze
+    from labelflow.suggest import accept_and_refit, suggest_lfs, suggestion_rank
 
     project = _open(args)
     predictions = None
@@ -754,7 +731,7 @@ def _analyze(args: argparse.Namespace) -> dict[str, Any]:
                               "slices": slices, "suggestions": []}
     if not args.json:
         print(f"{name} on {args.split}: accuracy {analysis.accuracy:.3f} over {analysis.rows.height} gold rows")
-        _print_frame(pl.DataFrame(slices))
+        print_frame(pl.DataFrame(slices))
     found = []
     for sl in analysis.slices[:args.suggest]:
         found += [(s, sl) for s in suggest_lfs(project, analysis, sl, kinds=args.kinds.split(","))]
@@ -778,12 +755,11 @@ def _analyze(args: argparse.Namespace) -> dict[str, Any]:
         if best is None:
             raise LabelflowError("no suggestion raises held-out accuracy; nothing accepted "
                                  "(try --suggest with more slices, or other --kinds)")
-        path = accept_suggestion(project, best)
-        project.apply(progress=not args.json)
-        metrics = project.evaluate(project.fit(args.model))  # the saved model's seed and dev-gold setting
-        result["accepted"] = {"name": best.name, "suite": str(path), "metrics": metrics}
+        accepted = accept_and_refit(project, best, model=args.model, progress=not args.json)
+        metrics = accepted.refit.metrics  # the saved model's seed and dev-gold setting
+        result["accepted"] = {"name": best.name, "suite": str(accepted.path), "metrics": metrics}
         if not args.json:
-            print(f"\naccepted {best.name} into {path}; refit with the saved model's settings: "
+            print(f"\naccepted {best.name} into {accepted.path}; refit with the saved model's settings: "
                   f"{args.split} accuracy {analysis.accuracy:.3f} → {metrics[args.split]['accuracy']:.3f}")
     return result
 
@@ -832,51 +808,6 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         print(format_settings(info))
     return info
-
-
-def _finetune(args: argparse.Namespace) -> dict[str, Any]:
-    from labelflow.quiet import third_party
-
-    with third_party(transformers=True):  # peft's and transformers' FutureWarnings and load reports (see -v)
-        return FINETUNE_COMMANDS["finetune"](args)
-
-
-def _predict(args: argparse.Namespace) -> dict[str, Any]:
-    """``labelflow predict``: a data file's rows keep their ids (``--id-column``, else its ``id`` column, else row
-    numbers, which it says); a project folder's rows keep the project's."""
-    from labelflow.dataset import read_table
-    from labelflow.quiet import third_party
-
-    source, id_column = Path(args.data), args.id_column
-    if source.is_dir():
-        if id_column is not None:
-            raise LabelflowError(f"--id-column {id_column}: {source} is a project folder, whose rows keep the "
-                                 "project's ids; --id-column is for a data file")
-    elif source.is_file():
-        where, frame = read_table(source, strings=[c for c in (args.text_column, id_column) if c])
-        if id_column is not None and id_column not in frame.columns:
-            raise LabelflowError(f"--id-column {id_column}: {where} has no column {id_column!r}; its columns are "
-                                 f"{frame.columns}")
-        if args.text_column not in frame.columns:
-            raise LabelflowError(f"--text-column {args.text_column}: {where} has no column {args.text_column!r}; its "
-                                 f"columns are {frame.columns}")
-        id_column = id_column or ("id" if "id" in frame.columns else None)
-        if id_column is not None:
-            ids = frame[id_column].cast(pl.String)
-            if ids.null_count():
-                raise LabelflowError(f"--id-column {id_column}: row {int(ids.is_null().arg_max())} of {where} has no "
-                                     "id (empty); every row needs one")
-            frame = frame.select(ids.alias("id"), pl.col(args.text_column))
-        elif not args.json:
-            print(f"labelflow: note: {where} has no 'id' column: the predictions' ids are its row numbers (0, 1, ...); "
-                  "pass --id-column COLUMN to keep its own ids", file=sys.stderr)
-        args = argparse.Namespace(**{**vars(args), "data": frame})
-    with third_party(transformers=True):
-        result = FINETUNE_COMMANDS["predict"](args)
-    result["id_column"] = id_column if not source.is_dir() else "id"
-    if id_column is not None and not source.is_dir() and not args.json:
-        print(f"ids from column {id_column!r} of {source}")
-    return result
 
 
 def _trust(args: argparse.Namespace) -> dict[str, Any]:
@@ -960,9 +891,20 @@ def _ui(args: argparse.Namespace) -> NoReturn:
 
 
 COMMANDS = {"init": _init, "apply": _apply, "fit": _fit, "summary": _summary, "export": _export,
-            "demo": _demo, "bench": _bench, "fm": _fm, "analyze": _analyze, "studio": _studio, "ui": _ui,
-            "trust": _trust, "config": _config,
-            **FINETUNE_COMMANDS, "finetune": _finetune, "predict": _predict}
+            "bench": _bench, "fm": _fm, "analyze": _analyze, "studio": _studio, "ui": _ui, "trust": _trust,
+            "config": _config}
+"""labelflow's own commands: name → handler returning the JSON document (see :func:`commands` for all)."""
+
+
+@functools.cache
+def _plugins() -> tuple[Any, ...]:
+    """The modules of the ``labelflow.commands`` entry point group, by entry point name."""
+    return tuple(ep.load() for ep in sorted(entry_points(group="labelflow.commands"), key=lambda ep: ep.name))
+
+
+def commands() -> dict[str, Callable[[argparse.Namespace], dict[str, Any]]]:
+    """Every command: labelflow's own (:data:`COMMANDS`) and those its entry points register."""
+    return {**COMMANDS, **{name: run for plugin in _plugins() for name, run in plugin.COMMANDS.items()}}
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -1014,14 +956,16 @@ def _pairs(items: list[str], first_key: str) -> str | dict[str, str]:
     return out
 
 
-def _print_metrics(per_stage: dict[str, dict[str, dict[str, Any]]]) -> None:
+def print_metrics(per_stage: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Print ``{stage: {split: metrics}}`` as one table, a row per stage and split."""
     rows = [{"stage": stage, "split": split, "accuracy": m["accuracy"], "accuracy_covered": m.get("accuracy_covered"),
              "macro_f1": m["macro_f1"], "coverage": m["coverage"], "n": m["n"]}
             for stage, splits in per_stage.items() for split, m in splits.items()]
-    _print_frame(pl.DataFrame(rows))
+    print_frame(pl.DataFrame(rows))
 
 
-def _print_frame(frame: pl.DataFrame, *, str_lengths: int = 40) -> None:
+def print_frame(frame: pl.DataFrame, *, str_lengths: int = 40) -> None:
+    """Print ``frame`` whole: every row and column, strings cut at ``str_lengths`` characters."""
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=str_lengths, tbl_hide_dataframe_shape=True,
                    tbl_hide_column_data_types=True, float_precision=3, tbl_width_chars=200):
         print(frame)

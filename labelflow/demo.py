@@ -1,16 +1,18 @@
-"""``labelflow demo``: the whole pipeline on the shipped YouTube Spam Collection."""
+"""The demo's project: the shipped YouTube Spam Collection, its LF suites and label models.
+
+``labelflow demo`` (registered by the fine-tuner, :mod:`finetune.commands`) runs
+:func:`run_demo` and then fine-tunes the student on its labels.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from labelflow.errors import ProjectError
-from labelflow.fm.lfs import FMLF
 from labelflow.project import Project
-from labelflow.quiet import third_party, verbose
+from labelflow.quiet import verbose
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "youtube"
@@ -28,8 +30,8 @@ STAGES = {"majority_vote": ("majority_vote", False), "snorkel": ("snorkel", Fals
 """Demo stage → (registered label model, whether it gets the dev gold)."""
 
 
-def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Init a project in ``workdir``, apply the YouTube LF suites, fit and score each stage, fine-tune a student.
+def run_demo(workdir: str | Path, *, fm: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Init a project in ``workdir``, apply the YouTube LF suites, fit and score each stage.
 
     Split: train = files 01–04 without their labels, dev = a fixed seeded sample of
     120 train rows with gold kept, test = file 05. Stages ``majority_vote``,
@@ -38,10 +40,9 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
     (``lfs/youtube_spam.py``); with ``fm``, the same three ``..._with_fm`` use it
     plus the FM LFs of ``lfs/youtube_spam_fm.py`` (embedding kNN and zero-shot over
     MiniLM), and the project's suite (``labelflow.json``) is then that file, whose LFs its
-    label matrix holds, so the app and the CLI show that suite. With ``student``, the last
-    label model's probabilistic labels train the student (:func:`finetune.demo.student_stage`:
-    the bundled MiniLM with LoRA, run folder ``<workdir>/store/runs/student``) and FM
-    zero-shot is scored beside it.
+    label matrix holds, so the app and the CLI show that suite. The last label model's
+    probabilistic labels can then train the student (``labelflow demo`` does:
+    :func:`finetune.demo.student_stage`).
 
     Returns
     -------
@@ -50,11 +51,8 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
         ``dev`` and ``test`` (``{stage: {"accuracy", "macro_f1", "coverage", ...}}``),
         ``label_model`` (the model behind the ``label_model`` stages), ``label_model_choice``
         (per suite, what ``auto`` picked and why: :meth:`~labelflow.labelmodels.AutoLabelModel.choice`), ``fm_calls``
-        (model calls the FM LFs made; 0 when all was cached), ``cached_lfs`` and ``seconds``; with
-        ``student``, stages ``student`` and ``fm_zero_shot`` in ``dev``/``test``, ``student_run``,
-        ``student_seconds`` and ``comparison`` (:func:`finetune.demo.comparison_table` on test).
+        (model calls the FM LFs made; 0 when all was cached), ``cached_lfs`` and ``rows``.
     """
-    start = time.perf_counter()
     missing = [p for p in (DATA, SUITE) if not p.exists()]
     if missing:
         raise ProjectError(f"the demo needs the shipped data and LF suite, missing here: {[str(p) for p in missing]}; "
@@ -72,7 +70,7 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
         lfs = project.lfs()
         matrix, cache = project.apply(lfs=lfs, progress=progress)
         report["cached_lfs"] += len(cache.hits)
-        report["fm_calls"] += sum(lf.stats.calls for lf in lfs if isinstance(lf, FMLF))
+        report["fm_calls"] += sum(run["calls"] for run in cache.runs.values())
         if progress:  # the fits' one line (their own bars only with labelflow -v)
             print(f"label models: fitting {', '.join(m for m, _ in STAGES.values())} on {matrix.shape[1]} LFs",
                   file=sys.stderr, flush=True)
@@ -86,14 +84,4 @@ def run_demo(workdir: str | Path, *, fm: bool = True, student: bool = True, prog
     report["label_model"] = STAGES["label_model"][0]
     report["lf_summary"] = project.summary("dev").to_dicts()
     report["rows"] = {"total": matrix.shape[0], "lfs": matrix.shape[1]}
-    if student:
-        from finetune.demo import comparison_table, student_stage
-
-        with third_party(transformers=True):  # peft's and transformers' load reports and FutureWarnings
-            stage = student_stage(project, progress=progress)
-        for split in ("dev", "test"):
-            report[split].update(stage.pop(split))
-        report.update(student_run=stage["student_run"], student_seconds=stage["student_seconds"])
-        report["comparison"] = comparison_table(report)
-    report["seconds"] = round(time.perf_counter() - start, 2)
     return report

@@ -38,21 +38,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
-from labelflow.errors import LabelflowError, LFError, require
+from labelflow.apply import ChunkApplier, Failures, chunk_bounds, merge_failures, read_chunk, register_engine
+from labelflow.conventions import LabelArray
+from labelflow.errors import EngineError, LabelflowError, LFError, require
 from labelflow.files import atomic_path, write_json
 from labelflow.fm.base import Provider, get_provider
-
-if TYPE_CHECKING:
-    from labelflow.apply import ChunkApplier, Failures
-    from labelflow.conventions import LabelArray
-
-class EngineError(LabelflowError):
-    """The Ray cluster could not be reached, or a shard failed on it after every retry."""
+from labelflow.lf import exec_suite_module, suite_sources
+from labelflow.matrix import LFFailure
 
 
 @dataclass(frozen=True)
@@ -125,9 +122,6 @@ class RayEngine:
 
         ``data_hash`` names the rows' content (shards already staged for it are reused).
         """
-        from labelflow.apply import merge_failures
-        from labelflow.matrix import LFFailure
-
         plan = _pack(applier)
         ray = self.connect()
         m = len(applier.lfs)
@@ -205,6 +199,9 @@ class RayEngine:
         return ray
 
 
+register_engine("ray", RayEngine)
+
+
 # --- shards ------------------------------------------------------------------------------------------
 
 
@@ -230,8 +227,6 @@ class _staged:
             self.keep = True
 
     def __enter__(self) -> list[Path]:
-        from labelflow.apply import chunk_bounds, read_chunk
-
         manifest = self.folder / "manifest.json"
         bounds = list(chunk_bounds(self.n, self.engine.shard_rows))
         shards = [self.folder / _shard_name(i) for i in range(len(bounds))]
@@ -311,8 +306,6 @@ def _pack(applier: ChunkApplier) -> bytes:
     """
     from ray import cloudpickle
 
-    from labelflow.lf import suite_sources
-
     sources = suite_sources(applier.lfs)
     for lf in applier.lfs:
         try:
@@ -332,8 +325,6 @@ _UNPACKED: dict[str, ChunkApplier] = {}
 
 def _unpack(plan: bytes) -> ChunkApplier:
     from ray import cloudpickle
-
-    from labelflow.lf import exec_suite_module
 
     key = hashlib.blake2b(plan, digest_size=16).hexdigest()
     if key not in _UNPACKED:

@@ -128,7 +128,7 @@ def test_bad_chunk_rows(tiny_dataset, chunk_rows):
 
 
 def test_unknown_engine(tiny_dataset):
-    with pytest.raises(Exception, match="engine must be 'local', 'ray' or a RayEngine; got 'spark'"):
+    with pytest.raises(Exception, match="engine must be 'local', 'ray' or an engine such as a RayEngine; got 'spark'"):
         apply_lfs(tiny_dataset, [keyword_lf("k", ["song"], label=HAM)], cardinality=2, engine="spark")
 
 

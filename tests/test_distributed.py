@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from labelflow import ABSTAIN, LFError, apply_lfs, labeling_function, load_lf_suite
+from labelflow import ABSTAIN, LFError, VoteCache, apply_lfs, labeling_function, load_lf_suite
 from labelflow.distributed import EngineError, RayEngine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,13 +59,13 @@ def test_cli_unreachable_address_exits_2(project, capsys):
         pytest.skip("this process is connected to a Ray cluster already")
     assert main(["apply", "-p", str(project.root), "--engine", "ray", "--address", "127.0.0.1:1"]) == 2
     assert "labelflow: error: cannot reach the Ray cluster at '127.0.0.1:1'" in capsys.readouterr().err
-    assert not (project.store / "matrix.parquet").exists()
+    assert not project.store.matrix.exists()
 
 
 def test_project_ray_engine_defaults(project):
     assert project.ray_engine("local") is None
     engine = project.ray_engine("ray", "auto")
-    assert engine == RayEngine(address="auto", staging=str(project.store / "ray"))
+    assert engine == RayEngine(address="auto", staging=str(project.store.ray))
     project.update_config(ray_address="ray://head:10001")
     assert project.ray_engine("ray").address == "ray://head:10001"
 
@@ -139,8 +139,8 @@ def test_a_killed_worker_is_retried_and_the_matrix_is_complete(cluster, youtube,
 @pytest.mark.slow
 def test_retries_running_out_name_the_shard_and_write_nothing(cluster, project, expected):
     before = project.apply()[0]
-    saved = (project.store / "matrix.parquet").read_bytes()
-    votes = sorted(p.name for p in (project.store / "votes").iterdir())
+    saved = project.store.matrix.read_bytes()
+    votes = sorted(p.name for p in project.store.votes.iterdir())
 
     @labeling_function()
     def crash(x):  # kills its worker on row d1, every time
@@ -151,8 +151,8 @@ def test_retries_running_out_name_the_shard_and_write_nothing(cluster, project, 
     with pytest.raises(EngineError, match=r"shard .*part-00001\.parquet \(rows 5\.\.9\) failed on the Ray cluster after 1 "
                                           r"retries: the worker labeling it died each time .*; nothing was written"):
         project.apply(lfs=[*load_lf_suite(project.suite_path), crash], engine=RayEngine(shard_rows=5, max_retries=1))
-    assert (project.store / "matrix.parquet").read_bytes() == saved
-    assert sorted(p.name for p in (project.store / "votes").iterdir()) == votes
+    assert project.store.matrix.read_bytes() == saved
+    assert sorted(p.name for p in project.store.votes.iterdir()) == votes
     np.testing.assert_array_equal(project.matrix().values, before.values)
 
 
@@ -160,7 +160,7 @@ def test_retries_running_out_name_the_shard_and_write_nothing(cluster, project, 
 def test_ray_and_local_runs_share_the_vote_cache(cluster, project, expected):
     matrix, cache = project.apply(engine="ray")
     assert cache.misses == list(expected.lfs) and matrix.values.tolist() == expected.matrix
-    assert len(list((project.store / "ray").glob("*/part-*.parquet"))) == 1  # 16 rows: one shard
+    assert len(list(project.store.ray.glob("*/part-*.parquet"))) == 1  # 16 rows: one shard
     again, cache = project.apply()
     assert cache.hits == list(expected.lfs) and again.values.tolist() == expected.matrix
 
@@ -254,9 +254,10 @@ def test_fm_lfs_on_ray_actors_vote_as_locally(cluster, project):
     from labelflow.fm import zero_shot_lf
 
     zs = zero_shot_lf("zs", descriptions=["a fan's comment about the song", "an ad or a link"], margin=0.02)
-    on_ray = apply_lfs(project.rows(), [zs], cardinality=2, fm_cache=project.fm_cache,
+    ray_run, local_run = VoteCache(project.root / "ray-votes"), VoteCache(project.root / "local-votes")
+    on_ray = apply_lfs(project.rows(), [zs], cardinality=2, cache=ray_run, fm_cache=project.fm_cache,
                        engine=RayEngine(fm_actors=1))
-    assert zs.stats.computed == 16 + 2  # the rows and the two descriptions, on the actor
-    local = apply_lfs(project.rows(), [zs], cardinality=2, fm_cache=project.fm_cache)
+    assert ray_run.runs["zs"]["computed"] == 16 + 2  # the rows and the two descriptions, on the actor
+    local = apply_lfs(project.rows(), [zs], cardinality=2, cache=local_run, fm_cache=project.fm_cache)
     np.testing.assert_array_equal(local.values, on_ray.values)
-    assert zs.stats.computed == 18 and zs.stats.cached == 18  # the local run found every output cached
+    assert local_run.runs["zs"]["computed"] == 0 and local_run.runs["zs"]["cached"] == 18  # every output cached

@@ -15,7 +15,8 @@ import pytest
 
 from labelflow.cli import main
 from labelflow.lf import load_lf_suite
-from labelflow.project import CONFIG_FILE, Project
+from labelflow.project import Project
+from labelflow.project_config import CONFIG_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA = '\n\nkw_check = keyword_lf("kw_check", ["check"], label=1)\n'
@@ -97,7 +98,7 @@ def test_the_demo_project_points_at_the_suite_its_matrix_holds(tmp_path, monkeyp
     monkeypatch.setattr(demo, "SUITE_FM", fm_suite)
     monkeypatch.setattr(demo, "TRAIN_FILES", demo.TRAIN_FILES[:1])  # quicker: one train file, a smaller dev sample
     monkeypatch.setattr(demo, "DEV_SIZE", 60)
-    report = demo.run_demo(tmp_path / "demo", student=False)
+    report = demo.run_demo(tmp_path / "demo")
     project = Project.open(tmp_path / "demo")
     assert project.suite_path.resolve() == fm_suite.resolve()
     names = [lf.name for lf in project.lfs()]

@@ -22,21 +22,17 @@ import hashlib
 import os
 import time
 from abc import ABC
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
-from labelflow.errors import LabelflowError
+from labelflow.errors import FMError
 from labelflow.fm.cache import FMCache, output_key
 
 Device = Literal["auto", "cpu", "cuda"]
-
-
-class FMError(LabelflowError, ValueError):
-    """A model could not be found, loaded or reached, or answered malformed output."""
 
 
 class Provider(ABC):
@@ -61,6 +57,15 @@ class Provider(ABC):
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int) -> list[str]:
         raise FMError(f"provider {self.kind!r} does not generate text")
+
+
+class ModelHost(Protocol):
+    """Where an LF's model runs instead of this process: an engine's pool of workers
+    (:meth:`labelflow.distributed.RayEngine.provider`)."""
+
+    def provider(self, kind: str, config: Mapping[str, Any]) -> Provider:
+        """The provider ``kind`` with ``config``, its model run by the host."""
+        ...
 
 
 _PROVIDERS: dict[str, Callable[..., Provider]] = {}

@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from labelflow.apply import OnError, VoteCache, apply_lfs, cached_votes
+from labelflow.apply import OnError, apply_lfs, cached_votes
 from labelflow.conventions import ABSTAIN, LABEL_DTYPE
 from labelflow.dataset import Dataset
 from labelflow.errors import LFError
-from labelflow.fm.base import RunStats
 from labelflow.fm.cache import FMCache
 from labelflow.fm.lfs import FMLF, KnnLF, PromptLF, ZeroShotLF, _dev_gold, budget_rows
 from labelflow.lf import LabelingFunction, check_suite
@@ -166,7 +165,7 @@ def estimate_suite(data: Project | Dataset | pl.DataFrame, suite: Sequence[Any] 
     if isinstance(data, Project):
         cardinality = data.schema.k if cardinality is None else cardinality
         fm_cache = data.fm_cache if fm_cache is None else fm_cache
-        votes_cache = VoteCache(data.store / "votes")
+        votes_cache = data.store.vote_cache()
         if suite is None:  # an LF object alone needs no suite unless the project has one
             suite = data.lfs() if data.config.lfs is not None or lf is None else []
         source: pl.DataFrame | pl.LazyFrame = data.rows()
@@ -250,7 +249,7 @@ class _Context:
             else:  # an FM LF the vote cache lacks: its votes on dev rows are exactly the full run's there
                 if x.name not in self._dev_votes:
                     self._dev_votes[x.name] = x.votes(self.frame, cardinality=self.k, cache=self.fm_cache, rows=self.dev,
-                                                      progress=self.progress)
+                                                      progress=self.progress).votes
                 on_dev.append(self._dev_votes[x.name])
         known = [full[x.name] for x in others if x.name in full]
         empty = np.full((n, 1), ABSTAIN, LABEL_DTYPE)
@@ -309,11 +308,8 @@ def _estimate(ctx: _Context, lf: FMLF, *, rows: int, seed: int) -> LFEstimate:
 
     mask = np.zeros(n, dtype=bool)
     mask[sample] = True
-    before = RunStats()
-    before.add(lf.stats)
-    votes = lf.votes(frame, cardinality=ctx.k, cache=ctx.fm_cache, rows=mask, progress=ctx.progress)
-    computed = lf.stats.computed - before.computed
-    seconds = lf.stats.seconds - before.seconds
+    run = lf.votes(frame, cardinality=ctx.k, cache=ctx.fm_cache, rows=mask, progress=ctx.progress)
+    computed, seconds = run.stats.computed, run.stats.seconds
     timed = computed
     if computed == 0:  # every output was cached: time some rows afresh, without the cache
         stats = lf._row_outputs(frame, timing[:TIMING_ROWS], provider=provider, cache=None)
@@ -331,14 +327,14 @@ def _estimate(ctx: _Context, lf: FMLF, *, rows: int, seed: int) -> LFEstimate:
     pending = pending_scope + lf._row_outputs(frame, np.flatnonzero(extra), provider=provider, cache=ctx.fm_cache,
                                               dry_run=True).pending
 
-    got = votes[sample]
+    got = run.votes[sample]
     voted = int((got != ABSTAIN).sum())
     correct = int(((got != ABSTAIN) & (got == ctx.gold[sample])).sum())
     interval = wilson_interval(correct, voted)
     coverage = voted / len(sample) if len(sample) else None
     return LFEstimate(
         lf=lf.name, kind=KINDS.get(type(lf), type(lf).__name__), budget=lf.budget, threshold=lf.threshold,
-        fitted_threshold=float(lf.fitted_threshold), sample_rows=len(sample), scope_dev_rows=len(pool),
+        fitted_threshold=run.threshold, sample_rows=len(sample), scope_dev_rows=len(pool),
         voted=voted, correct=correct, coverage=coverage, accuracy=correct / voted if voted else None,
         accuracy_low=interval[0] if interval else None, accuracy_high=interval[1] if interval else None,
         seconds_per_row=per_row, timed_rows=timed, load_seconds=load_seconds, computed_rows=computed, rows=n,

@@ -13,25 +13,43 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
 from labelflow.conventions import ABSTAIN, LABEL_DTYPE
 from labelflow.errors import LFError
-from labelflow.fm.base import Provider, RunStats, get_provider
+from labelflow.fm.base import ModelHost, Provider, RunStats, get_provider
 from labelflow.fm.cache import FMCache
 from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax, template_fields, zero_shot_similarity
 from labelflow.lf import LabelingFunction
-
-if TYPE_CHECKING:
-    from labelflow.distributed import RayEngine
 
 Budget = Literal["uncovered", "conflicts", "uncovered_or_conflicts"]
 Threshold = float | Literal["auto"]
 DEFAULT_EMBEDDER = {"model": "all-MiniLM-L6-v2"}
 KNN_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class FMVotes:
+    """What running an FM LF gives: its ``[n]`` int8 ``votes``, the ``threshold`` it voted at (fit on dev gold when
+    ``"auto"``; ``inf`` when no cut-off gains there) and the ``stats`` of the model outputs it used."""
+
+    votes: np.ndarray
+    threshold: float
+    stats: RunStats
+
+    @property
+    def fitted(self) -> dict[str, float]:
+        """What the LF fit on the data, as JSON values (kept in the vote cache beside the votes)."""
+        return {"threshold": self.threshold}
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """What the model run did (:class:`~labelflow.fm.base.RunStats` as JSON values)."""
+        return asdict(self.stats)
 
 
 class FMLF(LabelingFunction):
@@ -63,8 +81,6 @@ class FMLF(LabelingFunction):
                           f"got {budget!r}")
         self.provider_kind, self.provider_config = provider, dict(provider_config)
         self.threshold, self.budget, self.field = threshold, budget, field
-        self.fitted_threshold: float | None = None
-        self.stats = RunStats()
 
     def provider(self) -> Provider:
         return get_provider(self.provider_kind, **self.provider_config)
@@ -79,10 +95,21 @@ class FMLF(LabelingFunction):
         return {"provider": self.provider_kind, "config": self.provider_config, "threshold": self.threshold,
                 "budget": self.budget, "field": self.field}
 
+    @property
+    def scoped(self) -> bool:
+        """Whether it votes only on the rows the other LFs' votes leave to it (it has a ``budget``)."""
+        return self.budget is not None
+
+    def scope(self, others: np.ndarray) -> np.ndarray:
+        """``[n]`` bool: the rows it may vote on, given the ``[n, m]`` votes of the suite's LFs without a budget."""
+        return budget_rows(others, self.budget)  # type: ignore[arg-type]
+
     def votes(self, frame: pl.DataFrame, *, cardinality: int, cache: FMCache | None, rows: np.ndarray | None = None,
-              progress: bool = False, engine: RayEngine | None = None) -> np.ndarray:
-        """``[n]`` int8 votes; ``rows`` (bool ``[n]``) limits where it may vote (and call the model);
-        ``engine`` runs the model on a Ray cluster."""
+              progress: bool = False, engine: ModelHost | None = None) -> FMVotes:
+        """Its votes on the ``n`` rows of ``frame``, the threshold it voted at and what its model did.
+
+        ``rows`` (bool ``[n]``) limits where it may vote (and call the model); ``engine`` runs the
+        model elsewhere (a Ray cluster). Nothing is kept on the LF: a run on the same rows gives the same."""
         missing = [c for c in self.columns() if c not in ("id", "split", "label") and c not in frame.columns]
         if missing:
             raise LFError(f"LF {self.name!r} reads column {missing[0]!r}, which the data lacks; columns are {frame.columns}")
@@ -93,26 +120,28 @@ class FMLF(LabelingFunction):
         needed = scope | dev if self.threshold == "auto" else scope
         pred = np.full(n, ABSTAIN, dtype=np.int64)
         conf = np.full(n, -np.inf)
+        stats = RunStats()
         idx = np.flatnonzero(needed)
         if len(idx):
             provider = self.provider() if engine is None else engine.provider(self.provider_kind, self.provider_config)
-            pred[idx], conf[idx] = self._predict(frame, idx, provider=provider, cache=cache, progress=progress)
+            pred[idx], conf[idx], stats = self._predict(frame, idx, provider=provider, cache=cache, progress=progress)
         if self.threshold == "auto":
             gold = frame["label"].fill_null(ABSTAIN).to_numpy()
             if not dev.any():
                 raise LFError(f"LF {self.name!r}: threshold='auto' needs gold-labeled rows in split 'dev'")
-            self.fitted_threshold = _fit_threshold(conf[dev], pred[dev], gold[dev])
+            threshold = _fit_threshold(conf[dev], pred[dev], gold[dev])
         else:
-            self.fitted_threshold = float(self.threshold)
-        out = np.where(scope & (pred != ABSTAIN) & (conf >= self.fitted_threshold), pred, ABSTAIN)
-        return out.astype(LABEL_DTYPE)
+            threshold = float(self.threshold)
+        out = np.where(scope & (pred != ABSTAIN) & (conf >= threshold), pred, ABSTAIN)
+        return FMVotes(out.astype(LABEL_DTYPE), threshold, stats)
 
     def _check(self, cardinality: int) -> None:
         """Raise if the LF's settings do not fit ``cardinality`` classes."""
 
     def _predict(self, frame: pl.DataFrame, idx: np.ndarray, *, provider: Provider, cache: FMCache | None,
-                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted class and confidence, ``[len(idx)]`` each, for rows ``idx``, from ``provider``'s outputs."""
+                 progress: bool) -> tuple[np.ndarray, np.ndarray, RunStats]:
+        """Predicted class and confidence, ``[len(idx)]`` each, for rows ``idx``, from ``provider``'s outputs,
+        and what computing those outputs did."""
         raise NotImplementedError
 
     def _row_outputs(self, frame: pl.DataFrame, idx: np.ndarray, *, provider: Provider, cache: FMCache | None,
@@ -120,9 +149,6 @@ class FMLF(LabelingFunction):
         """The per-row model outputs of rows ``idx`` alone (no reference rows, no calibration input), through
         ``cache``; what the run did (with ``dry_run``: how many would be computed). For timing and projections."""
         raise NotImplementedError
-
-    def _run(self, stats: RunStats) -> None:
-        self.stats.add(stats)
 
 
 class PromptLF(FMLF):
@@ -158,14 +184,14 @@ class PromptLF(FMLF):
         answers = [self.answers.get(c, []) for c in range(k)]
         logp, stats = prompt_logprobs(frame[idx], template=self.template, answers=answers, provider=provider,
                                       cache=cache, progress=progress)
-        self._run(stats)
         if self.calibrate:  # contextual calibration (Zhao et al. 2021): divide out the answer prior of "N/A"
             blank = pl.DataFrame({f: ["N/A"] for f in template_fields(self.template)})
-            prior, stats = prompt_logprobs(blank, template=self.template, answers=answers, provider=provider, cache=cache)
-            self._run(stats)
+            prior, prior_stats = prompt_logprobs(blank, template=self.template, answers=answers, provider=provider,
+                                                 cache=cache)
+            stats.add(prior_stats)
             logp = logp - prior
         probs = softmax(logp)
-        return probs.argmax(axis=1), probs.max(axis=1)
+        return probs.argmax(axis=1), probs.max(axis=1), stats
 
     def _row_outputs(self, frame, idx, *, provider, cache, dry_run=False):
         answers = [self.answers.get(c, []) for c in range(max(self.answers) + 1)]
@@ -194,9 +220,8 @@ class ZeroShotLF(FMLF):
     def _predict(self, frame, idx, *, provider, cache, progress):
         sims, stats = zero_shot_similarity(frame[self.field].gather(idx).to_list(), descriptions=self.descriptions,
                                            provider=provider, cache=cache, progress=progress)
-        self._run(stats)
         top2 = np.sort(sims, axis=1)[:, -2:]
-        return sims.argmax(axis=1), top2[:, 1] - top2[:, 0]
+        return sims.argmax(axis=1), top2[:, 1] - top2[:, 0], stats
 
     def _row_outputs(self, frame, idx, *, provider, cache, dry_run=False):
         return _embed_rows(frame, self.field, idx, provider=provider, cache=cache, dry_run=dry_run)
@@ -231,7 +256,6 @@ class KnnLF(FMLF):
         emb, stats = embed_texts([texts[i] for i in idx], provider=provider, cache=cache, progress=progress)
         ref_emb, ref_stats = embed_texts([texts[i] for i in ref], provider=provider, cache=cache)
         stats.add(ref_stats)
-        self._run(stats)
         gold = frame["label"].to_numpy()[ref].astype(np.int64)
         k = min(self.neighbors, len(ref))
         pred, conf = np.empty(len(idx), dtype=np.int64), np.empty(len(idx))
@@ -251,7 +275,7 @@ class KnnLF(FMLF):
             pred[lo:lo + len(top)] = winner
             conf[lo:lo + len(top)] = np.where(found, np.where(hits, top_sims, 0).sum(axis=1)
                                               / np.maximum(hits.sum(axis=1), 1), -np.inf)
-        return pred, conf
+        return pred, conf, stats
 
     def _row_outputs(self, frame, idx, *, provider, cache, dry_run=False):
         return _embed_rows(frame, self.field, idx, provider=provider, cache=cache, dry_run=dry_run)

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from labelflow import ABSTAIN, LFError, apply_lfs, keyword_lf
+from labelflow import ABSTAIN, LFError, VoteCache, apply_lfs, keyword_lf
 from labelflow.cli import main
 from labelflow.fm import FMCache, estimate_lf, estimate_suite, knn_lf, prompt_lf, zero_shot_lf
 from labelflow.fm.estimate import format_estimates, wilson_interval
@@ -23,9 +23,10 @@ DESCRIPTIONS = [
 ]
 
 
-def full_run_on_sample(frame, lfs, target, sample_ids, cache):
-    """The full run's votes of LF ``target`` (a fresh copy in ``lfs``) on the sampled rows, and their gold."""
-    L = apply_lfs(frame, lfs, cardinality=2, fm_cache=cache)
+def full_run_on_sample(frame, lfs, target, sample_ids, cache, record=None):
+    """The full run's votes of LF ``target`` (a fresh copy in ``lfs``) on the sampled rows, and their gold;
+    ``record`` (a vote cache) gets what the run fit and what its model runs did."""
+    L = apply_lfs(frame, lfs, cardinality=2, cache=record, fm_cache=cache)
     rows = frame["id"].is_in(list(sample_ids)).to_numpy()
     return L.values[rows, list(L.lf_names).index(target)], frame["label"].to_numpy()[rows]
 
@@ -52,12 +53,13 @@ def test_zero_shot_estimate_is_the_full_run_on_its_sample(yt40, tmp_path):
     assert (est.rows, est.scope_rows, est.scope_exact) == (40, 40, True)
 
     full = zero_shot_lf("zs", descriptions=DESCRIPTIONS, margin="auto")
-    votes, gold = full_run_on_sample(yt40, [full], "zs", est.sample_ids, cache)
+    record = VoteCache(tmp_path / "votes")
+    votes, gold = full_run_on_sample(yt40, [full], "zs", est.sample_ids, cache, record)
     assert_matches(est, votes, gold)
     assert est.voted >= 4  # the sample shows something
-    assert est.fitted_threshold == full.fitted_threshold
+    assert est.fitted_threshold == record.fitted["zs"]["threshold"]
     # what the estimate projected the full run to compute is what it computed: the 20 train texts
-    assert est.pending_rows == full.stats.computed == 20
+    assert est.pending_rows == record.runs["zs"]["computed"] == 20
     assert est.projected_seconds == pytest.approx(20 * est.seconds_per_row)
 
     again = estimate_lf(yt40, zero_shot_lf("zs", descriptions=DESCRIPTIONS, margin="auto"), rows=8, seed=3,
@@ -105,10 +107,11 @@ def test_prompt_estimate_with_a_budget_is_the_full_run_on_its_sample(yt40, tmp_p
     assert est.computed_rows == dev.sum() + 1 and est.seconds_per_row > 0 and est.load_seconds > 0
 
     lfs = suite()
-    votes, gold = full_run_on_sample(frame, lfs, "ask", est.sample_ids, cache)
+    record = VoteCache(tmp_path / "votes")
+    votes, gold = full_run_on_sample(frame, lfs, "ask", est.sample_ids, cache, record)
     assert_matches(est, votes, gold)
-    assert est.fitted_threshold == lfs[2].fitted_threshold
-    assert est.pending_rows == lfs[2].stats.computed == int((uncovered & ~dev).sum())
+    assert est.fitted_threshold == record.fitted["ask"]["threshold"]
+    assert est.pending_rows == record.runs["ask"]["computed"] == int((uncovered & ~dev).sum())
 
     # with an FM LF among the others that no vote cache holds, the scope over all rows is projected from dev
     projected = estimate_lf(frame, "ask", suite=[*suite()[:2], zero_shot_lf("zs", descriptions=DESCRIPTIONS,
@@ -242,7 +245,8 @@ def test_cached_votes_reads_only_what_apply_stored(yt40, tmp_path):
     assert cached_votes(yt40, suite(), cardinality=2, cache=votes) == {}
     L = apply_lfs(yt40, suite()[:2], cardinality=2, cache=votes, fm_cache=FMCache(tmp_path / "fm.sqlite"))
     lfs = suite()
-    found = cached_votes(yt40, lfs, cardinality=2, cache=VoteCache(tmp_path / "votes"))
-    assert set(found) == {"kw", "zs"} and lfs[1].stats.calls == 0  # the budgeted prompt LF is never looked up
+    again = VoteCache(tmp_path / "votes")
+    found = cached_votes(yt40, lfs, cardinality=2, cache=again)
+    assert set(found) == {"kw", "zs"} and again.hits == ["kw", "zs"]  # the budgeted prompt LF is never looked up
     np.testing.assert_array_equal(np.stack([found["kw"], found["zs"]], axis=1), L.values)
     assert cached_votes(yt40, lfs, cardinality=3, cache=votes) == {}  # other settings, other keys

@@ -35,8 +35,9 @@ def test_knn_votes_the_nearest_other_dev_row(yt40, minilm, tmp_path):
     assert yt40["label"][0] == 0 and frame["label"][0] == 1
     cache = FMCache(tmp_path / "fm.sqlite")
     lf = knn_lf("knn", neighbors=1, min_similarity=0.0)
-    L = apply_lfs(frame, [lf], cardinality=2, fm_cache=cache).values[:, 0]
-    assert lf.stats.computed == 40 and lf.fitted_threshold == 0.0
+    votes = VoteCache(tmp_path / "votes")
+    L = apply_lfs(frame, [lf], cardinality=2, cache=votes, fm_cache=cache).values[:, 0]
+    assert votes.runs["knn"]["computed"] == 40 and votes.fitted == {"knn": {"threshold": 0.0}}
 
     emb = cached_embeddings(frame["text"].to_list(), minilm, cache)
     dev = np.flatnonzero(frame["split"].to_numpy() == "dev")
@@ -119,8 +120,9 @@ def test_knn_reference_limits_the_neighbours_to_those_ids(minilm, tmp_path):
 def test_zero_shot_margin_matches_hand_computation(yt40, minilm, tmp_path):
     cache = FMCache(tmp_path / "fm.sqlite")
     lf = zero_shot_lf("zs", descriptions=DESCRIPTIONS, margin=0.05)
-    L = apply_lfs(yt40, [lf], cardinality=2, fm_cache=cache).values[:, 0]
-    assert lf.stats.computed == 42  # 40 texts + 2 descriptions
+    votes = VoteCache(tmp_path / "votes")
+    L = apply_lfs(yt40, [lf], cardinality=2, cache=votes, fm_cache=cache).values[:, 0]
+    assert votes.runs["zs"]["computed"] == 42  # 40 texts + 2 descriptions
     sims = cached_embeddings(yt40["text"].to_list(), minilm, cache) @ cached_embeddings(DESCRIPTIONS, minilm, cache).T
     top2 = np.sort(sims, axis=1)
     margin = top2[:, -1] - top2[:, -2]
@@ -132,14 +134,16 @@ def test_zero_shot_margin_matches_hand_computation(yt40, minilm, tmp_path):
 def test_zero_shot_auto_margin_is_fit_on_dev_gold(yt40, minilm, tmp_path):
     cache = FMCache(tmp_path / "fm.sqlite")
     lf = zero_shot_lf("zs", descriptions=DESCRIPTIONS, margin="auto")
-    L = apply_lfs(yt40, [lf], cardinality=2, fm_cache=cache).values[:, 0]
+    votes = VoteCache(tmp_path / "votes")
+    L = apply_lfs(yt40, [lf], cardinality=2, cache=votes, fm_cache=cache).values[:, 0]
     sims = cached_embeddings(yt40["text"].to_list(), minilm, cache) @ cached_embeddings(DESCRIPTIONS, minilm, cache).T
     top2 = np.sort(sims, axis=1)
     margin, pred = top2[:, -1] - top2[:, -2], sims.argmax(axis=1)
     dev = yt40["split"].to_numpy() == "dev"
     gold = yt40["label"].fill_null(ABSTAIN).to_numpy()
     cut = _fit_threshold(margin[dev], pred[dev], gold[dev])
-    assert lf.fitted_threshold == pytest.approx(cut)
+    assert votes.fitted["zs"]["threshold"] == pytest.approx(cut)
+    assert lf.votes(yt40, cardinality=2, cache=cache).threshold == votes.fitted["zs"]["threshold"]  # nothing kept on lf
     np.testing.assert_array_equal(L, np.where(margin >= cut, pred, ABSTAIN))
     # on dev, voting at the fitted cut-off beats (or ties) every other cut-off
     gain = lambda t: int(np.sum(np.where(pred[dev] == gold[dev], 1, -1)[margin[dev] >= t]))  # noqa: E731
@@ -184,12 +188,12 @@ def test_fm_lf_votes_come_from_the_vote_cache(yt40, tmp_path):
     votes = VoteCache(tmp_path / "votes")
     first_lfs = suite()
     first = apply_lfs(yt40, first_lfs, cardinality=2, cache=votes, fm_cache=FMCache(tmp_path / "fm.sqlite"))
-    assert votes.misses == ["kw", "knn", "zs"] and first_lfs[1].stats.calls > 0
+    assert votes.misses == ["kw", "knn", "zs"] and votes.runs["knn"]["calls"] > 0
+    assert set(votes.fitted) == {"knn", "zs"} and votes.fitted["zs"] == {"threshold": 0.02}
     again = VoteCache(tmp_path / "votes")
-    second_lfs = suite()
-    second = apply_lfs(yt40, second_lfs, cardinality=2, cache=again, fm_cache=None)  # no FM cache to fall back on
+    second = apply_lfs(yt40, suite(), cardinality=2, cache=again, fm_cache=None)  # no FM cache to fall back on
     assert again.hits == ["kw", "knn", "zs"] and again.misses == []
-    assert [lf.stats.calls for lf in second_lfs[1:]] == [0, 0]
+    assert again.runs == {} and again.fitted == votes.fitted  # no model ran; the fitted threshold came with the votes
     np.testing.assert_array_equal(second.values, first.values)
 
 
@@ -214,22 +218,22 @@ def test_prompt_lf_budget_asks_only_about_uncovered_rows(gemma, tmp_path):
                 prompt_lf("ask", template=template, answers={1: ["yes"], 0: ["no"]}, budget="uncovered", **kw)]
 
     lfs = suite(min_confidence=0.5, calibrate=False)
-    L = apply_lfs(frame, lfs, cardinality=2, fm_cache=FMCache(tmp_path / "a.sqlite")).values
-    assert lfs[2].stats.computed == uncovered.sum() == 4  # only the rows no other LF covers
+    plain = VoteCache(tmp_path / "plain")
+    L = apply_lfs(frame, lfs, cardinality=2, cache=plain, fm_cache=FMCache(tmp_path / "a.sqlite")).values
+    assert plain.runs["ask"]["computed"] == uncovered.sum() == 4  # only the rows no other LF covers
     assert (L[~uncovered, 2] == ABSTAIN).all()
 
     votes = VoteCache(tmp_path / "votes")
     lfs = suite(min_confidence="auto", calibrate=True)
     L = apply_lfs(frame, lfs, cardinality=2, cache=votes, fm_cache=FMCache(tmp_path / "b.sqlite")).values
     # uncovered rows, plus the covered dev rows the cut-off is fit on, plus the "N/A" calibration prompt
-    assert lfs[2].stats.computed == (uncovered | dev).sum() + 1 == 7
+    assert votes.runs["ask"]["computed"] == (uncovered | dev).sum() + 1 == 7
     assert (L[~uncovered, 2] == ABSTAIN).all()
-    assert lfs[2].fitted_threshold is not None
+    assert set(votes.fitted["ask"]) == {"threshold"}
 
     again = VoteCache(tmp_path / "votes")
-    fresh = suite(min_confidence="auto", calibrate=True)
-    L2 = apply_lfs(frame, fresh, cardinality=2, cache=again, fm_cache=None).values
-    assert again.hits == ["kw_sub", "kw_song", "ask"] and fresh[2].stats.calls == 0
+    L2 = apply_lfs(frame, suite(min_confidence="auto", calibrate=True), cardinality=2, cache=again, fm_cache=None).values
+    assert again.hits == ["kw_sub", "kw_song", "ask"] and again.runs == {} and again.fitted == votes.fitted
     np.testing.assert_array_equal(L2, L)
 
 
@@ -239,8 +243,9 @@ def test_prompt_lf_reads_only_its_template_fields(gemma, tmp_path):
     lf = prompt_lf("ask", template="Comment: {CONTENT}\nSpam:", answers={1: ["yes"], 0: ["no"]},
                    min_confidence=0.0, calibrate=False)
     assert lf.columns() == ("id", "split", "label", "CONTENT")
-    L = apply_lfs(frame, [lf], cardinality=2, fm_cache=FMCache(tmp_path / "fm.sqlite")).values
-    assert L.shape == (2, 1) and set(L[:, 0]) <= {0, 1} and lf.stats.computed == 2
+    votes = VoteCache(tmp_path / "votes")
+    L = apply_lfs(frame, [lf], cardinality=2, cache=votes, fm_cache=FMCache(tmp_path / "fm.sqlite")).values
+    assert L.shape == (2, 1) and set(L[:, 0]) <= {0, 1} and votes.runs["ask"]["computed"] == 2
 
 
 def test_fm_lf_on_a_frame_lacking_its_column_names_it(yt40):
