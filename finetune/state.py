@@ -36,7 +36,7 @@ class Best:
     epoch
         Epochs done at that step (fractional, 3 decimals; a whole number without dev rows).
     score
-        What :func:`finetune.train.better` compares, higher is better: ``[accuracy or macro-F1, -dev loss]``
+        What :func:`finetune.optim.better` compares, higher is better: ``[accuracy or macro-F1, -dev loss]``
         or ``[-dev loss]``; ``None`` without dev rows (the last weights are kept).
     weights
         The trainable parameters by name (:func:`finetune.model.trainable_state`): tensors on the CPU.

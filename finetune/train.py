@@ -36,6 +36,7 @@ from finetune.evaluate import dev_loss, gold_scores, metrics, predict_probs
 from finetune.export import export_run
 from finetune.loss import confidence_weights, soft_cross_entropy
 from finetune.model import EXTRA, check_base_model, load_base_model, load_trainable_state, trainable_state
+from finetune.optim import better, make_optimizer, selection_score
 from finetune.rows import TrainingRows, select_rows
 from finetune.run_folder import LABELS_FILE, LOG_FILE, RunFolder, run_meta
 from finetune.runtime import (check_device, is_first_process, logging_to, make_accelerator, StopRequest,
@@ -158,8 +159,6 @@ class _Trainer:
     # setup ------------------------------------------------------------------------------------------
 
     def _setup(self) -> None:
-        import torch
-
         cfg = self.cfg
         self.acc, self.device, self.autocast_dtype = make_accelerator(cfg)
         self.is_main = self.acc.is_main_process
@@ -186,14 +185,8 @@ class _Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
-        params = [p for p in model.parameters() if p.requires_grad]
-        decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        fused = {"fused": True} if self.device.type == "cuda" else {}
-        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, **fused)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_schedule(cfg, self.total_steps))
-        self.n_trainable = sum(p.numel() for p in params)
+        self.optimizer, self.scheduler = make_optimizer(model, cfg, self.total_steps, fused=self.device.type == "cuda")
+        self.n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.n_params = sum(p.numel() for p in model.parameters())
         self.state = TrainState()
         self.resumed_from = None
@@ -432,12 +425,12 @@ class _Trainer:
         acc_ = float(np.mean(preds == gold))
         m = metrics(gold, preds, class_names=self.rows.data.class_names)
         loss = dev_loss(probs, gold)
-        score = {"accuracy": [acc_, -loss], "macro_f1": [m["macro_f1"], -loss], "loss": [-loss]}[cfg.select]
+        score = selection_score(cfg.select, accuracy=acc_, macro_f1=m["macro_f1"], loss=loss)
         entry = {"step": st.step, "epoch": self._epoch_position(), "train_loss": train_loss, "dev_accuracy": acc_,
                  "dev_macro_f1": m["macro_f1"], "dev_loss": loss}
         st.history.append(entry)
         self._write_progress("training")
-        improved = st.best is None or _better(score, st.best.score)
+        improved = st.best is None or better(score, st.best.score)
         if improved:
             st.best = Best(st.step, entry["epoch"], score, trainable_state(self.acc.unwrap_model(self.model)))
             st.bad_evals = 0
@@ -465,40 +458,3 @@ class _Trainer:
                 "state": self.state.to_dict()})
         self.checkpoint_step = self.state.step
         self.acc.wait_for_everyone()
-
-
-
-def _better(score: list[float], best: list[float], *, min_delta: float = 1e-4) -> bool:
-    """Whether dev ``score`` beats ``best``: ``[accuracy or macro-F1, -loss]`` (the loss breaks an exact tie) or
-    ``[-loss]``, higher is better; a loss must improve by more than ``min_delta``.
-
-    >>> _better([0.9, -0.3], [0.8, -0.1]), _better([0.9, -0.3], [0.9, -0.30001]), _better([-0.2], [-0.3])
-    (True, False, True)
-    """
-    if score[0] != best[0]:
-        return score[0] > best[0] + (min_delta if len(score) == 1 else 0.0)
-    return len(score) > 1 and score[1] > best[1] + min_delta
-
-
-def lr_schedule(cfg: FinetuneConfig, total_steps: int):
-    """The multiplier of the peak learning rate at each optimizer step: linear warm-up, then ``cfg.scheduler``.
-
-    Examples
-    --------
-    >>> f = lr_schedule(FinetuneConfig(warmup_ratio=0.2, scheduler="linear"), 10)
-    >>> [round(f(s), 2) for s in range(10)]
-    [0.33, 0.67, 1.0, 0.88, 0.75, 0.62, 0.5, 0.38, 0.25, 0.12]
-    """
-    warmup = int(round(cfg.warmup_ratio * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        if cfg.scheduler == "linear":
-            return max(0.0, 1.0 - progress)
-        if cfg.scheduler == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-        return 1.0
-
-    return factor

@@ -8,8 +8,8 @@ import pytest
 
 from finetune import LORA_DEFAULTS, FinetuneConfig, FinetuneError, read_soft_labels
 from finetune.data import LengthGroupedBatches, collate
+from finetune.optim import lr_schedule
 from finetune.rows import select_rows
-from finetune.train import lr_schedule
 from labelflow.labelmodels import probs_to_preds
 
 # --- config ----------------------------------------------------------------------------------------
