@@ -33,21 +33,38 @@ from labelflow.errors import FinetuneError
 
 
 @dataclasses.dataclass(frozen=True)
-class _Option:
-    """How one config field reads and writes on the command line."""
+class Option:
+    """How one config field reads and writes on the command line.
+
+    Attributes
+    ----------
+    field, flag
+        The config field and its option (``--epochs``).
+    kind
+        ``value`` (one value), ``list`` (comma-separated), ``switch_on`` (``--x`` sets True) or ``switch_off``
+        (``--no-x`` sets False).
+    parse
+        ``str`` → value for a ``value`` option (``int``, ``float``, ``str``).
+    choices
+        The ``Literal``'s values, or ``None``.
+    none
+        The command-line value that stands for ``None`` (``None``: there is none).
+    default, group, help
+        The field's default, its help section, the help text.
+    """
 
     field: str
     flag: str
     kind: Literal["value", "switch_on", "switch_off", "list"]
-    parse: Any  # str -> value, for "value" options
+    parse: Any
     choices: tuple[str, ...] | None
-    none: Any  # the command-line value that stands for None (or None: no such value)
+    none: Any
     default: Any
     group: str
     help: str
 
 
-def options(cls: type = FinetuneConfig) -> list[_Option]:
+def options(cls: type = FinetuneConfig) -> list[Option]:
     """The command-line options of the config dataclass ``cls``, in field order."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -74,7 +91,7 @@ def options(cls: type = FinetuneConfig) -> list[_Option]:
             help_ += f" {meta['none']} on the command line: None."
         if kind in ("value", "list") and f.default is not None:
             help_ += f" Default {f.default}."
-        out.append(_Option(f.name, flag, kind, parse, choices, meta.get("none"), f.default, meta.get("group", "options"),
+        out.append(Option(f.name, flag, kind, parse, choices, meta.get("none"), f.default, meta.get("group", "options"),
                            help_.strip().replace("%", "%%")))
     return out
 
