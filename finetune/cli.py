@@ -118,7 +118,7 @@ def predict_command(args: argparse.Namespace) -> dict[str, Any]:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "finetune": finetune_command, "predict": predict_command}
-"""Command name → handler, for ``labelflow.cli.COMMANDS``."""
+"""Command name → handler, run (wrapped) by :mod:`finetune.commands`, which registers them with ``labelflow``."""
 
 
 # --- helpers ---------------------------------------------------------------------------------------
