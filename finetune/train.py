@@ -27,11 +27,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from labelflow.errors import require
+from labelflow.errors import FinetuneError, RunStopped, require
 
 from finetune.config import FinetuneConfig
 from finetune.data import LengthGroupedBatches, collate, read_soft_labels, tokenize
-from labelflow.errors import FinetuneError, RunStopped
 from finetune.evaluate import dev_loss, gold_scores, metrics, predict_probs
 from finetune.export import export_run
 from finetune.loss import confidence_weights, soft_cross_entropy
@@ -39,7 +38,7 @@ from finetune.model import EXTRA, check_base_model, load_base_model, load_traina
 from finetune.optim import better, make_optimizer, selection_score
 from finetune.rows import TrainingRows, select_rows
 from finetune.run_folder import LABELS_FILE, LOG_FILE, RunFolder, run_meta
-from finetune.runtime import (check_device, is_first_process, logging_to, make_accelerator, StopRequest,
+from finetune.runtime import (StopRequest, check_device, is_first_process, logging_to, make_accelerator,
                               stop_requests, using_cpu_threads)
 from finetune.state import Best, TrainState
 
@@ -135,6 +134,8 @@ def finetune(
     check_base_model(cfg, soft.class_names)  # before the run folder is touched
     check_device(cfg)
     meta = run_meta(task or folder.path.resolve().name, cfg, rows)
+    if resume and not folder.has_run():
+        log.info("nothing to resume in %s; starting a new run", folder.path)
     resumed = folder.prepare(meta, cfg, resume=resume, main=is_first_process())
     if not labels.is_file() and is_first_process():
         folder.write_labels(soft.to_frame())
@@ -236,13 +237,13 @@ class _Trainer:
             unwrapped = self.acc.unwrap_model(self.model)
             if st.best is not None:
                 load_trainable_state(unwrapped, st.best.weights)
-            metrics = None
+            written = None
             if self.is_main:
-                metrics = self._metrics()
-                export_run(self.folder, metrics, unwrapped, self.tokenizer, config=cfg)
+                written = self._metrics()
+                export_run(self.folder, written, unwrapped, self.tokenizer, config=cfg)
                 self._write_progress("complete")
             self.acc.wait_for_everyone()
-        return FinetuneResult(self.folder.path, self.folder.read_metrics() if metrics is None else metrics,
+        return FinetuneResult(self.folder.path, self.folder.read_metrics() if written is None else written,
                               self.resumed_from)
 
     def _metrics(self) -> dict[str, Any]:
