@@ -13,6 +13,7 @@ import numpy as np
 
 from finetune.config import Weighting
 from labelflow.errors import FinetuneError
+from labelflow.validation import check_choice
 
 if TYPE_CHECKING:
     import torch
@@ -73,6 +74,7 @@ def confidence_weights(probs: np.ndarray, mode: Weighting) -> np.ndarray:
     >>> confidence_weights(q, "margin").round(2).tolist(), confidence_weights(q, "entropy").round(2).tolist()
     ([1.0, 0.0, 0.6], [1.0, 0.0, 0.28])
     """
+    check_choice("weighting", mode, Weighting, error=FinetuneError)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise FinetuneError(f"probs must be [n, k] with k ≥ 2; got shape {probs.shape}")
@@ -83,8 +85,6 @@ def confidence_weights(probs: np.ndarray, mode: Weighting) -> np.ndarray:
     if mode == "margin":
         top = np.sort(probs, axis=1)
         return top[:, -1] - top[:, -2]
-    if mode == "entropy":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            h = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=1)
-        return np.clip(1.0 - h / np.log(probs.shape[1]), 0.0, 1.0)
-    raise FinetuneError(f"weighting must be one of ['none', 'max_prob', 'margin', 'entropy']; got {mode!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):  # "entropy"
+        h = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=1)
+    return np.clip(1.0 - h / np.log(probs.shape[1]), 0.0, 1.0)

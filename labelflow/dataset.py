@@ -31,12 +31,15 @@ import polars as pl
 from labelflow.conventions import ABSTAIN, GoldArray
 from labelflow.errors import DataError
 from labelflow.schema import ClassSchema
+from labelflow.validation import check_choice
 
 PathLike = Union[str, Path]
 Source = Union[PathLike, pl.DataFrame, Any]
 """A file path, a polars frame or a pandas frame."""
 
 RESERVED = ("id", "split", "label")
+Duplicates = Literal["error", "drop_identical"]
+"""What :func:`load_dataset` does with repeated ids: refuse them, or first drop rows that are exact copies."""
 SPLIT_ALIASES = {"valid": "dev", "validation": "dev", "val": "dev"}
 STANDARD_SPLITS = ("train", "dev", "test")
 """The split names every command knows; ``SPLIT_ALIASES`` and any capitalisation of these read as them."""
@@ -161,7 +164,7 @@ def load_dataset(
     label: str | None = None,
     split: str | None = None,
     default_split: str = "train",
-    duplicates: Literal["error", "drop_identical"] = "error",
+    duplicates: Duplicates = "error",
 ) -> Dataset:
     """Load files or frames into a :class:`Dataset`.
 
@@ -225,8 +228,8 @@ def load_dataset(
     frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     if duplicates == "drop_identical":
         frame = frame.unique(maintain_order=True)
-    elif duplicates != "error":
-        raise DataError(f"duplicates must be 'error' or 'drop_identical'; got {duplicates!r}")
+    else:
+        check_choice("duplicates", duplicates, Duplicates, error=DataError)
     _check_unique_ids(frame)
     return Dataset(frame, schema, tuple(text_map))
 

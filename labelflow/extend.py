@@ -41,7 +41,6 @@ block_sources`` at a time, so memory stays bounded for any number of rows (time 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from statistics import NormalDist
@@ -52,6 +51,7 @@ import numpy as np
 from labelflow.conventions import ABSTAIN, LABEL_DTYPE, MAX_CLASSES, LabelArray
 from labelflow.errors import LFError
 from labelflow.matrix import check_label_matrix
+from labelflow.validation import check_choice, check_int, check_number
 
 EXT_SUFFIX = "~ext"
 """Suffix of an extension column's name: LF ``NAME`` → ``NAME~ext``."""
@@ -108,7 +108,7 @@ class ExtendConfig:
     >>> ExtendConfig(scope="everywhere")
     Traceback (most recent call last):
     ...
-    labelflow.errors.LFError: extend: scope must be one of ['uncovered', 'abstain']; got 'everywhere'
+    labelflow.errors.LFError: extend: scope must be 'uncovered' or 'abstain'; got 'everywhere'
     """
 
     embedding: str = "embedding"
@@ -123,17 +123,12 @@ class ExtendConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.embedding, str) or not self.embedding:
             _bad("embedding", self.embedding, "a column name")
-        for key, allowed in (("scope", ("uncovered", "abstain")), ("sources", ("uncontested", "all"))):
-            if getattr(self, key) not in allowed:
-                _bad(key, getattr(self, key), f"one of {list(allowed)}")
-        if self.min_precision is not None and not (_is_number(self.min_precision) and 0 < self.min_precision <= 1):
-            _bad("min_precision", self.min_precision, "a number in (0, 1] or null")
-        if not (_is_number(self.max_drop) and 0 <= self.max_drop <= 1):
-            _bad("max_drop", self.max_drop, "a number in [0, 1]")
-        if not (_is_number(self.confidence) and 0.5 <= self.confidence < 1):
-            _bad("confidence", self.confidence, "a number in [0.5, 1)")
-        if isinstance(self.min_dev_votes, bool) or not isinstance(self.min_dev_votes, int) or self.min_dev_votes < 1:
-            _bad("min_dev_votes", self.min_dev_votes, "an integer ≥ 1")
+        check_choice("extend: scope", self.scope, Scope, error=LFError)
+        check_choice("extend: sources", self.sources, Sources, error=LFError)
+        check_number("extend: min_precision", self.min_precision, above=0, maximum=1, optional=True, error=LFError)
+        check_number("extend: max_drop", self.max_drop, minimum=0, maximum=1, error=LFError)
+        check_number("extend: confidence", self.confidence, minimum=0.5, below=1, error=LFError)
+        check_int("extend: min_dev_votes", self.min_dev_votes, minimum=1, error=LFError)
         if self.lfs is not None and (isinstance(self.lfs, str) or not isinstance(self.lfs, (list, tuple))
                                      or not all(isinstance(n, str) for n in self.lfs)):
             _bad("lfs", self.lfs, "a list of LF names or null")
@@ -490,8 +485,7 @@ def extend_votes(
         if unknown:
             raise LFError(f"extend: lfs names LF(s) {unknown} the suite lacks; its LFs are {list(names)}")
     for arg, value in (("block_rows", block_rows), ("block_sources", block_sources)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise LFError(f"{arg} must be an integer ≥ 1; got {value!r}")
+        check_int(arg, value, minimum=1, error=LFError)
     X, valid = normalize_embeddings(embeddings, n=n)
     dev_idx, gold = _dev_gold(dev_rows, y_dev, n, cardinality)
     z = NormalDist().inv_cdf(config.confidence)
@@ -650,10 +644,6 @@ def _mask(rows: np.ndarray, n: int, what: str) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[rows.astype(np.int64)] = True
     return mask
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _bad(key: str, value: Any, what: str) -> None:

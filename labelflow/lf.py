@@ -53,8 +53,11 @@ import polars as pl
 
 from labelflow.conventions import ABSTAIN
 from labelflow.errors import LFError
+from labelflow.validation import check_choice, check_int
 
 FINGERPRINT_VERSION = "2"
+LengthUnit = Literal["chars", "words"]
+"""What :func:`length_lf` counts: Unicode characters or words (runs of non-space)."""
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -240,9 +243,7 @@ def _vote(cond: pl.Expr, label: int) -> pl.Expr:
 
 
 def _check_label(name: str, label: int) -> int:
-    if isinstance(label, bool) or not isinstance(label, int) or label < 0:
-        raise LFError(f"LF {name!r}: label must be a class index ≥ 0; got {label!r}")
-    return label
+    return check_int(f"LF {name!r}: label", label, minimum=0, error=LFError)
 
 
 def keyword_lf(
@@ -307,7 +308,7 @@ def length_lf(
     *,
     label: int,
     field: str = "text",
-    unit: Literal["chars", "words"] = "chars",
+    unit: LengthUnit = "chars",
     min: int | None = None,  # noqa: A002 (mirrors the polars/numpy keyword)
     max: int | None = None,  # noqa: A002
 ) -> ExpressionLF:
@@ -323,8 +324,7 @@ def length_lf(
     [0, -1]
     """
     _check_label(name, label)
-    if unit not in ("chars", "words"):
-        raise LFError(f"LF {name!r}: unit must be 'chars' or 'words'; got {unit!r}")
+    check_choice(f"LF {name!r}: unit", unit, LengthUnit, error=LFError)
     length = pl.col(field).str.len_chars() if unit == "chars" else pl.col(field).str.count_matches(r"\S+")
     return ExpressionLF(name, _vote(_between(name, length, min, max), label))
 

@@ -15,6 +15,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from labelflow.validation import check_int
+
 _verbosity = 0
 
 NOISY_WARNINGS: tuple[type[Warning], ...] = (FutureWarning, DeprecationWarning, PendingDeprecationWarning)
@@ -24,9 +26,7 @@ NOISY_WARNINGS: tuple[type[Warning], ...] = (FutureWarning, DeprecationWarning, 
 def set_verbosity(level: int) -> None:
     """Set the verbosity: 0 (the default) silences third-party output, 1 or more lets it through (``-v``)."""
     global _verbosity
-    if isinstance(level, bool) or not isinstance(level, int) or level < 0:
-        raise ValueError(f"verbosity must be an integer ≥ 0; got {level!r}")
-    _verbosity = level
+    _verbosity = check_int("verbosity", level, minimum=0, error=ValueError)
 
 
 def verbosity() -> int:

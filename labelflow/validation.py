@@ -8,6 +8,8 @@ error keeps saying which part of labelflow refused it.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import Any, get_args
 
 from labelflow.errors import LabelflowError
@@ -15,7 +17,8 @@ from labelflow.errors import LabelflowError
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,
               error: type[Exception] = LabelflowError) -> int:
-    """``value`` when it is an integer (not a bool) within ``[minimum, maximum]``; else raise ``error``.
+    """``value`` when it is an integer (Python's or NumPy's, not a bool) within ``[minimum, maximum]``; else raise
+    ``error``.
 
     Examples
     --------
@@ -30,22 +33,26 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
     ...
     labelflow.errors.LabelflowError: k must be an integer within 2..127; got 200
     """
-    integer = isinstance(value, int) and not isinstance(value, bool)
+    integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)  # NumPy's integers too
     if not integer or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise error(f"{name} must be {_kind('an integer', minimum, maximum)}; got {value!r}")
     return value
 
 
 def check_number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
-                 above: float | None = None, unit: str | None = None, optional: bool = False,
-                 error: type[Exception] = LabelflowError) -> float | None:
-    """``value`` when it is a finite number (not a bool) within ``[minimum, maximum]`` and ``> above``, or
-    ``None`` when ``optional``; else raise ``error`` (``unit`` names what the number counts).
+                 above: float | None = None, below: float | None = None, unit: str | None = None,
+                 optional: bool = False, error: type[Exception] = LabelflowError) -> float | None:
+    """``value`` when it is a finite number (not a bool) ``≥ minimum``, ``≤ maximum``, ``> above`` and ``< below``
+    (each bound when given), or ``None`` when ``optional``; else raise ``error`` (``unit`` names what it counts).
 
     Examples
     --------
-    >>> check_number("timeout_s", 0.5, above=0)
+    >>> check_number("lr", 0.5, above=0, below=1)
     0.5
+    >>> check_number("lr", 1, above=0, below=1)
+    Traceback (most recent call last):
+    ...
+    labelflow.errors.LabelflowError: lr must be a number in (0, 1); got 1
     >>> check_number("timeout_s", float("nan"), above=0, unit="seconds", optional=True)
     Traceback (most recent call last):
     ...
@@ -54,10 +61,10 @@ def check_number(name: str, value: Any, *, minimum: float | None = None, maximum
     if value is None and optional:
         return None
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if (not number or (minimum is not None and value < minimum) or (maximum is not None and value > maximum)
-            or (above is not None and value <= above)):
-        kind = _kind("a number" if unit is None else f"a number of {unit}", minimum, maximum)
-        raise error(f"{name} must be {kind}{'' if above is None else f' > {above:g}'}"
+    if not number or any(bound is not None and not holds(value, bound) for bound, holds in (
+            (minimum, operator.ge), (maximum, operator.le), (above, operator.gt), (below, operator.lt))):
+        what = "a number" if unit is None else f"a number of {unit}"
+        raise error(f"{name} must be {what}{_range(minimum, maximum, above, below)}"
                     f"{', or None' if optional else ''}; got {value!r}")
     return value
 
@@ -91,11 +98,24 @@ def one_of(values: Any) -> str:
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
 
 
-def _kind(what: str, minimum: float | None, maximum: float | None) -> str:
+def _kind(what: str, minimum: int | None, maximum: int | None) -> str:
     if minimum is not None and maximum is not None:
-        return f"{what} within {minimum:g}..{maximum:g}"
+        return f"{what} within {minimum}..{maximum}"
     if minimum is not None:
-        return f"{what} ≥ {minimum:g}"
+        return f"{what} ≥ {minimum}"
     if maximum is not None:
-        return f"{what} ≤ {maximum:g}"
+        return f"{what} ≤ {maximum}"
     return what
+
+
+def _range(minimum: float | None, maximum: float | None, above: float | None, below: float | None) -> str:
+    """``" in [0, 1)"``, ``" > 0"``, ``" ≤ 5"`` ...: the numbers the bounds allow."""
+    low = f"[{minimum:g}" if minimum is not None else (None if above is None else f"({above:g}")
+    high = f"{maximum:g}]" if maximum is not None else (None if below is None else f"{below:g})")
+    if low and high:
+        return f" in {low}, {high}"
+    if low:
+        return f" ≥ {minimum:g}" if minimum is not None else f" > {above:g}"
+    if high:
+        return f" ≤ {maximum:g}" if maximum is not None else f" < {below:g}"
+    return ""

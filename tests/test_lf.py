@@ -81,8 +81,8 @@ def test_length_of_blank_text_and_whitespace_runs():
         (lambda: keyword_lf("k", "free", label=1), "keywords must be a non-empty list"),
         (lambda: keyword_lf("k", [], label=1), "keywords must be a non-empty list"),
         (lambda: keyword_lf("k", ["ok", ""], label=1), "keywords must be a non-empty list"),
-        (lambda: keyword_lf("k", ["x"], label=-1), "label must be a class index"),
-        (lambda: keyword_lf("k", ["x"], label=True), "label must be a class index"),
+        (lambda: keyword_lf("k", ["x"], label=-1), "label must be an integer ≥ 0"),
+        (lambda: keyword_lf("k", ["x"], label=True), "label must be an integer ≥ 0"),
         (lambda: regex_lf("r", "(unclosed", label=1), "invalid regular expression '\\(unclosed'"),
         (lambda: regex_lf("r", r"(?<=a)b", label=1), "invalid regular expression"),  # no look-behind in Rust
         (lambda: length_lf("l", label=1), "give min, max or both"),

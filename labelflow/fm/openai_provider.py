@@ -31,6 +31,10 @@ import numpy as np
 
 from labelflow.errors import require
 from labelflow.fm.base import FMError, Provider, register_provider
+from labelflow.validation import check_choice, check_int, check_number
+
+Api = Literal["completions", "chat"]
+"""The OpenAI endpoint a model is asked through: ``/v1/completions`` or ``/v1/chat/completions``."""
 
 OPENAI_URL = "https://api.openai.com/v1"
 #: Sent as the key to a server given by ``base_url`` when ``api_key_env`` is unset;
@@ -80,11 +84,6 @@ def class_logprobs(top: Sequence[tuple[str, float]], answers: Sequence[Sequence[
     return out
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FMError(f"{name} must be an integer >= {minimum}; got {value!r}")
-
-
 @register_provider("openai")
 class OpenAIProvider(Provider):
     """A model served over the OpenAI API (OpenAI, llama.cpp, vLLM, Ollama, ...).
@@ -124,7 +123,7 @@ class OpenAIProvider(Provider):
         model: str,
         base_url: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
-        api: Literal["completions", "chat"] = "completions",
+        api: Api = "completions",
         timeout: float = 60.0,
         max_retries: int = 3,
         concurrency: int = 4,
@@ -137,14 +136,12 @@ class OpenAIProvider(Provider):
             raise FMError(f"base_url must be None or an http:// or https:// URL; got {base_url!r}")
         if not isinstance(api_key_env, str) or not api_key_env:
             raise FMError(f"api_key_env must name an environment variable; got {api_key_env!r}")
-        if api not in ("completions", "chat"):
-            raise FMError(f"api must be 'completions' or 'chat'; got {api!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise FMError(f"timeout must be a number of seconds > 0; got {timeout!r}")
-        _check_int("max_retries", max_retries, 0)
-        _check_int("concurrency", concurrency, 1)
-        _check_int("top_logprobs", top_logprobs, 1)
-        _check_int("batch_size", batch_size, 1)
+        check_choice("api", api, Api, error=FMError)
+        check_number("timeout", timeout, above=0, unit="seconds", error=FMError)
+        check_int("max_retries", max_retries, minimum=0, error=FMError)
+        check_int("concurrency", concurrency, minimum=1, error=FMError)
+        check_int("top_logprobs", top_logprobs, minimum=1, error=FMError)
+        check_int("batch_size", batch_size, minimum=1, error=FMError)
 
         key = os.environ.get(api_key_env)
         if not key:
@@ -222,7 +219,7 @@ class OpenAIProvider(Provider):
         list of str
             ``[n]`` generated texts.
         """
-        _check_int("max_tokens", max_tokens, 1)
+        check_int("max_tokens", max_tokens, minimum=1, error=FMError)
 
         def one(prompt: str) -> str:
             return self._call(lambda: self._request(prompt, max_tokens=max_tokens), self._text)

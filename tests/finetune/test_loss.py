@@ -82,7 +82,7 @@ def test_confidence_weights_by_hand():
 
 
 def test_confidence_weights_errors():
-    with pytest.raises(FinetuneError, match="weighting must be one of .* got 'sharp'"):
+    with pytest.raises(FinetuneError, match="weighting must be 'none', 'max_prob', 'margin' or 'entropy'; got 'sharp'"):
         confidence_weights(np.array([[0.5, 0.5]]), "sharp")
     with pytest.raises(FinetuneError, match=r"\[n, k\] with k ≥ 2; got shape \(3,\)"):
         confidence_weights(np.array([0.5, 0.5, 1.0]), "none")

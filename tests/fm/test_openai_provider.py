@@ -151,10 +151,10 @@ def test_openai_without_key_names_the_variable(monkeypatch):
         ({"base_url": "127.0.0.1:8000"}, "base_url must be None or an http:// or https:// URL; got '127.0.0.1:8000'"),
         ({"api": "responses"}, "api must be 'completions' or 'chat'; got 'responses'"),
         ({"timeout": 0}, "timeout must be a number of seconds > 0; got 0"),
-        ({"max_retries": -1}, "max_retries must be an integer >= 0; got -1"),
-        ({"concurrency": 0}, "concurrency must be an integer >= 1; got 0"),
-        ({"top_logprobs": 2.5}, "top_logprobs must be an integer >= 1; got 2.5"),
-        ({"batch_size": True}, "batch_size must be an integer >= 1; got True"),
+        ({"max_retries": -1}, "max_retries must be an integer ≥ 0; got -1"),
+        ({"concurrency": 0}, "concurrency must be an integer ≥ 1; got 0"),
+        ({"top_logprobs": 2.5}, "top_logprobs must be an integer ≥ 1; got 2.5"),
+        ({"batch_size": True}, "batch_size must be an integer ≥ 1; got True"),
         ({"api_key_env": ""}, "api_key_env must name an environment variable; got ''"),
     ],
 )
@@ -169,7 +169,7 @@ def test_bad_answers_and_max_tokens_are_rejected():
     for answers in ([], [["no"], []], ["no", "yes"]):
         with pytest.raises(FMError, match="answers must be a non-empty list of non-empty lists"):
             model.score(["x"], answers)
-    with pytest.raises(FMError, match="max_tokens must be an integer >= 1; got 0"):
+    with pytest.raises(FMError, match="max_tokens must be an integer ≥ 1; got 0"):
         model.generate(["x"], max_tokens=0)
     assert model.score([], ANSWERS).shape == (0, 2)
 
