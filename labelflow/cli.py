@@ -603,6 +603,9 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
     selection = getattr(fitted, "selection", None)  # labelflow with dev gold: one-coin vs class-conditional
     if selection:
         choice["selection"] = selection
+    prior = _class_prior(fitted)
+    if prior:
+        choice["class_prior"] = prior
     if not args.json:
         print(f"fitted label model {model.name!r}")
         if isinstance(model, AutoLabelModel):
@@ -611,8 +614,24 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
             kept = "class-conditional" if fitted.conditional is not None else "one-coin"
             scores = ", ".join(f"{name} {value:.3f}" for name, value in selection.items())
             print(f"{fitted.name} kept its {kept} fit (held-out dev log-likelihood per row: {scores})")
+        if prior:
+            print(f"{fitted.name}'s class prior: {prior['text']}")
         print_metrics({f"auto → {choice['chosen']}" if isinstance(model, AutoLabelModel) else model.name: metrics})
     return {"model": model.name, **choice, "metrics": metrics}
+
+
+def _class_prior(fitted) -> dict[str, Any] | None:
+    """Where labelflow's model took its class prior from (``None`` for other models): ``source``
+    (see ``FlowLabelModel.prior_source``), ``balance`` (``[k]`` or ``None`` for uniform) and ``text``."""
+    if not hasattr(fitted, "prior_source"):
+        return None
+    balance = None if fitted.class_balance is None else [round(float(p), 4) for p in fitted.class_balance]
+    text = {"given": "the class balance passed to fit", "dev": "the dev gold's class balance",
+            "multipolar": f"the multipolar LFs' votes (Wald test p = {fitted.prior_p_value:.2g})"
+            if fitted.prior_p_value is not None else "the multipolar LFs' votes",
+            "posterior": "the posterior under the unipolar LFs' firing-rate weights",
+            None: "uniform (nothing told the classes' sizes apart; ties broken by the row hash)"}[fitted.prior_source]
+    return {"source": fitted.prior_source, "balance": balance, "text": text}
 
 
 def _note_stray_lfs(project) -> None:
