@@ -24,8 +24,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """``estimate_lf``, ``estimate_suite`` and ``LFEstimate`` load :mod:`labelflow.fm.estimate` on first use (it
-    applies LF suites, and :mod:`labelflow.apply` imports this package)."""
+    """``estimate_lf``, ``estimate_suite`` and ``LFEstimate`` load :mod:`labelflow.fm.estimate` on first use: it
+    applies LF suites over a project's rows, a layer above the providers and LFs this package holds."""
     if name in ("LFEstimate", "estimate_lf", "estimate_suite"):
         from labelflow.fm import estimate
 
