@@ -102,7 +102,12 @@ def test_fit_says_which_fit_labelflow_kept_with_dev_gold(cli_project, capsys, mo
     assert main(["fit", *p, "--model", "labelflow", "--dev-gold"]) == 0
     out = capsys.readouterr().out
     assert "labelflow kept its " in out and "held-out dev log-likelihood per row: one_coin " in out
-    assert "selection" not in run_json(capsys, "fit", *p, "--model", "labelflow")  # no dev gold: nothing chosen
+    assert "labelflow's class prior: the dev gold's class balance" in out
+    assert fitted["class_prior"]["source"] == "dev" and len(fitted["class_prior"]["balance"]) == 2
+    unsupervised = run_json(capsys, "fit", *p, "--model", "labelflow")
+    assert "selection" not in unsupervised  # no dev gold: nothing chosen
+    assert unsupervised["class_prior"]["source"] in ("multipolar", "posterior", None)
+    assert "class_prior" not in run_json(capsys, "fit", *p, "--model", "majority_vote")
 
 
 def test_fit_metrics_equal_the_exported_predictions(cli_project, capsys, tmp_path):
