@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from labelflow import ABSTAIN, ExpressionLF, VoteCache, apply_lfs, keyword_lf, labeling_function, load_lf_suite
-from labelflow.apply import MAX_FAILURES_KEPT
+from labelflow.lf_workers import MAX_FAILURES_KEPT
 from labelflow.errors import ProjectError
 from labelflow.files import write_parquet_parts
 from labelflow.project import Project

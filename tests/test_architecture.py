@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; a module's 
     ("base", ("labelflow.conventions", "labelflow.errors", "labelflow.validation", "labelflow.files",
               "labelflow.quiet")),
     ("inputs", ("labelflow.dataset", "labelflow.schema", "labelflow.lf", "labelflow.matrix", "labelflow.fm")),
-    ("applier", ("labelflow.apply",)),
+    ("applier", ("labelflow.apply", "labelflow.lf_workers")),
     ("engines", ("labelflow.distributed",)),
     ("models", ("labelflow.labelmodels",)),
     ("guidance", ("labelflow.slices", "labelflow.analysis", "labelflow.error_analysis", "labelflow.suggest",
