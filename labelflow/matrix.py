@@ -17,6 +17,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 from labelflow.conventions import ABSTAIN, LABEL_DTYPE, MAX_CLASSES, GoldArray, LabelArray
 from labelflow.errors import LabelModelError
 from labelflow.files import atomic_path
+from labelflow.validation import check_int
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,7 @@ class LabelMatrix(NDArrayOperatorsMixin):
         except (KeyError, ValueError):
             raise LabelModelError(f"{path} lacks its cardinality (metadata 'labelflow.cardinality'); "
                                   "it was not written by LabelMatrix.save") from None
-        if not 2 <= cardinality <= MAX_CLASSES:
-            raise LabelModelError(f"{path}: cardinality must be within 2..{MAX_CLASSES}; got {cardinality}")
+        check_int(f"{path}: cardinality", cardinality, minimum=2, maximum=MAX_CLASSES, error=LabelModelError)
         names = cls.read_lf_names(path)
         for name in names:
             dtype = schema[name]
@@ -276,8 +276,7 @@ def check_label_matrix(L: np.ndarray, cardinality: int) -> LabelArray:
     ...
     labelflow.errors.LabelModelError: label matrix value 2 at row 0, LF 1 is outside -1..1 (cardinality 2)
     """
-    if not 2 <= cardinality <= MAX_CLASSES:
-        raise LabelModelError(f"cardinality must be within 2..{MAX_CLASSES}; got {cardinality}")
+    check_int("cardinality", cardinality, minimum=2, maximum=MAX_CLASSES, error=LabelModelError)
     arr = np.asarray(L)
     if arr.ndim != 2:
         raise LabelModelError(f"a label matrix must be 2-D [n rows, m LFs]; got shape {arr.shape}")

@@ -16,9 +16,9 @@ from labelflow.errors import LabelflowError
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,
-              error: type[Exception] = LabelflowError) -> int:
+              hint: str | None = None, error: type[Exception] = LabelflowError) -> int:
     """``value`` when it is an integer (Python's or NumPy's, not a bool) within ``[minimum, maximum]``; else raise
-    ``error``.
+    ``error`` (``hint``, in parentheses after the rule, says what the number is).
 
     Examples
     --------
@@ -35,7 +35,8 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
     """
     integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)  # NumPy's integers too
     if not integer or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise error(f"{name} must be {_kind('an integer', minimum, maximum)}; got {value!r}")
+        raise error(f"{name} must be {_kind('an integer', minimum, maximum)}{f' ({hint})' if hint else ''}; "
+                    f"got {value!r}")
     return value
 
 

@@ -31,6 +31,7 @@ from textblob import TextBlob  # noqa: E402
 import labelflow  # noqa: E402
 from labelflow import apply_lfs, get_label_model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Snorkel's label model: 500 epochs; the tutorial's classifier
 DATA = Path(__file__).resolve().parents[1] / "data" / "youtube"
 
 
