@@ -30,7 +30,7 @@ def bench_label_models(folders: Sequence[str | Path], *, models: Sequence[str] |
     Predictions follow labelflow's policy (argmax, exact ties broken by Snorkel's
     hash, see :meth:`labelflow.project.Project.predictions`) with one difference kept on
     purpose: the hash is keyed by the row's position in the *test split* (what
-    ``model.predict(L_test)`` does), as WRENCH's and Snorkel's published figures are
+    ``model.predict(L_test, tie_policy="random")`` does), as WRENCH's and Snorkel's published figures are
     made, so the scores stay comparable with theirs.
 
     Returns

@@ -2,6 +2,7 @@
 
 from labelflow.labelmodels.base import (
     LabelModel,
+    TieBreakPolicy,
     TiePolicy,
     get_label_model,
     label_model_names,
@@ -20,6 +21,7 @@ __all__ = [
     "LabelModel",
     "MajorityVote",
     "SnorkelLabelModel",
+    "TieBreakPolicy",
     "TiePolicy",
     "get_label_model",
     "label_model_names",
