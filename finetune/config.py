@@ -17,11 +17,11 @@ labelflow.errors.FinetuneError: batch_size must be an integer ≥ 1; got 0
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from labelflow.errors import FinetuneError
+from labelflow.validation import check_choice, check_int, check_number
 
 Method = Literal["lora", "full"]
 """``lora``: train low-rank adapters (and the head); ``full``: train every weight."""
@@ -203,39 +203,31 @@ class FinetuneConfig:
         if not isinstance(self.base_model, str) or not self.base_model.strip():
             raise FinetuneError(f"base_model must be a model name, folder or Hugging Face id; got {self.base_model!r}")
         for name in ("method", "weighting", "select", "scheduler", "device", "precision", "attention"):
-            allowed = get_args(_FIELD_TYPES[name])
-            if getattr(self, name) not in allowed:
-                raise FinetuneError(f"{name} must be one of {list(allowed)}; got {getattr(self, name)!r}")
+            check_choice(name, getattr(self, name), _FIELD_TYPES[name], error=FinetuneError)
         for name in ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size", "log_every"):
-            _check_int(name, getattr(self, name), low=1)
-        for name in ("max_steps", "eval_every", "checkpoint_every", "lora_r", "cpu_threads"):
+            check_int(name, getattr(self, name), minimum=1, error=FinetuneError)
+        for name in ("max_steps", "eval_every", "checkpoint_every", "lora_r", "cpu_threads", "patience"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), low=1)
-        if self.patience is not None:
-            _check_int("patience", self.patience, low=1)
-        _check_int("seed", self.seed, low=0)
+                check_int(name, getattr(self, name), minimum=1, error=FinetuneError)
+        check_int("seed", self.seed, minimum=0, error=FinetuneError)
         if self.max_length < 8:
             raise FinetuneError(f"max_length must be ≥ 8 tokens; got {self.max_length}")
-        if self.lr is not None and not (_is_number(self.lr) and 0 < self.lr < 1):
-            raise FinetuneError(f"lr must be a number in (0, 1); got {self.lr!r}")
-        if self.lora_alpha is not None and not (_is_number(self.lora_alpha) and self.lora_alpha > 0):
-            raise FinetuneError(f"lora_alpha must be a number > 0; got {self.lora_alpha!r}")
-        if self.lora_dropout is not None and not (_is_number(self.lora_dropout) and 0 <= self.lora_dropout < 1):
-            raise FinetuneError(f"lora_dropout must be a number in [0, 1); got {self.lora_dropout!r}")
+        if self.lr is not None:
+            check_number("lr", self.lr, above=0, below=1, error=FinetuneError)
+        if self.lora_alpha is not None:
+            check_number("lora_alpha", self.lora_alpha, above=0, error=FinetuneError)
+        if self.lora_dropout is not None:
+            check_number("lora_dropout", self.lora_dropout, minimum=0, below=1, error=FinetuneError)
         if self.lora_target_modules is not None:
             modules = self.lora_target_modules
             if isinstance(modules, str) or not all(isinstance(m, str) and m for m in modules) or not modules:
                 raise FinetuneError("lora_target_modules must be a non-empty sequence of module names; "
                                     f"got {modules!r}")
             object.__setattr__(self, "lora_target_modules", tuple(modules))
-        if not (_is_number(self.weight_decay) and self.weight_decay >= 0):
-            raise FinetuneError(f"weight_decay must be a number ≥ 0; got {self.weight_decay!r}")
-        if not (_is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
-            raise FinetuneError(f"warmup_ratio must be a number in [0, 1); got {self.warmup_ratio!r}")
-        if self.max_grad_norm is not None and not (_is_number(self.max_grad_norm) and self.max_grad_norm > 0):
-            raise FinetuneError(f"max_grad_norm must be a number > 0 or None; got {self.max_grad_norm!r}")
-        if not (_is_number(self.min_confidence) and 0 <= self.min_confidence <= 1):
-            raise FinetuneError(f"min_confidence must be a number in [0, 1]; got {self.min_confidence!r}")
+        check_number("weight_decay", self.weight_decay, minimum=0, error=FinetuneError)
+        check_number("warmup_ratio", self.warmup_ratio, minimum=0, below=1, error=FinetuneError)
+        check_number("max_grad_norm", self.max_grad_norm, above=0, optional=True, error=FinetuneError)
+        check_number("min_confidence", self.min_confidence, minimum=0, maximum=1, error=FinetuneError)
         if self.method == "full" and any(getattr(self, f) is not None for f in _LORA_FIELDS):
             given = [f for f in _LORA_FIELDS if getattr(self, f) is not None]
             raise FinetuneError(f"method='full' trains every weight; the LoRA options {given} apply only to "
@@ -279,12 +271,3 @@ class FinetuneConfig:
 _FIELD_TYPES = {"method": Method, "weighting": Weighting, "select": Selection, "scheduler": Scheduler,
                 "device": Device, "precision": Precision, "attention": Attention}
 _LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_int(name: str, value: Any, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise FinetuneError(f"{name} must be an integer ≥ {low}; got {value!r}")

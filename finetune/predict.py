@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,6 +23,7 @@ from labelflow.errors import require
 from finetune.config import Device
 from finetune.data import tokenize
 from labelflow.errors import FinetuneError
+from labelflow.validation import check_choice, check_int
 from finetune.evaluate import predict_probs
 from finetune.model import EXTRA, quiet_transformers
 from finetune.run_folder import RunFolder
@@ -52,8 +53,7 @@ def load_student(run_dir: str | Path, *, device: Device = "auto") -> Student:
         hint = (" (the run has not finished: resume it with `labelflow finetune --resume`)"
                 if folder.has_run() else "")
         raise FinetuneError(f"--model {run_dir} is not a fine-tuned model folder: config.json is missing{hint}")
-    if device not in get_args(Device):
-        raise FinetuneError(f"device must be one of {list(get_args(Device))}; got {device!r}")
+    check_choice("device", device, Device, error=FinetuneError)
     if device == "cuda" and not torch.cuda.is_available():
         raise FinetuneError("device='cuda' but torch sees no CUDA GPU; use device='auto' or 'cpu'")
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -103,8 +103,7 @@ def predict(
         data has one, ``pred`` (Int16), ``pred_name`` and ``prob_<class>`` per class —
         the frame :func:`labelflow.error_analysis.analyze` takes as ``predictions``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise FinetuneError(f"batch_size must be an integer ≥ 1; got {batch_size!r}")
+    check_int("batch_size", batch_size, minimum=1, error=FinetuneError)
     frame = _frame(data, text)
     student = model if isinstance(model, Student) else load_student(model, device=device)
     texts = frame[text].cast(pl.String).fill_null("").to_list()

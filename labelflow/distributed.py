@@ -38,18 +38,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from labelflow.apply import ChunkApplier, Failures, chunk_bounds, merge_failures, read_chunk, register_engine
+from labelflow.apply import ChunkApplier, Engine, Failures, chunk_bounds, read_chunk, register_engine
 from labelflow.conventions import LabelArray
 from labelflow.errors import EngineError, LabelflowError, LFError, require
 from labelflow.files import atomic_path, write_json
 from labelflow.fm.base import Provider, get_provider
 from labelflow.lf import exec_suite_module, suite_sources
+from labelflow.lf_workers import merge_failures
 from labelflow.matrix import LFFailure
+from labelflow.validation import check_int
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,12 @@ class RayEngine:
             value = getattr(self, name)
             if value is None and name in ("num_cpus", "fm_actors"):
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise EngineError(f"{name} must be an integer ≥ {low}; got {value!r}")
+            check_int(name, value, minimum=low, error=EngineError)
         if not self.connect_timeout_s > 0:
             raise EngineError(f"connect_timeout_s must be > 0; got {self.connect_timeout_s!r}")
 
     @classmethod
-    def of(cls, engine: Literal["local", "ray"] | RayEngine, *, address: str | None = None) -> RayEngine | None:
+    def of(cls, engine: Engine | RayEngine, *, address: str | None = None) -> RayEngine | None:
         """``None`` for ``"local"``; a ``RayEngine`` at ``address`` for ``"ray"``; a ``RayEngine`` as it is.
 
         Raises :class:`EngineError` for anything else.

@@ -31,6 +31,7 @@ import numpy as np
 
 from labelflow.errors import FMError
 from labelflow.fm.cache import FMCache, output_key
+from labelflow.validation import check_choice
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -100,8 +101,7 @@ def get_provider(kind: str, **config: Any) -> Provider:
 
 def resolve_device(device: Device) -> str:
     """``"auto"`` → ``"cuda"`` when a GPU is visible to torch, else ``"cpu"``."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise FMError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+    check_choice("device", device, Device, error=FMError)
     if device != "auto":
         return device
     import torch

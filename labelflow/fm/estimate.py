@@ -41,6 +41,7 @@ from labelflow.fm.cache import FMCache
 from labelflow.fm.lfs import FMLF, KnnLF, PromptLF, ZeroShotLF, _dev_gold, budget_rows
 from labelflow.lf import LabelingFunction, check_suite
 from labelflow.project import Project
+from labelflow.validation import check_int
 
 DEFAULT_ROWS = 40
 """Dev gold rows an estimate measures on by default."""
@@ -157,10 +158,8 @@ def estimate_suite(data: Project | Dataset | pl.DataFrame, suite: Sequence[Any] 
     """:func:`estimate_lf` for every FM LF of ``suite`` (or those ``names``), in suite order; ``lf``: only
     that LF object (it need not be in ``suite``). ``on_error``: as in :func:`~labelflow.apply.apply_lfs`, for
     the other LFs a budget looks at."""
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise LFError(f"rows must be an integer ≥ 1 (dev gold rows to measure on); got {rows!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise LFError(f"seed must be an integer ≥ 0; got {seed!r}")
+    check_int("rows", rows, minimum=1, hint="dev gold rows to measure on", error=LFError)
+    check_int("seed", seed, minimum=0, error=LFError)
     votes_cache = None
     if isinstance(data, Project):
         cardinality = data.schema.k if cardinality is None else cardinality
@@ -176,8 +175,7 @@ def estimate_suite(data: Project | Dataset | pl.DataFrame, suite: Sequence[Any] 
         source = data
     else:
         raise LFError(f"data must be a Project, a Dataset or a polars frame; got {type(data).__name__}")
-    if isinstance(cardinality, bool) or not isinstance(cardinality, int) or cardinality < 2:
-        raise LFError(f"cardinality must be an integer ≥ 2 (pass it with a frame); got {cardinality!r}")
+    check_int("cardinality", cardinality, minimum=2, hint="pass it with a frame", error=LFError)
     members = list(suite or [])
     if lf is not None:  # the LF estimated takes the place of its namesake in the suite
         members = [x for x in members if getattr(x, "name", None) != getattr(lf, "name", None)] + [lf]

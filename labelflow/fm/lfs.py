@@ -25,6 +25,7 @@ from labelflow.fm.base import ModelHost, Provider, RunStats, get_provider
 from labelflow.fm.cache import FMCache
 from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax, template_fields, zero_shot_similarity
 from labelflow.lf import LabelingFunction
+from labelflow.validation import check_int
 
 Budget = Literal["uncovered", "conflicts", "uncovered_or_conflicts"]
 Threshold = float | Literal["auto"]
@@ -234,8 +235,7 @@ class KnnLF(FMLF):
                  provider_config: Mapping[str, Any], reference: Sequence[str] | None = None) -> None:
         super().__init__(name, provider="sentence-transformers", provider_config=provider_config,
                          threshold=threshold, field=field)
-        if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 1:
-            raise LFError(f"LF {name!r}: neighbors must be an integer ≥ 1; got {neighbors!r}")
+        check_int(f"LF {name!r}: neighbors", neighbors, minimum=1, error=LFError)
         if reference is not None and (isinstance(reference, str) or not reference):
             raise LFError(f"LF {name!r}: reference must be a non-empty list of row ids; got {reference!r}")
         self.neighbors = neighbors

@@ -16,10 +16,10 @@ from labelflow.labelmodels import probs_to_preds
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"method": "qlora"}, "method must be one of ['lora', 'full']; got 'qlora'"),
-    ({"weighting": "sharp"}, "weighting must be one of ['none', 'max_prob', 'margin', 'entropy']; got 'sharp'"),
-    ({"select": "f1"}, "select must be one of ['accuracy', 'macro_f1', 'loss']; got 'f1'"),
-    ({"device": "tpu"}, "device must be one of ['auto', 'cpu', 'cuda']; got 'tpu'"),
+    ({"method": "qlora"}, "method must be 'lora' or 'full'; got 'qlora'"),
+    ({"weighting": "sharp"}, "weighting must be 'none', 'max_prob', 'margin' or 'entropy'; got 'sharp'"),
+    ({"select": "f1"}, "select must be 'accuracy', 'macro_f1' or 'loss'; got 'f1'"),
+    ({"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda'; got 'tpu'"),
     ({"batch_size": 0}, "batch_size must be an integer ≥ 1; got 0"),
     ({"epochs": 2.5}, "epochs must be an integer ≥ 1; got 2.5"),
     ({"grad_accum": True}, "grad_accum must be an integer ≥ 1; got True"),
