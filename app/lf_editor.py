@@ -38,7 +38,7 @@ PLACEHOLDER = ('@labeling_function()\ndef mentions_free(x):\n    return SPAM if 
 
 def draft_path(project: Project) -> Path:
     """The project's LF draft: ``store/drafts/lf.py``."""
-    return project.store / "drafts" / "lf.py"
+    return project.store.lf_draft
 
 
 def read_draft(project: Project) -> str:

@@ -21,13 +21,16 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
-from finetune.export import METRICS_FILE
+from finetune.run_folder import METRICS_FILE
 from finetune.runs import RunInfo, split_predictions
 from labelflow.conventions import ABSTAIN
+from labelflow.error_analysis import Analysis, analyze
 from labelflow.errors import LabelflowError, ProjectError
-from labelflow.guided import Analysis, LFTrial, Suggestion, analyze, suggest_lfs, try_lf
 from labelflow.labelmodels import AutoLabelModel, label_model_names
-from labelflow.project import CONFIG_FILE, Project
+from labelflow.project import Project
+from labelflow.project_config import CONFIG_FILE
+from labelflow.suggest import Suggestion, suggest_lfs
+from labelflow.suite_edit import LFTrial, try_lf
 
 ENV = "LABELFLOW_PROJECT"
 NOTES = "project_notes"
@@ -62,10 +65,7 @@ def stamp(project: Project) -> Stamp:
     The annotations file is in WAL mode: a label lands in ``annotations.sqlite-wal``
     first, so that file counts too.
     """
-    store = project.store
-    files = [project.root / CONFIG_FILE, store / "dataset.parquet", store / "matrix.parquet",
-             store / "annotations.sqlite", store / "annotations.sqlite-wal",
-             *sorted((store / "fm").glob("*.parquet")), *sorted((store / "models").glob("*.npz"))]
+    files = [project.root / CONFIG_FILE, *project.store.inputs()]
     if project.config.lfs is not None:
         files.append(project.suite_path)
     out = []
@@ -112,7 +112,7 @@ def rows(root: str, stamp: Stamp, model: str) -> pl.DataFrame:
         "id", "split", pl.when(gold != ABSTAIN).then(gold).alias("label"), pl.lit(None, pl.Int64).alias("pred"),
         pl.lit(None, pl.Boolean).alias("tied"), *project.config.text)
     votes = pl.DataFrame(schema={"id": pl.String, "lf": pl.String, "vote": pl.Int8})
-    if (project.store / "matrix.parquet").is_file():
+    if project.store.matrix.is_file():
         matrix = project.matrix()
         wide = pl.DataFrame({"id": matrix.ids} | {lf: matrix.values[:, j] for j, lf in enumerate(matrix.lf_names)})
         votes = wide.unpivot(index="id", variable_name="lf", value_name="vote").filter(pl.col("vote") != ABSTAIN)
@@ -193,7 +193,7 @@ def stray_lfs(root: str, stamp: Stamp) -> list[str]:
 
 @st.cache_data(show_spinner="Trying the LF on every row…", max_entries=8)
 def trial(root: str, stamp: Stamp, code: str) -> LFTrial:
-    """:func:`labelflow.guided.try_lf` on ``code``."""
+    """:func:`labelflow.suite_edit.try_lf` on ``code``."""
     return try_lf(Project.open(root), code)
 
 
@@ -285,7 +285,7 @@ def student_predictions(root: str, stamp: Stamp, student: Student, split: str) -
 
 @st.cache_data(show_spinner="Analysing errors…", max_entries=16)
 def analysis(root: str, stamp: Stamp, model: str, split: str, student: Student | None = None) -> Analysis:
-    """:func:`labelflow.guided.analyze` of ``model`` on ``split``, or of a student's predictions there."""
+    """:func:`labelflow.error_analysis.analyze` of ``model`` on ``split``, or of a student's predictions there."""
     predictions = None if student is None else student_predictions(root, stamp, student, split)
     return analyze(Project.open(root), model=model, split=split, predictions=predictions)
 
@@ -293,7 +293,7 @@ def analysis(root: str, stamp: Stamp, model: str, split: str, student: Student |
 @st.cache_data(show_spinner="Proposing LFs and refitting the label model with each…", max_entries=16)
 def suggestions(root: str, stamp: Stamp, model: str, split: str, slice_name: str,
                 kinds: tuple[str, ...] = ("keyword", "regex"), student: Student | None = None) -> list[Suggestion]:
-    """:func:`labelflow.guided.suggest_lfs` of ``kinds`` for the slice named ``slice_name`` of :func:`analysis`
+    """:func:`labelflow.suggest.suggest_lfs` of ``kinds`` for the slice named ``slice_name`` of :func:`analysis`
     (of the label model, or of ``student``)."""
     found = analysis(root, stamp, model, split, student)
     chosen = next(s for s in found.slices if s.name == slice_name)

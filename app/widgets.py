@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import altair as alt
@@ -12,6 +13,7 @@ import streamlit as st
 
 from labelflow.errors import LabelflowError
 from labelflow.project import Project
+from labelflow.suggest import Accepted, Suggestion, accept_and_refit
 
 FLASH = "_flash"
 ABSTAIN_SWITCH = "Let LFs abstain on rows where they raise an error"
@@ -25,22 +27,41 @@ def apply_and_fit(project: Project, model: str, *, use_dev: bool | None = None) 
 
     Returns ``{split: metrics}`` of the new fit, or ``None`` after showing the error.
     """
+    refit = _in_status(project, model, lambda applied: project.refit(model, use_dev=use_dev, on_applied=applied))
+    return None if refit is None else refit.metrics
+
+
+def accept_and_fit(project: Project, model: str, suggestion: Suggestion) -> Accepted | None:
+    """Accept ``suggestion``, apply the suite and refit ``model`` with its saved settings
+    (:func:`labelflow.suggest.accept_and_refit`), shown as :func:`apply_and_fit` shows it; ``None`` after
+    showing the error."""
+    return _in_status(project, model, lambda applied: accept_and_refit(project, suggestion, model=model,
+                                                                       on_applied=applied))
+
+
+def _in_status(project: Project, model: str, run: Callable[[Callable], Any]) -> Any:
+    """``run(on_applied)`` (a refit of ``model``) inside an ``st.status`` with a progress bar; ``None`` after
+    showing a :class:`LabelflowError` it raised."""
     with st.status(f"Applying the LF suite and fitting {model}…", expanded=True) as status:
         bar = st.progress(0.0, text="Applying LFs (each LF's votes are cached; only new or edited LFs run)")
-        try:
-            matrix, cache = project.apply()
+        lfs = []
+
+        def applied(matrix, cache) -> None:
+            lfs.append(matrix.shape[1])
             off = project.config.disabled_lfs
             st.write(f"Label matrix: {matrix.shape[0]} rows × {matrix.shape[1]} LFs "
                      f"({len(cache.misses)} applied, {len(cache.hits)} from cache"
                      + (f"; disabled, left out: {', '.join(off)})" if off else ")"))
             bar.progress(0.5, text=f"Fitting {model}")
-            result = project.evaluate(project.fit(model, use_dev=use_dev))
+
+        try:
+            result = run(applied)
         except LabelflowError as exc:
             status.update(label="Apply and fit failed", state="error")
             st.error(lf_error(str(exc)))
             return None
         bar.progress(1.0, text="Done")
-        status.update(label=f"Applied {matrix.shape[1]} LFs and fitted {model}", state="complete", expanded=False)
+        status.update(label=f"Applied {lfs[-1]} LFs and fitted {model}", state="complete", expanded=False)
     return result
 
 

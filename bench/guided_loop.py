@@ -8,10 +8,10 @@ the ones ``--lfs`` lists). Without a folder it is the YouTube demo's data (train
 files 01–04 without labels, 120 of their rows as dev gold, test = file 05) with the
 same kind of start: the first ``--start-lfs`` LFs of ``lfs/youtube_spam.py``.
 
-Each step: :func:`labelflow.guided.analyze` the dev split, ask
-:func:`labelflow.guided.suggest_lfs` for suggestions on the top ``--slices`` slices
+Each step: :func:`labelflow.error_analysis.analyze` the dev split, ask
+:func:`labelflow.suggest.suggest_lfs` for suggestions on the top ``--slices`` slices
 (each mined on one half of the dev gold and measured on the other), accept the best
-by :func:`labelflow.guided.suggestion_rank` (the same call the app's Accept button and
+by :func:`labelflow.suggest.suggestion_rank` (the same call the app's Accept button and
 ``labelflow analyze --accept`` make), re-apply and refit with the saved model's
 settings. Test rows are never used for mining or ranking; their accuracy is printed
 after each step only.
@@ -33,8 +33,12 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from labelflow.project import Refit
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -105,7 +109,8 @@ def demo_project(work: Path, n_lfs: int, model: str):
 
 
 def main(cfg: argparse.Namespace) -> dict:
-    from labelflow.guided import accept_suggestion, analyze, suggest_lfs, suggestion_rank
+    from labelflow.error_analysis import analyze
+    from labelflow.suggest import accept_and_refit, suggest_lfs, suggestion_rank
 
     work = Path(cfg.workdir or tempfile.mkdtemp(prefix="labelflow-guided-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -115,11 +120,9 @@ def main(cfg: argparse.Namespace) -> dict:
     kinds = cfg.kinds.split(",")
     steps = []
 
-    def record(accepted: dict | None, fit: bool) -> None:
-        project.apply()
-        model = project.fit(use_dev=cfg.dev_gold) if fit else project.fit()  # later refits keep the settings
-        metrics = project.evaluate(model)
-        step = {"step": len(steps), "accepted": accepted, "lfs": project.matrix().shape[1],
+    def record(accepted: dict | None, refit: Refit) -> None:
+        metrics = refit.metrics
+        step = {"step": len(steps), "accepted": accepted, "lfs": refit.matrix.shape[1],
                 **{f"{split}_{key}": round(metrics[split][key], 4) for split in ("dev", "test")
                    for key in ("accuracy", "macro_f1", "coverage")}}
         steps.append(step)
@@ -128,7 +131,7 @@ def main(cfg: argparse.Namespace) -> dict:
               f"(coverage {step['test_coverage']:.1%})", flush=True)
 
     start = time.perf_counter()
-    record(None, fit=True)
+    record(None, project.refit(use_dev=cfg.dev_gold))  # later refits keep the settings
     for _ in range(cfg.steps):
         analysis = analyze(project)
         found = [(s, sl) for sl in analysis.slices[:cfg.slices]
@@ -137,12 +140,12 @@ def main(cfg: argparse.Namespace) -> dict:
             print("no suggestion raises held-out accuracy; stopping", flush=True)
             break
         suggestion, sl = min(found, key=lambda pair: suggestion_rank(pair[0]))
-        accept_suggestion(project, suggestion)
+        done = accept_and_refit(project, suggestion)
         low, high = suggestion.interval
         record({"name": suggestion.name, "kind": suggestion.kind, "slice": sl.name, "code": suggestion.code.strip(),
                 "support": f"{suggestion.support_correct} of {suggestion.support}",
                 "held_out_delta": round(suggestion.delta, 4), "held_out_interval": [round(low, 4), round(high, 4)]},
-               fit=False)
+               done.refit)
     test = [s["test_accuracy"] for s in steps]
     result = {"dataset": str(cfg.folder or "youtube demo"), "start_lfs": lfs, "model": cfg.model,
               "dev_gold": cfg.dev_gold, "steps": steps, "test_accuracy": test,

@@ -59,7 +59,7 @@ def student_stage(project: "Project", *, out: str | Path | None = None, config: 
 
     start = time.perf_counter()
     cfg = config or dataclasses.replace(DEMO_CONFIG, progress=progress)
-    run_dir = Path(out) if out is not None else project.store / "runs" / "student"
+    run_dir = Path(out) if out is not None else project.store.runs / "student"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
-from labelflow.errors import DataError, ProjectError, involving
+from labelflow.errors import DataError, ProjectError
 
 if TYPE_CHECKING:
     from labelflow.project import Project
@@ -63,9 +63,9 @@ def parse_settings(items: Sequence[str], project: Project) -> dict[str, Any]:
     Paths are read from the working directory and stored relative to the project's folder.
     Raises :class:`~labelflow.errors.ProjectError` naming the key, the value and what it takes.
     """
-    from labelflow.dataset import STANDARD_SPLITS, canonical_split
+    from labelflow.dataset import STANDARD_SPLITS, Duplicates, canonical_split
     from labelflow.labelmodels import label_model_names
-    from labelflow.project import _relative
+    from labelflow.project_config import relative_path
 
     config = project.config
     changes: dict[str, Any] = {}
@@ -120,7 +120,7 @@ def parse_settings(items: Sequence[str], project: Project) -> dict[str, Any]:
                 missing = [p for p in paths if not Path(p).is_file()]
                 if missing:
                     raise ProjectError(f"{where}: no such data file: {missing[0]!r}")
-                sources[split] = [_relative(Path(p), project.root) for p in paths]
+                sources[split] = [relative_path(Path(p), project.root) for p in paths]
                 if ("" in sources) and len(sources) > 1:
                     raise ProjectError(f"{where}: give every data file a split, or none (the project's data files "
                                        f"are {_sources_text(sources)}); drop the others first, e.g. --set sources.train=")
@@ -134,8 +134,8 @@ def parse_settings(items: Sequence[str], project: Project) -> dict[str, Any]:
         elif base == "hide_labels":
             changes["hide_labels"] = [canonical_split(s.strip()) for s in value.split(",") if s.strip()]
         elif base == "duplicates":
-            if value not in ("error", "drop_identical"):
-                raise ProjectError(f"{where}: expected error or drop_identical")
+            if value not in get_args(Duplicates):
+                raise ProjectError(f"{where}: expected {' or '.join(get_args(Duplicates))}")
             changes["duplicates"] = value
         elif base == "describe":
             classes = [dict(c) for c in current("classes")]
@@ -163,7 +163,8 @@ def change_settings(project: Project, changes: dict[str, Any]) -> dict[str, Any]
         ``changed`` (``{field: {"from": old, "to": new}}``), ``reimported`` (rows, or
         ``None``), ``stale`` (all marks now) and ``todo`` (the commands that recompute them).
     """
-    from labelflow.project import CONFIG_FILE, Project, _staged
+    from labelflow.project import Project
+    from labelflow.project_config import CONFIG_FILE
 
     old = project.config
     changed = {k: v for k, v in changes.items() if getattr(old, k) != v}
@@ -176,7 +177,8 @@ def change_settings(project: Project, changes: dict[str, Any]) -> dict[str, Any]
     except (ProjectError, DataError) as exc:
         raise ProjectError(f"{project.root / CONFIG_FILE}: {exc}") from None
     marks: dict[str, str] = {}
-    has_matrix = (project.store / "matrix.parquet").is_file()
+    store = project.store
+    has_matrix = store.matrix.is_file()
     staged = None
     data = [k for k in DATA_KEYS if k in changed]
     if data:
@@ -184,14 +186,12 @@ def change_settings(project: Project, changes: dict[str, Any]) -> dict[str, Any]
         hidden = sorted(set(new.hide_labels) - set(dataset.splits()))
         if hidden:
             raise DataError(f"hide_labels names split(s) {hidden} the dataset lacks; its splits are {dataset.splits()}")
-        if not project._same_rows(dataset.frame):
+        if not store.holds_rows(dataset.frame):
             why = f"the dataset was re-imported with other rows or texts ({', '.join(data)} changed)"
             if has_matrix:
                 marks["apply"] = why
-            marks.update({f"fm {p.stem}": why for p in sorted((project.store / "fm").glob("*.parquet"))})
-        staged = _staged(project.store / "dataset.parquet")
-        with involving(project.store / "dataset.parquet", writing=True):
-            dataset.frame.write_parquet(staged)
+            marks.update({f"fm {p.stem}": why for p in store.fm_outputs()})
+        staged = store.stage_dataset(dataset.frame)
         report["reimported"] = dataset.frame.height
     if "lfs" in changed and has_matrix:
         marks["apply"] = (f"the LF suite is now {new.lfs} (was {old.lfs})" if new.lfs else
@@ -204,7 +204,7 @@ def change_settings(project: Project, changes: dict[str, Any]) -> dict[str, Any]
             staged.unlink(missing_ok=True)
         raise
     if staged is not None:
-        staged.replace(project.store / "dataset.parquet")
+        store.commit_dataset()
     if "lfs" in changed and new.lfs is not None and not trusted and new.ray_address is None:
         project.trust()  # the user named the file
     project.mark_stale(marks)
@@ -215,7 +215,7 @@ def todo(project: Project) -> list[str]:
     """The commands that recompute what :meth:`Project.stale` marks."""
     marks, where = project.stale(), f" -p {project.root}"
     out = [f"labelflow apply{where}" for k in marks if k == "apply"]
-    out += [f"labelflow fm ... --name {k[3:]}{where} (or remove {project.store / 'fm' / (k[3:] + '.parquet')})"
+    out += [f"labelflow fm ... --name {k[3:]}{where} (or remove {project.store.fm_output(k[3:])})"
             for k in marks if k.startswith("fm ")]
     return out
 
@@ -296,14 +296,14 @@ def _stale_lines(stale: dict[str, str], commands: list[str]) -> list[str]:
 
 
 def _suite(value: str, project: Project, where: str) -> str:
-    from labelflow.project import _relative
+    from labelflow.project_config import relative_path
 
     path = Path(value)
     if not path.is_file():
         raise ProjectError(f"{where}: no such file: {value!r} (paths are read from the working directory)")
     if path.suffix != ".py":
         raise ProjectError(f"{where}: an LF suite is a Python file (.py); got {path.name!r}")
-    return _relative(path, project.root)
+    return relative_path(path, project.root)
 
 
 def _resolved(project: Project, path: str) -> list[Any]:

@@ -58,7 +58,7 @@ def ngram_matrix(texts: Sequence[str], *, min_df: int = 1, stop_words: bool = Fa
     phrases made only of those are left out; with ``stop_words``, scikit-learn's English
     stop words count as such too (for naming slices). Suggestions keep them: "who" and
     "how many" are what a question classifier's LFs are made of, and whether a word singles
-    out a class is for its lift over the class prior to say (:mod:`labelflow.guided`).
+    out a class is for its lift over the class prior to say (:mod:`labelflow.suggest`).
 
     Examples
     --------

@@ -41,18 +41,13 @@ import numpy as np
 import polars as pl
 
 from labelflow.conventions import ABSTAIN
-from labelflow.errors import LabelflowError, ProjectError, require
+from labelflow.errors import ProjectError, StudioError, require
 from labelflow.files import write_json
 from labelflow.trust import confirm_studio_url, studio_url_confirmed, trust_file
 
 SOURCE = "label-studio"
-STATE_FILE = "studio.json"
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 """The environment variable holding the API key, unless the caller names another (never a project file)."""
-
-
-class StudioError(LabelflowError):
-    """Label Studio is unreachable, rejected the key, or holds data that does not fit the project."""
 
 
 @dataclass(frozen=True)
@@ -344,7 +339,7 @@ def _maybe(fn):
 
 def _studio_project(project, client, url: str, *, create: bool = True) -> int:
     """The Label Studio project id for this project (created on first push); checks its choices."""
-    state_path = project.store / STATE_FILE
+    state_path = project.store.studio
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     names = list(project.schema.names)
     studio_id = state.get("project_id") if state.get("url") == clean_url(url) else None

@@ -14,7 +14,8 @@ import pytest
 
 from labelflow import load_lf_suite
 from labelflow.cli import main
-from labelflow.project import CONFIG_FILE, Project
+from labelflow.project import Project
+from labelflow.project_config import CONFIG_FILE
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ from labelflow import LFError, ProjectError
 from labelflow.cli import main
 from labelflow.extend import (ExtendConfig, base_columns, extend_votes, extension_candidates, extension_name,
                               wilson_lower_bound)
-from labelflow.project import CONFIG_FILE, Project
+from labelflow.project import Project
+from labelflow.project_config import CONFIG_FILE
 
 HAM, SPAM = 0, 1
 
@@ -295,7 +296,7 @@ def test_extension_follows_the_lf_votes_and_the_setting(extended):
     assert column(matrix, "kw_song")["s1"] == HAM and column(matrix, "kw_song~ext")["s1"] == -1
     extended.update_config(extend=None)
     assert Project.open(extended.root).matrix().lf_names == ("kw_buy", "kw_song")
-    assert not (extended.store / "extension.json").exists()
+    assert not extended.store.extension.exists()
 
 
 def test_rows_whose_embedding_is_null_get_no_extended_vote(extended):
@@ -334,7 +335,7 @@ def test_a_bad_setting_in_labelflow_json_is_named(extended):
     config = json.loads((extended.root / CONFIG_FILE).read_text())
     config["extend"] = {"scope": "everywhere"}
     (extended.root / CONFIG_FILE).write_text(json.dumps(config))
-    with pytest.raises(ProjectError, match="extend: scope must be one of"):
+    with pytest.raises(ProjectError, match="extend: scope must be 'uncovered' or 'abstain'"):
         Project.open(extended.root)
 
 

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from labelflow import demo
+from labelflow.error_analysis import analyze
 from labelflow.errors import LFError
-from labelflow.guided import accept_suggestion, analyze, merge_into_suite, save_lf, suggest_lfs, try_lf
 from labelflow.project import Project
+from labelflow.suggest import accept_suggestion, suggest_lfs
+from labelflow.suite_edit import merge_into_suite, save_lf, try_lf
 
 # --- merging code into a suite file -------------------------------------------------------------------
 
@@ -138,27 +140,27 @@ def test_analysis_matches_evaluate_and_ranks_slices(youtube_project):
 
 
 def test_suggestions_are_measured_on_rows_they_were_not_mined_from(youtube_project, monkeypatch):
-    from labelflow import guided
+    from labelflow import suggest
 
     project = youtube_project
     analysis = analyze(project)
     mined, measured = [], []
-    real_mine, real_correct = guided._discriminative_ngrams, guided._correct
-    monkeypatch.setattr(guided, "_discriminative_ngrams", lambda *a, **kw: (
+    real_mine, real_correct = suggest._discriminative_ngrams, suggest._correct
+    monkeypatch.setattr(suggest, "_discriminative_ngrams", lambda *a, **kw: (
         mined.append(set(a[2][a[5]].tolist())), real_mine(*a, **kw))[1])  # the mining folds' dataset rows
-    monkeypatch.setattr(guided, "_correct", lambda *a, **kw: (measured.append(set(a[-1].tolist())),
+    monkeypatch.setattr(suggest, "_correct", lambda *a, **kw: (measured.append(set(a[-1].tolist())),
                                                               real_correct(*a, **kw))[1])
     top = analysis.slices[0]
     suggestions = suggest_lfs(project, analysis, top, max_suggestions=5)
     assert suggestions, f"no suggestion for {top.name}"
-    assert len(mined) == guided.FOLDS and all(mined)
+    assert len(mined) == suggest.FOLDS and all(mined)
     dev = set(np.flatnonzero((project.dataset().frame["split"].to_numpy() == "dev")).tolist())
     held_out = {frozenset(rows) for rows in measured}  # the rows each refit was scored on
-    assert len(held_out) == guided.FOLDS
+    assert len(held_out) == suggest.FOLDS
     for fold_mined in mined:  # each fold's candidates are scored on exactly the dev rows they were not mined from
         assert frozenset(dev - fold_mined) in held_out
     assert set().union(*held_out) == dev and all(not a & b for a in held_out for b in held_out if a != b)
-    ranks = [guided.suggestion_rank(s) for s in suggestions]
+    ranks = [suggest.suggestion_rank(s) for s in suggestions]
     assert ranks == sorted(ranks) and min(s.delta for s in suggestions) > 0
     best = suggestions[0]
     assert best.held_out_rows in (demo.DEV_SIZE // 2, demo.DEV_SIZE) and best.interval[0] < best.delta < best.interval[1]
@@ -197,7 +199,7 @@ def test_extend_suggestion_is_measured_held_out_and_accepting_it_extends_the_lf(
     what is tested: radius from the mining rows, held-out effect, accepting writes the extend setting."""
     import polars as pl
 
-    from labelflow import guided
+    from labelflow import suggest
     from labelflow.extend import EXT_SUFFIX
 
     (tmp_path / "suite.py").write_text(WEAK_SUITE)
@@ -217,7 +219,7 @@ def test_extend_suggestion_is_measured_held_out_and_accepting_it_extends_the_lf(
     analysis = analyze(project)
     found = [s for sl in analysis.slices[:5] for s in suggest_lfs(project, analysis, sl, kinds=("extend",))]
     assert found and all(s.kind == "extend" and s.name.endswith(EXT_SUFFIX) and s.delta > 0 for s in found)
-    best = min(found, key=guided.suggestion_rank)
+    best = min(found, key=suggest.suggestion_rank)
     assert '"extend": add ' in best.code and best.held_out_rows >= demo.DEV_SIZE // 2
     path = accept_suggestion(project, best)
     assert path.name == "labelflow.json" and project.extend_config.lfs == [best.name.removesuffix(EXT_SUFFIX)]
@@ -276,9 +278,10 @@ def test_prompt_suggestion_asks_the_llm_only_about_uncovered_rows(youtube_projec
     uncovered = next(s for s in analysis.slices if s.kind == "uncovered")
     found = suggest_lfs(project, analysis, uncovered, kinds=("prompt",), max_suggestions=5)
     assert all(s.kind == "prompt" and s.delta > 0 for s in found)
-    from labelflow.guided import _prompt_code, _suite_globals
+    from labelflow.suggest import _prompt_code
+    from labelflow.suite_edit import suite_globals
 
-    _, name, code = _prompt_code(project, 0, "HAM", set(), _suite_globals(project))
+    _, name, code = _prompt_code(project, 0, "HAM", set(), suite_globals(project))
     assert 'answers={HAM: ["yes"], SPAM: ["no"]}' in code and 'budget="uncovered"' in code
     trial = try_lf(project, code)
     assert trial.error is None and trial.name == name

@@ -10,8 +10,9 @@ import pytest
 
 from labelflow import cli
 from labelflow.errors import LFError, ProjectError
-from labelflow.guided import delete_lf, lf_source, remove_from_suite, save_lf, try_lf
-from labelflow.project import CONFIG_FILE, Project
+from labelflow.project import Project
+from labelflow.project_config import CONFIG_FILE
+from labelflow.suite_edit import delete_lf, lf_source, remove_from_suite, save_lf, try_lf
 
 SUITE = '''\
 """A suite."""

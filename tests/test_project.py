@@ -10,7 +10,8 @@ import pytest
 
 from labelflow import DataError, LFError, ProjectError
 from labelflow.labelmodels import MajorityVote, SnorkelLabelModel
-from labelflow.project import CONFIG_FILE, Project, ProjectConfig
+from labelflow.project import Project
+from labelflow.project_config import CONFIG_FILE, ProjectConfig
 
 
 def test_init_writes_config_and_dataset(project, project_files):
@@ -51,7 +52,7 @@ def test_reinit_keeps_the_vote_cache_and_drops_the_matrix(project, project_files
 def test_fit_and_evaluate_majority_vote(project):
     project.apply(n_jobs=1)
     model = project.fit("majority_vote")
-    assert isinstance(model, MajorityVote) and (project.store / "models" / "majority_vote.npz").is_file()
+    assert isinstance(model, MajorityVote) and project.store.model_file("majority_vote").is_file()
     metrics = project.evaluate(project.label_model())
     assert sorted(metrics) == ["dev", "test"]  # train has no gold
     assert metrics["dev"]["accuracy"] == metrics["test"]["accuracy"] == 1.0
@@ -202,14 +203,14 @@ def test_model_fit_on_another_lf_set(project, project_files, expected):
 
 def test_failed_apply_keeps_the_saved_matrix(project, project_files, expected):
     project.apply(n_jobs=1)
-    before = (project.store / "matrix.parquet").read_bytes()
+    before = project.store.matrix.read_bytes()
     project_files["suite"].write_text(expected.suite + "\n\n@labeling_function()\ndef broken(x):\n    return 1 // 0\n")
     project.trust()  # an edited suite runs once trusted again (labelflow.trust)
     with pytest.raises(LFError, match=r"LF 'broken' raised ZeroDivisionError: .* on row id 't0'"):
         project.apply(on_error="raise", n_jobs=1)
-    assert (project.store / "matrix.parquet").read_bytes() == before
+    assert project.store.matrix.read_bytes() == before
     matrix, _ = project.apply(on_error="abstain", n_jobs=1)
-    assert len(matrix.failures) == 16 and (project.store / "matrix.parquet").read_bytes() != before
+    assert len(matrix.failures) == 16 and project.store.matrix.read_bytes() != before
 
 
 def test_init_with_a_missing_file_writes_no_config(tmp_path, project_files):
@@ -224,11 +225,11 @@ def test_init_with_a_missing_file_writes_no_config(tmp_path, project_files):
 
 def test_reinit_with_a_missing_file_keeps_the_project(project, tmp_path):
     config = (project.root / CONFIG_FILE).read_bytes()
-    dataset = (project.store / "dataset.parquet").read_bytes()
+    dataset = project.store.dataset.read_bytes()
     with pytest.raises(DataError, match="missing.csv"):
         Project.init(project.root, sources={"train": [tmp_path / "missing.csv"]}, classes=["A", "B"])
     assert (project.root / CONFIG_FILE).read_bytes() == config
-    assert (project.store / "dataset.parquet").read_bytes() == dataset
+    assert project.store.dataset.read_bytes() == dataset
     assert sorted(p.name for p in project.root.iterdir()) == [CONFIG_FILE, "store"]
     assert len(Project.open(project.root).dataset()) == 16
 
@@ -291,7 +292,7 @@ def test_config_checks():
 
 def _rewrite_matrix(project, change):
     """Rewrite store/matrix.parquet through ``change(frame) -> frame``, keeping its metadata."""
-    path = project.store / "matrix.parquet"
+    path = project.store.matrix
     meta = pl.read_parquet_metadata(path)
     change(pl.read_parquet(path)).write_parquet(path, metadata=meta)
 
@@ -302,7 +303,7 @@ def test_item3_a_shuffled_matrix_is_reordered_by_id(project, tmp_path):
     metrics = project.evaluate("majority_vote")
     exported = project.export(tmp_path / "before.parquet")
     _rewrite_matrix(project, lambda f: f.sample(fraction=1.0, shuffle=True, seed=3))
-    assert pl.read_parquet(project.store / "matrix.parquet")["id"].to_list() != original.ids.to_list()
+    assert pl.read_parquet(project.store.matrix)["id"].to_list() != original.ids.to_list()
     matrix = Project.open(project.root).matrix()
     assert matrix.ids.to_list() == original.ids.to_list()
     np.testing.assert_array_equal(matrix.values, original.values)
@@ -313,7 +314,7 @@ def test_item3_a_shuffled_matrix_is_reordered_by_id(project, tmp_path):
 def test_item3_a_matrix_of_other_rows_is_refused(project):
     project.apply(n_jobs=1)
     project.fit("majority_vote")
-    saved = (project.store / "matrix.parquet").read_bytes()
+    saved = project.store.matrix.read_bytes()
     _rewrite_matrix(project, lambda f: f.with_columns(id=pl.when(pl.col("id") == "t3").then(pl.lit("x"))
                                                       .otherwise(pl.col("id"))))
     message = (r"does not hold the dataset's rows: 1 of the dataset's 16 ids are missing from it \['t3'\], "
@@ -322,7 +323,7 @@ def test_item3_a_matrix_of_other_rows_is_refused(project):
                  lambda: project.export(project.root / "out.csv")):
         with pytest.raises(ProjectError, match=message):
             step()
-    (project.store / "matrix.parquet").write_bytes(saved)
+    project.store.matrix.write_bytes(saved)
     _rewrite_matrix(project, lambda f: f.head(15))
     with pytest.raises(ProjectError, match=r"1 of the dataset's 16 ids are missing from it \['s3'\], 0 of its ids"):
         project.matrix()
@@ -341,7 +342,7 @@ def test_item3_a_matrix_of_other_rows_is_refused(project):
 def test_item3_votes_are_checked_before_the_int8_cast(project, change, message):
     project.apply(n_jobs=1)
     if change == "3":
-        path = project.store / "matrix.parquet"
+        path = project.store.matrix
         meta = {**pl.read_parquet_metadata(path), "labelflow.cardinality": "3"}
         pl.read_parquet(path).write_parquet(path, metadata=meta)
     else:
@@ -353,7 +354,7 @@ def test_item3_votes_are_checked_before_the_int8_cast(project, change, message):
 def test_item3_a_model_fit_on_other_data_is_refused(project, project_files, tmp_path):
     project.apply(n_jobs=1)
     project.fit("majority_vote")
-    record = json.loads((project.store / "models" / "majority_vote.fit.json").read_text())
+    record = json.loads(project.store.fit_record("majority_vote").read_text())
     assert record["lf_names"] == list(project.matrix().lf_names) and record["rows"] == 16
     # re-init with the same data and re-apply: the model still holds
     same = Project.init(project.root, sources={s: [project_files[s]] for s in ("train", "dev", "test")},
@@ -386,7 +387,7 @@ def test_item3_a_model_fit_on_other_data_is_refused(project, project_files, tmp_
         moved.export(tmp_path / "out.csv")
     # a model saved without a record (an older labelflow) is refused as well
     moved.fit("majority_vote")
-    (moved.store / "models" / "majority_vote.fit.json").unlink()
+    moved.store.fit_record("majority_vote").unlink()
     with pytest.raises(ProjectError, match="has no record of the data it was fit on"):
         moved.evaluate("majority_vote")
 

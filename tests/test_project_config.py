@@ -15,7 +15,8 @@ import pytest
 
 from labelflow import DataError
 from labelflow.cli import main
-from labelflow.project import CONFIG_FILE, STALE_FILE, Project
+from labelflow.project import Project
+from labelflow.project_config import CONFIG_FILE
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -147,7 +148,7 @@ def test_config_set_round_trip_keeps_the_store(project, project_files, tmp_path,
     project.apply(n_jobs=1)
     project.fit("majority_vote")
     project.save_fm_output("emb", project.columns("id")["id"], np.ones((16, 3), dtype=np.float32))
-    before = files_under(project.store)
+    before = files_under(project.store.root)
     other = tmp_path / "other" / "suite.py"
     other.parent.mkdir()
     other.write_text(expected.suite + '\nkw_nice = keyword_lf("kw_nice", ["nice"], label=0)\n')
@@ -162,15 +163,15 @@ def test_config_set_round_trip_keeps_the_store(project, project_files, tmp_path,
     config = config_of(project.root)
     assert (config["lfs"], config["label_model"], config["name"]) == ("../other/suite.py", "snorkel", "spam task")
     assert config["classes"][1] == {"name": "SPAM", "description": "an ad or a link"}
-    after = files_under(project.store)
-    assert {k: v for k, v in after.items() if k != STALE_FILE} == before  # store/fm, votes, matrix, models kept
+    after = files_under(project.store.root)
+    assert {k: v for k, v in after.items() if k != project.store.stale_file.name} == before  # store/fm, votes, matrix, models kept
     assert Project.open(project.root).trusted  # the user named the suite
 
     rc, out, err = run(capsys, "fit", "-p", str(project.root), "--model", "majority_vote")
     assert rc == 0 and "labelflow: note: the label matrix is stale (the LF suite is now ../other/suite.py" in err
     rc, out, err = run(capsys, "apply", "-p", str(project.root), "--jobs", "1")
     assert rc == 0 and "stale" not in err and "6 LFs" in out
-    assert not (project.store / STALE_FILE).exists()
+    assert not project.store.stale_file.exists()
     assert run(capsys, "fit", "-p", str(project.root))[2] == ""
 
     again = run_json(capsys, "config", "-p", str(project.root), "--set", "label_model=snorkel")
@@ -180,7 +181,7 @@ def test_config_set_round_trip_keeps_the_store(project, project_files, tmp_path,
 def test_config_set_text_reimports_the_dataset_and_marks_what_is_stale(project, capsys):
     project.apply(n_jobs=1)
     project.save_fm_output("emb", project.columns("id")["id"], np.ones((16, 3), dtype=np.float32))
-    fm_file = (project.store / "fm" / "emb.parquet").read_bytes()
+    fm_file = project.store.fm_output("emb").read_bytes()
     rc, out, err = run(capsys, "config", "-p", str(project.root), "--set", "text=author", "--set", "text.body=text",
                        "--set", "describe.HAM=a fan")
     assert rc == 0 and out.splitlines()[:3] == ["set text: text=text → text=author, body=text",
@@ -191,9 +192,9 @@ def test_config_set_text_reimports_the_dataset_and_marks_what_is_stale(project, 
     why = "the dataset was re-imported with other rows or texts (text changed)"
     assert report["stale"] == {"apply": why, "fm emb": why}
     assert report["todo"] == [f"labelflow apply -p {project.root}", f"labelflow fm ... --name emb -p {project.root} "
-                              f"(or remove {project.store / 'fm' / 'emb.parquet'})"]
+                              f"(or remove {project.store.fm_output('emb')})"]
     assert Project.open(project.root).dataset().frame["text"].to_list()[:2] == ["user0", "user1"]
-    assert (project.store / "fm" / "emb.parquet").read_bytes() == fm_file  # kept, marked
+    assert project.store.fm_output("emb").read_bytes() == fm_file  # kept, marked
     rc, _, err = run(capsys, "summary", "-p", str(project.root))
     assert "FM output 'emb' is stale" in err and "the label matrix is stale" in err
     assert config_of(project.root)["text"] == {"text": "author", "body": "text"}
@@ -222,11 +223,11 @@ def test_config_set_text_reimports_the_dataset_and_marks_what_is_stale(project, 
     ("extend=x", "--set extend: embedding-extended LFs are turned on and off with"),
 ])
 def test_config_set_refuses_a_bad_value_and_changes_nothing(project, capsys, setting, message):
-    config, store = (project.root / CONFIG_FILE).read_bytes(), files_under(project.store)
+    config, store = (project.root / CONFIG_FILE).read_bytes(), files_under(project.store.root)
     rc, out, err = run(capsys, "config", "-p", str(project.root), "--set", setting)
     assert rc == 2 and out == "" and err.count("\n") == 1 and err.startswith("labelflow: error: ")
     assert message in err, err
-    assert (project.root / CONFIG_FILE).read_bytes() == config and files_under(project.store) == store
+    assert (project.root / CONFIG_FILE).read_bytes() == config and files_under(project.store.root) == store
 
 
 def test_config_set_needs_key_equals_value(project, capsys):
@@ -346,9 +347,9 @@ def test_a_reinit_keeps_fm_outputs_of_the_same_rows_and_says_which_it_removes(pr
     project.save_fm_output("emb", project.columns("id")["id"], np.ones((16, 3), dtype=np.float32))
     common = dict(classes=["HAM", "SPAM"], id="id", label="label", lfs=project_files["suite"])
     same = Project.init(project.root, sources={s: [project_files[s]] for s in ("train", "dev", "test")}, **common)
-    assert (project.store / "fm" / "emb.parquet").is_file() and same.notes == []  # labels shown now: same rows
+    assert project.store.fm_output("emb").is_file() and same.notes == []  # labels shown now: same rows
     fewer = Project.init(project.root, sources={"train": [project_files["train"]]}, **common)
-    assert not (project.store / "fm" / "emb.parquet").exists()
+    assert not project.store.fm_output("emb").exists()
     assert fewer.notes == ["removed FM output(s) ['emb']: they were computed for the previous rows (the FM cache "
                            "keeps their values: `labelflow fm ...` again recomputes only new texts)"]
 

@@ -50,11 +50,11 @@ def test_item11_a_saved_model_with_nan_parameters_is_refused(tmp_path):
 
 
 def test_item11_a_folder_where_the_matrix_or_a_model_belongs_is_named(project):
-    (project.store / "models").mkdir(exist_ok=True)
-    (project.store / "models" / "labelflow.npz").mkdir()
+    project.store.models.mkdir(exist_ok=True)
+    project.store.model_file("labelflow").mkdir()
     with pytest.raises(ProjectError, match=r"labelflow\.npz is not a file"):
         project.label_model("labelflow")
-    (project.store / "matrix.parquet").unlink(missing_ok=True)
-    (project.store / "matrix.parquet").mkdir()
+    project.store.matrix.unlink(missing_ok=True)
+    project.store.matrix.mkdir()
     with pytest.raises(ProjectError, match=r"matrix\.parquet is not a file"):
         project.matrix()

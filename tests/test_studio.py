@@ -197,7 +197,7 @@ def test_pre_annotations_are_the_class_fit_and_export_give_ties_included(ls_proj
 def test_server_down_push_and_pull_fail_clearly(ls_project, server):
     project = ls_project
     studio.push(project, rows=["t6"])
-    state = (project.store / studio.STATE_FILE).read_bytes()
+    state = project.store.studio.read_bytes()
     project.annotate("t6", "SPAM", annotator="ann")
     before = project.annotations.frame()
     os.killpg(server["proc"].pid, signal.SIGTERM)
@@ -206,7 +206,7 @@ def test_server_down_push_and_pull_fail_clearly(ls_project, server):
         with pytest.raises(studio.StudioError, match=f"cannot reach Label Studio at {server['url']}"):
             action()
     assert project.annotations.frame().equals(before)
-    assert (project.store / studio.STATE_FILE).read_bytes() == state
+    assert project.store.studio.read_bytes() == state
     with pytest.raises(ProjectError, match="no Label Studio URL configured"):
         from dataclasses import replace
         project.config = replace(project.config, studio_url=None)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from labelflow.cli import main
-from labelflow.guided import try_lf
-from labelflow.project import CONFIG_FILE, Project
+from labelflow.project import Project
+from labelflow.project_config import CONFIG_FILE
+from labelflow.suite_edit import try_lf
 from labelflow.trust import UntrustedProjectError, trust_file
 
 PAYLOAD = "\nopen({marker!r}, 'a').write('ran\\n')\n"
@@ -96,7 +97,7 @@ def test_item8_an_edited_suite_must_be_trusted_again_and_a_copy_is_trusted(proje
     assert not marker.exists()
     # labelflow's own edit of a trusted suite (the app's Save, analyze --accept) keeps it trusted
     project.trust()
-    from labelflow.guided import save_lf
+    from labelflow.suite_edit import save_lf
 
     save_lf(project, 'kw_cash = keyword_lf("kw_cash", ["cash"], label=1)')
     assert project.trusted and "kw_cash" in [lf.name for lf in project.lfs()]
@@ -171,7 +172,7 @@ def fake_studio(monkeypatch, project, machine):
 
 
 def _studio_state(project, url: str) -> None:
-    (project.store / "studio.json").write_text(json.dumps({"url": url, "project_id": 7}))
+    project.store.studio.write_text(json.dumps({"url": url, "project_id": 7}))
 
 
 def test_item7_a_project_file_does_not_send_an_api_key_to_its_url(project, fake_studio, capsys):
@@ -213,7 +214,7 @@ def test_item7_credentials_in_the_url_are_never_saved_or_printed(project, fake_s
     assert fake_studio.made == [(url, "ls-key")]  # used for this command
     saved = json.loads((project.root / CONFIG_FILE).read_text())["studio_url"]
     assert saved == "http://127.0.0.1:9"
-    assert "s3cret" not in trust_file().read_text() and "s3cret" not in (project.store / "studio.json").read_text()
+    assert "s3cret" not in trust_file().read_text() and "s3cret" not in project.store.studio.read_text()
     assert main(["studio", "status", "-p", str(project.root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["url"] == "http://127.0.0.1:9"
 

@@ -9,7 +9,7 @@ import loaders
 import widgets
 from finetune.runs import list_runs
 from labelflow.errors import LabelflowError
-from labelflow.guided import SUGGESTION_KINDS, accept_suggestion
+from labelflow.suggest import SUGGESTION_KINDS
 
 SUGGEST = "_suggest_for"
 
@@ -137,14 +137,9 @@ if st.session_state.get(SUGGEST) == request:
                 st.caption(f"{gold}: {' '.join(text.split())[:160]}")
             st.code(s.code, language="python")
             if st.button("Accept", key=f"accept_{s.name}", type="primary"):
-                try:
-                    path = accept_suggestion(project, s)
-                except LabelflowError as exc:
-                    st.error(f"Not accepted: {exc}")
-                else:
-                    now = widgets.apply_and_fit(project, model)
-                    if now is not None:
-                        st.session_state.pop(SUGGEST)
-                        widgets.flash("success", f"Accepted {s.name} into {path.name}; refit {model}: "
-                                                 f"{widgets.accuracy_change(fitted, now, split)}.")
-                        st.rerun()
+                accepted = widgets.accept_and_fit(project, model, s)
+                if accepted is not None:
+                    st.session_state.pop(SUGGEST)
+                    widgets.flash("success", f"Accepted {s.name} into {accepted.path.name}; refit {model}: "
+                                             f"{widgets.accuracy_change(fitted, accepted.refit.metrics, split)}.")
+                    st.rerun()

@@ -13,7 +13,7 @@ import loaders
 import widgets
 from labelflow.apply import MAX_FAILURES_KEPT
 from labelflow.errors import LabelflowError
-from labelflow.guided import delete_lf, lf_source, save_lf
+from labelflow.suite_edit import delete_lf, lf_source, save_lf
 from labelflow.trust import trust_file
 
 project = loaders.project()

@@ -311,7 +311,7 @@ def write_lf(page, code: str, *, try_it: bool = True) -> None:
 
 
 def stored(app: App) -> list[tuple]:
-    with sqlite3.connect(app.project.store / "annotations.sqlite") as conn:
+    with sqlite3.connect(app.project.store.annotations) as conn:
         return conn.execute("SELECT id, annotator, label FROM annotations ORDER BY annotator, time").fetchall()
 
 

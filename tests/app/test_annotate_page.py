@@ -243,7 +243,7 @@ def test_without_a_fitted_model_the_uncertainty_order_says_so(app_project, annot
 
 
 def test_a_failing_slice_queue_shows_the_slices_wrong_rows_first(app_project, annotate, keep_first_lfs):
-    from labelflow.guided import analyze
+    from labelflow.error_analysis import analyze
 
     keep_first_lfs(app_project)
     analysis = analyze(app_project)

@@ -13,7 +13,8 @@ import sqlite3
 import pytest
 from playwright.sync_api import expect
 
-from labelflow.guided import analyze, suggest_lfs
+from labelflow.error_analysis import analyze
+from labelflow.suggest import suggest_lfs
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +81,7 @@ def test_a_label_survives_the_app_being_killed(app, new_page, ui):
     ui.expect_text(page, "1 of 60 dev rows labeled by ann")
     app.kill()
     assert ui.stored(app) == [(first, "ann", "HAM")]
-    with sqlite3.connect(app.project.store / "annotations.sqlite") as conn:
+    with sqlite3.connect(app.project.store.annotations) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 

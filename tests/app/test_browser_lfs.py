@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
-from labelflow.guided import lf_source
+from labelflow.suite_edit import lf_source
 from labelflow.project import Project
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def wait_until(check, what: str, timeout: float = 60) -> None:
 
 
 def draft(app) -> str | None:
-    path = app.project.store / "drafts" / "lf.py"
+    path = app.project.store.lf_draft
     return path.read_text() if path.exists() else None
 
 

@@ -41,7 +41,7 @@ def test_every_model_side_by_side_and_the_labels_downloaded(app, new_page, ui, t
     ui.expect_text(page, "Fitted every label model")
     table = page.get_by_test_id("stDataFrame").filter(has=page.get_by_text("dev gold"))
     expect(table).to_be_visible()
-    assert sorted(p.stem for p in (app.project.store / "models").glob("*.npz")) == sorted(label_model_names())
+    assert sorted(p.stem for p in app.project.store.models.glob("*.npz")) == sorted(label_model_names())
     with page.expect_download() as download:
         page.get_by_role("button", name="Download labelflow's labels").click()
     path = tmp_path / "labels.csv"

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from labelflow.guided import lf_source, try_lf
 from labelflow.project import Project
+from labelflow.suite_edit import lf_source, try_lf
 
 FREE = 'mentions_free = keyword_lf("mentions_free", ["free", "win"], label=SPAM)\n'
 BOOM = "@labeling_function()\ndef boom(x):\n    return SPAM if 1 // (len(x.text) % 7) else HAM\n"
@@ -24,7 +24,7 @@ def errors(at) -> list[str]:
 
 
 def draft(project: Project):
-    path = project.store / "drafts" / "lf.py"
+    path = project.store.lf_draft
     return path.read_text() if path.exists() else None
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from labelflow.project import CONFIG_FILE, STALE_FILE, Project
+from labelflow.project import Project
+from labelflow.project_config import CONFIG_FILE
+from labelflow.store import ProjectStore
 
 
 def errors(at) -> list[str]:
@@ -38,7 +40,7 @@ def test_a_moved_project_opens_in_the_app_with_its_suite(youtube_template, tmp_p
     assert any(f"it now names the file it named before the move, {suite.resolve()}" in n for n in notes), notes
     assert json.loads((moved / CONFIG_FILE).read_text())["root"] == str(moved.resolve())
 
-    (moved / "store" / STALE_FILE).write_text(json.dumps({"apply": "the LF suite is now x.py (was y.py)"}))
+    ProjectStore.of(moved).stale_file.write_text(json.dumps({"apply": "the LF suite is now x.py (was y.py)"}))
     at = open_page("data")
     assert any("The label matrix is out of date: the LF suite is now x.py (was y.py). Apply the LFs again." in w.value
                for w in at.sidebar.warning)

@@ -11,8 +11,11 @@ import polars as pl
 import pytest
 
 from labelflow.conventions import ABSTAIN
-from labelflow.guided import analyze, suggest_lfs, try_lf
-from labelflow.project import CONFIG_FILE, Project
+from labelflow.error_analysis import analyze
+from labelflow.project import Project
+from labelflow.project_config import CONFIG_FILE
+from labelflow.suggest import suggest_lfs
+from labelflow.suite_edit import try_lf
 
 PAGES = {"data": "Data", "lfs": "Labeling functions", "label_model": "Label model",
          "error_analysis": "Error analysis", "annotate": "Annotate", "finetune": "Fine-tune"}
@@ -44,7 +47,7 @@ def test_a_folder_that_is_no_project_shows_why(tmp_path, monkeypatch, open_page,
 
 
 def test_a_project_not_applied_yet_opens_on_every_page_and_says_what_to_do(app_project, open_page):
-    (app_project.store / "matrix.parquet").unlink()
+    app_project.store.matrix.unlink()
     shown = {page: open_page(page) for page in PAGES}
     assert all(not errors(at) for at in shown.values())
     assert shown["data"].dataframe[0].value["votes"].map(len).sum() == 0
@@ -186,7 +189,7 @@ def test_label_model_page_shows_metrics_and_fits_another_model(app_project, open
     at.sidebar.selectbox(key="model").select("majority_vote").run()
     assert "label model 'majority_vote' has not been fit" in at.info[0].value
     at.button(key="fit").click().run()
-    assert (app_project.store / "models" / "majority_vote.npz").is_file()
+    assert app_project.store.model_file("majority_vote").is_file()
     metrics = app_project.evaluate(app_project.label_model("majority_vote"))
     assert {m.label: m.value for m in at.metric} == {f"{s} accuracy": f"{m['accuracy']:.3f}"
                                                      for s, m in metrics.items()}
@@ -281,7 +284,7 @@ def test_error_analysis_maps_the_rows_by_their_embedding_when_the_project_has_on
 
 
 def stored(project: Project) -> list[tuple]:
-    with sqlite3.connect(project.store / "annotations.sqlite") as conn:
+    with sqlite3.connect(project.store.annotations) as conn:
         return conn.execute("SELECT id, annotator, label, source FROM annotations ORDER BY time").fetchall()
 
 
