@@ -857,7 +857,7 @@ def test_item5_cli_apply_never_exits_0_without_a_matrix(project, tmp_path, capsy
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == ("labelflow: error: LF 'bye' raised SystemExit: the LF called sys.exit(0); an LF must return a "
                        "vote on row id 't3' (use on_error='abstain' to abstain on such rows)")
-    assert not (project.store / "matrix.parquet").exists()
+    assert not project.store.matrix.exists()
 
 
 def test_item5_a_suite_calling_sys_exit_on_import_is_an_error(tmp_path):
