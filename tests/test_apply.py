@@ -136,9 +136,17 @@ def test_duplicate_names_in_apply(tiny_dataset):
         apply_lfs(tiny_dataset, [bot_author, bot_author], cardinality=2)
 
 
-def test_data_without_id_column():
-    with pytest.raises(LFError, match="needs an 'id' column; it has \\['text'\\]"):
-        apply_lfs(pl.DataFrame({"text": ["x"]}), [keyword_lf("k", ["x"], label=1)], cardinality=2)
+def test_data_without_id_column_gets_row_positions_and_cardinality_comes_from_a_dataset(tiny_dataset):
+    pandas = pytest.importorskip("pandas")
+    lf = keyword_lf("k", ["x"], label=1)
+    for frame in (pl.DataFrame({"text": ["x", "y"]}), pandas.DataFrame({"text": ["x", "y"]}, index=[7, 3])):
+        matrix = apply_lfs(frame, [lf], cardinality=2)
+        assert matrix.ids.to_list() == ["0", "1"] and matrix.values[:, 0].tolist() == [1, -1]
+    assert apply_lfs(tiny_dataset, [bot_author]).cardinality == tiny_dataset.schema.k
+    with pytest.raises(LFError, match="give cardinality=, the number of classes, to label a DataFrame"):
+        apply_lfs(pl.DataFrame({"text": ["x"]}), [lf])
+    with pytest.raises(LFError, match=r"takes the data first, then the LFs: apply_lfs\(data, lfs\)"):
+        apply_lfs([lf], pl.DataFrame({"text": ["x"]}), cardinality=2)
 
 
 def test_unknown_on_error(tiny_dataset):
