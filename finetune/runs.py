@@ -47,6 +47,7 @@ from labelflow.files import write_json
 
 from finetune.config import FinetuneConfig
 from labelflow.errors import FinetuneError
+from labelflow.validation import is_int
 from finetune.options import config_argv
 from finetune.run_folder import LABELS_FILE, METRICS_FILE, RUN_FILE, RunFolder, read_json_or_none
 from finetune.run_folder import proc_start as _proc_start
@@ -358,8 +359,7 @@ def _alive(launch: dict[str, Any], path: Path) -> bool:
 
 def _plain_pid(pid: Any) -> bool:
     """A pid that may be signalled: an int above 1 that is neither this process nor its process group."""
-    return (isinstance(pid, int) and not isinstance(pid, bool) and pid > 1 and pid != os.getpid()
-            and pid != os.getpgrp())
+    return is_int(pid, minimum=2) and pid != os.getpid() and pid != os.getpgrp()
 
 
 def _trainer_alive(progress: dict[str, Any] | None, path: Path) -> bool:
@@ -369,7 +369,7 @@ def _trainer_alive(progress: dict[str, Any] | None, path: Path) -> bool:
     if not progress or progress.get("status") != "training":
         return False
     pid, ticks = progress.get("pid"), progress.get("proc_start")
-    if not (isinstance(pid, int) and not isinstance(pid, bool) and pid > 0) or not isinstance(ticks, int):
+    if not is_int(pid, minimum=1) or not is_int(ticks):
         return False
     if pid == os.getpid():  # a run trained in this very process (finetune() called here) is not running now
         return False
@@ -414,7 +414,7 @@ def _not_this_run(launch: dict[str, Any], path: Path, *, strict: bool = False) -
     if group != pid:
         return f"process {pid} does not lead its own process group (group {group})"
     recorded = launch.get("proc_start")
-    if isinstance(recorded, int) and not isinstance(recorded, bool):
+    if is_int(recorded):
         if ticks != recorded:
             return f"process {pid} started at tick {ticks}, not at tick {recorded} as the run's launch record says"
     else:

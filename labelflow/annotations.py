@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import numbers
 import sqlite3
 import sys
 import time as _time
@@ -47,6 +46,7 @@ from pathlib import Path
 import polars as pl
 
 from labelflow.errors import AnnotationConflict, LabelflowError, ProjectError
+from labelflow.validation import is_int
 from labelflow.schema import ClassSchema
 
 FORMAT = 2
@@ -123,7 +123,7 @@ class AnnotationStore:
         names = self.schema.names
         if isinstance(label, str) and label in names:
             return label
-        if isinstance(label, numbers.Integral) and not isinstance(label, bool) and 0 <= int(label) < len(names):
+        if is_int(label, minimum=0, maximum=len(names) - 1):
             return names[int(label)]
         raise ProjectError(f"label for row {row_id!r} must be one of {list(names)} or 0..{len(names) - 1}; "
                            f"got {label!r}")

@@ -23,6 +23,7 @@ from labelflow.extend import ExtendConfig
 from labelflow.files import write_json
 from labelflow.labelmodels import label_model_names
 from labelflow.schema import ClassSchema
+from labelflow.validation import is_int
 
 CONFIG_FILE = "labelflow.json"
 FORMAT_VERSION = 1
@@ -86,10 +87,6 @@ def _is_str(v: Any) -> bool:
     return isinstance(v, str)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _str_list(v: Any) -> bool:
     return isinstance(v, list) and all(map(_is_str, v))
 
@@ -106,7 +103,7 @@ _CONFIG_TYPES: dict[str, tuple[Any, str]] = {
                 "an object of split → list of file paths"),
     "id": _OPTIONAL_STR, "label": _OPTIONAL_STR, "split": _OPTIONAL_STR, "lfs": _OPTIONAL_STR, "root": _OPTIONAL_STR,
     "studio_url": _OPTIONAL_STR, "ray_address": _OPTIONAL_STR,
-    "dev_sample": (_is_int, "an integer"), "seed": (_is_int, "an integer"), "format": (_is_int, "an integer"),
+    "dev_sample": (is_int, "an integer"), "seed": (is_int, "an integer"), "format": (is_int, "an integer"),
     "hide_labels": (_str_list, "a list of split names"),
     "duplicates": (lambda v: v in get_args(Duplicates), " or ".join(map(json.dumps, get_args(Duplicates)))),
     "label_model": (_is_str, "a label model's name"), "studio_api_key_env": (_is_str, "a string"),

@@ -33,11 +33,21 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
     ...
     labelflow.errors.LabelflowError: k must be an integer within 2..127; got 200
     """
-    integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)  # NumPy's integers too
-    if not integer or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    if not is_int(value, minimum=minimum, maximum=maximum):
         raise error(f"{name} must be {_kind('an integer', minimum, maximum)}{f' ({hint})' if hint else ''}; "
                     f"got {value!r}")
     return value
+
+
+def is_int(value: Any, *, minimum: int | None = None, maximum: int | None = None) -> bool:
+    """Whether ``value`` is an integer (Python's or NumPy's, not a bool) within ``[minimum, maximum]``: the test
+    :func:`check_int` makes, for values read from files, where a failed test is not the caller's error.
+
+    >>> is_int(3, minimum=1), is_int(3.0), is_int(False)
+    (True, False, False)
+    """
+    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            and (minimum is None or value >= minimum) and (maximum is None or value <= maximum))
 
 
 def check_number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,

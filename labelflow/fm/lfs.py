@@ -25,7 +25,7 @@ from labelflow.fm.base import ModelHost, Provider, RunStats, get_provider
 from labelflow.fm.cache import FMCache
 from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax, template_fields, zero_shot_similarity
 from labelflow.lf import LabelingFunction
-from labelflow.validation import check_int
+from labelflow.validation import check_int, is_int
 
 Budget = Literal["uncovered", "conflicts", "uncovered_or_conflicts"]
 Threshold = float | Literal["auto"]
@@ -159,7 +159,7 @@ class PromptLF(FMLF):
                  provider_config: Mapping[str, Any], threshold: Threshold, budget: Budget | None,
                  calibrate: bool) -> None:
         super().__init__(name, provider=provider, provider_config=provider_config, threshold=threshold, budget=budget)
-        bad = [c for c in answers if isinstance(c, bool) or not isinstance(c, int) or c < 0]
+        bad = [c for c in answers if not is_int(c, minimum=0)]
         if bad or not answers:
             raise LFError(f"LF {name!r}: answers must map class indices (ints ≥ 0) to answer words; got {dict(answers)!r}")
         for c, words in answers.items():
