@@ -286,11 +286,11 @@ def test_cuda_fit_matches_cpu():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"prior_accuracy": 0.2}, r"prior_accuracy must lie in \(1/k, 1\) = \(0\.333, 1\); got 0\.2"),
-    ({"n_iter": 0}, r"need n_iter ≥ 1"),
-    ({"dev_weight": "lots"}, r"dev_weight must be a number ≥ 0 or 'balanced'; got 'lots'"),
+    ({"prior_accuracy": 0.2}, r"prior_accuracy must be a number in \(0\.333333, 1\); got 0\.2"),
+    ({"n_iter": 0}, r"n_iter must be an integer ≥ 1; got 0"),
+    ({"dev_weight": "lots"}, r"dev_weight \(or 'balanced'\) must be a number ≥ 0; got 'lots'"),
     ({"device": "tpu"}, r"device must be 'cpu', 'cuda' or 'auto'; got 'tpu'"),
-    ({"conditional_strengths": (50, 0)}, r"conditional_strengths must be numbers > 0; got \(50, 0\)"),
+    ({"conditional_strengths": (50, 0)}, r"each of conditional_strengths must be a number > 0; got 0"),
 ])
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(LabelModelError, match=message):

@@ -102,9 +102,12 @@ import numpy as np
 from scipy.stats import chi2
 
 from labelflow.errors import LabelModelError, require
+from labelflow.validation import check_choice, check_int, check_number
 from labelflow.labelmodels.base import LabelModel, register_label_model, stratified_folds
 from labelflow.conventions import GoldArray, LabelArray, ProbArray
 
+Device = Literal["cpu", "cuda", "auto"]
+"""Where the one-coin arithmetic runs: NumPy, torch on a CUDA GPU, or the GPU when torch sees one."""
 CHUNK_ROWS = 1 << 18
 MIN_SHRINK_DEV_VOTES = 3.0
 """With dev gold, the shrinkage towards the pooled accuracy is worth at least this many dev votes."""
@@ -161,20 +164,18 @@ class FlowLabelModel(LabelModel):
 
     def __init__(self, cardinality: int, *, seed: int = 123, n_iter: int = 100, tol: float = 1e-5,
                  prior_accuracy: float = 0.7, prior_strength: float = 20.0,
-                 dev_weight: float | Literal["balanced"] = "balanced", device: str = "cpu",
+                 dev_weight: float | Literal["balanced"] = "balanced", device: Device = "cpu",
                  conditional_strengths: Sequence[float] = (50.0, 1000.0)) -> None:
         super().__init__(cardinality, seed=seed)
-        if any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in conditional_strengths):
-            raise LabelModelError(f"conditional_strengths must be numbers > 0; got {conditional_strengths!r}")
-        if not 1 / cardinality < prior_accuracy < 1:
-            raise LabelModelError(f"prior_accuracy must lie in (1/k, 1) = ({1 / cardinality:.3f}, 1); got {prior_accuracy}")
-        if dev_weight != "balanced" and (isinstance(dev_weight, str) or dev_weight < 0):
-            raise LabelModelError(f"dev_weight must be a number ≥ 0 or 'balanced'; got {dev_weight!r}")
-        if n_iter < 1 or tol <= 0 or prior_strength <= 0:
-            raise LabelModelError(f"need n_iter ≥ 1, tol > 0, prior_strength > 0; got n_iter={n_iter}, "
-                                  f"tol={tol}, prior_strength={prior_strength}")
-        if device not in ("cpu", "cuda", "auto"):
-            raise LabelModelError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
+        for strength in conditional_strengths:
+            check_number("each of conditional_strengths", strength, above=0, error=LabelModelError)
+        check_number("prior_accuracy", prior_accuracy, above=1 / cardinality, below=1, error=LabelModelError)
+        if dev_weight != "balanced":
+            check_number("dev_weight (or 'balanced')", dev_weight, minimum=0, error=LabelModelError)
+        check_int("n_iter", n_iter, minimum=1, error=LabelModelError)
+        check_number("tol", tol, above=0, error=LabelModelError)
+        check_number("prior_strength", prior_strength, above=0, error=LabelModelError)
+        check_choice("device", device, Device, error=LabelModelError)
         self.n_iter, self.tol, self.prior_accuracy, self.prior_strength = n_iter, tol, prior_accuracy, prior_strength
         self.dev_weight, self.device = dev_weight, device
         self.conditional_strengths = tuple(float(s) for s in conditional_strengths)
