@@ -11,7 +11,6 @@ What the editor holds is kept in the session (:data:`CODE`) and, per project, in
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -36,22 +35,17 @@ PLACEHOLDER = ('@labeling_function()\ndef mentions_free(x):\n    return SPAM if 
                '# or: my_words = keyword_lf("my_words", ["subscribe", "channel"], label=SPAM)')
 
 
-def draft_path(project: Project) -> Path:
-    """The project's LF draft: ``store/drafts/lf.py``."""
-    return project.store.lf_draft
-
-
 def read_draft(project: Project) -> str:
     """The draft's code, ``""`` when there is none (or it cannot be read)."""
     try:
-        return draft_path(project).read_text(encoding="utf-8")
+        return project.store.lf_draft.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return ""
 
 
 def write_draft(project: Project, code: str) -> None:
     """Keep ``code`` as the project's draft, atomically; empty code removes the draft."""
-    path = draft_path(project)
+    path = project.store.lf_draft
     if not code.strip():
         path.unlink(missing_ok=True)
         return

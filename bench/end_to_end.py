@@ -70,6 +70,7 @@ def main(cfg: argparse.Namespace) -> dict:
     from finetune import finetune
     from labelflow import apply_lfs, get_label_model, load_lf_suite, read_wrench
     from labelflow.conventions import ABSTAIN
+    from labelflow.export import prob_columns
     from labelflow.fm import FMCache
 
     start = time.perf_counter()
@@ -102,7 +103,7 @@ def main(cfg: argparse.Namespace) -> dict:
 
     names = dataset.schema.names
     frame = hidden.frame.select("id", "text", "split", "label").with_columns(
-        *[pl.Series(f"prob_{c}", probs[:, i]) for i, c in enumerate(names)],
+        *prob_columns(names, probs),
         pl.Series("pred", lm_pred, dtype=pl.Int16), pl.Series("covered", covered))
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -247,12 +247,14 @@ def edit_suite(work, proj):
 
 def stale_temp(work, proj):
     """A temporary file left by a killed write 10 minutes ago, and one a running write holds now."""
-    store = proj / "store"
+    from labelflow.store import ProjectStore
+
+    folder = ProjectStore.of(proj).root
     old = time.time() - 600
     for name in (".matrix.parquet.killed.labelflow-tmp", ".matrix.parquet.abc12345.tmp"):
-        (store / name).write_bytes(b"half a file")
-        os.utime(store / name, (old, old))
-    (store / ".matrix.parquet.running.labelflow-tmp").write_bytes(b"being written")
+        (folder / name).write_bytes(b"half a file")
+        os.utime(folder / name, (old, old))
+    (folder / ".matrix.parquet.running.labelflow-tmp").write_bytes(b"being written")
 
 
 def chmod(rel: str, mode: int):
@@ -278,8 +280,10 @@ def same_summary(ctx, work, proj, out):
 def same_matrix(ctx, work, proj, out):
     import polars as pl
 
-    got = pl.read_parquet(proj / "store" / "matrix.parquet")
-    want = pl.read_parquet(ctx.base / "proj" / "store" / "matrix.parquet")
+    from labelflow.store import ProjectStore
+
+    got = pl.read_parquet(ProjectStore.of(proj).matrix)
+    want = pl.read_parquet(ProjectStore.of(ctx.base / "proj").matrix)
     return None if got.equals(want) else "the label matrix differs from the one the intact cache gives"
 
 
@@ -322,7 +326,9 @@ def all_checks(*checks):
 
 
 def swept(ctx, work, proj, out):
-    store = proj / "store"
+    from labelflow.store import ProjectStore
+
+    store = ProjectStore.of(proj).root
     left = [p.name for p in store.iterdir() if p.name.endswith((".labelflow-tmp", ".tmp"))]
     want = [".matrix.parquet.running.labelflow-tmp"]
     return None if sorted(left) == want else f"temporary files left in store/: {sorted(left)} (want {want})"

@@ -117,9 +117,10 @@ def make_project(workdir: Path, rows: int, unique: bool) -> Path:
     import polars as pl
 
     from labelflow.project import Project
+    from labelflow.store import ProjectStore
 
     root = workdir / f"youtube_{rows}{'_unique' if unique else ''}"
-    if (root / "store" / "dataset.parquet").is_file():
+    if ProjectStore.of(root).dataset.is_file():
         return root
     base = pl.concat([pl.read_csv(p) for p in sorted((ROOT / "data" / "youtube").glob("*.csv"))])
     base = base.unique(maintain_order=True)
@@ -155,8 +156,9 @@ def run_one(root: Path, engine: str, ray_cpus: int) -> dict:
 
     from labelflow.distributed import RayEngine
     from labelflow.project import Project
+    from labelflow.store import ProjectStore
 
-    shutil.rmtree(root / "store" / "votes", ignore_errors=True)
+    shutil.rmtree(ProjectStore.of(root).votes, ignore_errors=True)
     project = Project.open(root)
     peak = _TreeMemory()
     report: dict = {}

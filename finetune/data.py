@@ -47,8 +47,7 @@ from labelflow.conventions import ABSTAIN
 from labelflow.labelmodels.base import probs_to_preds, tied_rows
 
 from labelflow.errors import FinetuneError
-
-PROB_PREFIX = "prob_"
+from labelflow.export import PROB_PREFIX, prob_columns
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ class SoftLabels:
         cols = [pl.Series("id", self.ids, dtype=pl.String), pl.Series("text", self.texts, dtype=pl.String),
                 pl.Series("split", self.split.tolist(), dtype=pl.String),
                 pl.Series("label", [None if g < 0 else int(g) for g in self.gold], dtype=pl.Int16),
-                *[pl.Series(PROB_PREFIX + c, self.probs[:, i]) for i, c in enumerate(self.class_names)],
+                *prob_columns(self.class_names, self.probs),
                 pl.Series("pred", self.lm_pred, dtype=pl.Int16)]
         if self.covered is not None:
             cols.append(pl.Series("covered", self.covered))

@@ -23,6 +23,7 @@ from labelflow.errors import require
 from finetune.config import Device
 from finetune.data import tokenize
 from labelflow.errors import FinetuneError
+from labelflow.export import prob_columns
 from labelflow.validation import check_choice, check_int
 from finetune.evaluate import predict_probs
 from finetune.model import EXTRA, quiet_transformers
@@ -121,7 +122,7 @@ def predict(
     if "split" in frame.columns:
         cols.append(frame["split"].cast(pl.String))
     cols += [pl.Series("pred", pred, dtype=pl.Int16), pl.Series("pred_name", names[pred].tolist(), dtype=pl.String)]
-    cols += [pl.Series(f"prob_{c}", probs[:, i]) for i, c in enumerate(student.class_names)]
+    cols += prob_columns(student.class_names, probs)
     return pl.DataFrame(cols)
 
 

@@ -31,6 +31,7 @@ from labelflow.extend import ExtendConfig, ExtensionCandidate, extension_candida
 from labelflow.extended_matrix import embeddings, with_extension
 from labelflow.files import write_json
 from labelflow.fm.cache import FMCache
+from labelflow.gold import gold_labels
 from labelflow.labelmodels import LabelModel, get_label_model, load_label_model
 from labelflow.lf import LabelingFunction, load_lf_suite
 from labelflow.matrix import LabelMatrix, hash_strings, lf_summary
@@ -40,6 +41,7 @@ from labelflow.schema import ClassSchema
 from labelflow.store import ProjectStore, read_record
 from labelflow.trust import (Fingerprint, UntrustedProjectError, fingerprint, is_trusted, record_trust,
                              untrusted_message)
+from labelflow.validation import is_int
 
 
 @dataclass(frozen=True)
@@ -383,22 +385,11 @@ class Project:
                                f"when the data was re-imported); the {what} was not saved")
 
     def gold(self) -> np.ndarray:
-        """``[n]`` gold class per row (``-1`` unknown): the data's labels, overridden by human annotations
-        where the annotators agree or a person settled the row (rows they disagree on and nobody settled
-        keep the data's label).
-
-        Human labels count in every split. On ``train`` rows they are scored (:meth:`evaluate` reports a
-        ``train`` split) and exported, but :meth:`fit` never trains on them: the label model is fit on the
-        train rows' votes alone (``use_dev`` adds dev gold only), and the fine-tuner trains on the exported
-        probabilities, not on ``label``."""
+        """``[n]`` gold class per row (``-1`` unknown), by the gold policy (:mod:`labelflow.gold`): the data's labels,
+        overridden by human annotations where the annotators agree or a person settled the row; never trained on
+        (:meth:`fit` uses the train rows' votes, ``use_dev`` adds dev gold only)."""
         frame = self.columns("id", "label")
-        gold = frame["label"].fill_null(ABSTAIN).to_numpy().astype(np.int64)
-        agreed, _ = self.annotations.resolve()
-        if agreed:
-            ids = frame["id"]
-            hit = ids.is_in(list(agreed)).to_numpy()
-            gold[hit] = [agreed[i] for i in ids.filter(hit).to_list()]
-        return gold
+        return gold_labels(frame["id"], frame["label"], self.annotations.resolve()[0])
 
     def apply(self, *, lfs: str | Path | Sequence[LabelingFunction] | None = None, on_error: OnError | None = None,
               n_jobs: int | None = None, progress: bool = False, engine: Engine | RayEngine = "local",
@@ -499,7 +490,7 @@ class Project:
         (``{"seed": 123, "use_dev": False}`` when it has not been fit, or was fit before settings were recorded)."""
         recorded = self.store.fit_settings(name or self.config.label_model)
         settings = {"seed": 123, "use_dev": False}
-        if isinstance(recorded.get("seed"), int) and not isinstance(recorded.get("seed"), bool):
+        if is_int(recorded.get("seed")):
             settings["seed"] = recorded["seed"]
         if isinstance(recorded.get("use_dev"), bool):
             settings["use_dev"] = recorded["use_dev"]

@@ -66,7 +66,6 @@ class ProjectStore:
     @property
     def staged_dataset(self) -> Path:
         """Where a re-imported dataset waits until the config naming it is written (then renamed to :attr:`dataset`)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         return self.root / ".dataset.parquet.staged"
 
     @property
@@ -100,6 +99,11 @@ class ProjectStore:
     def fit_models(self) -> list[Path]:
         """The saved label models' files, sorted."""
         return sorted(self.models.glob("*.npz"))
+
+    @property
+    def fm_cache_file(self) -> Path:
+        """The FM output cache (SQLite)."""
+        return self.root / "fm.sqlite"
 
     @property
     def fm_outputs_folder(self) -> Path:
@@ -191,6 +195,7 @@ class ProjectStore:
     def stage_dataset(self, frame: pl.DataFrame) -> Path:
         """Write ``frame`` to :attr:`staged_dataset` (renamed into place by :meth:`commit_dataset`)."""
         staged = self.staged_dataset
+        self.root.mkdir(parents=True, exist_ok=True)
         with involving(self.dataset, writing=True):
             frame.write_parquet(staged)
         return staged
@@ -217,7 +222,7 @@ class ProjectStore:
 
     def fm_cache(self) -> FMCache:
         """The FM output cache."""
-        return FMCache(self.root / "fm.sqlite")
+        return FMCache(self.fm_cache_file)
 
     def write_fm_output(self, name: str, chunks: Iterable[tuple[pl.Series, np.ndarray]]) -> Path:
         """Store FM outputs given as consecutive ``(ids, [rows, d] values)`` chunks as column ``name`` (rows not

@@ -16,6 +16,7 @@ from labelflow import load_lf_suite
 from labelflow.cli import main
 from labelflow.project import Project
 from labelflow.project_config import CONFIG_FILE
+from labelflow.store import ProjectStore
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ def test_fit_unknown_model(cli_project, capsys):
 def test_failed_apply_leaves_the_matrix(cli_project, capsys, tmp_path, expected):
     p = ["-p", str(cli_project)]
     assert main(["apply", *p, "--jobs", "1"]) == 0
-    matrix = cli_project / "store" / "matrix.parquet"
+    matrix = ProjectStore.of(cli_project).matrix
     before = matrix.read_bytes()
     broken = tmp_path / "broken.py"
     broken.write_text(expected.suite + "\n\n@labeling_function()\ndef broken(x):\n    return {}[x.id]\n")

@@ -12,6 +12,7 @@ from labelflow import DataError, LFError, ProjectError
 from labelflow.labelmodels import MajorityVote, SnorkelLabelModel
 from labelflow.project import Project
 from labelflow.project_config import CONFIG_FILE, ProjectConfig
+from labelflow.store import ProjectStore
 
 
 def test_init_writes_config_and_dataset(project, project_files):
@@ -220,7 +221,7 @@ def test_init_with_a_missing_file_writes_no_config(tmp_path, project_files):
                      id="id", label="label")
     assert "missing.csv" in str(err.value)
     assert not (root / CONFIG_FILE).exists()
-    assert not (root / "store" / "dataset.parquet").exists()
+    assert not ProjectStore.of(root).dataset.exists()
 
 
 def test_reinit_with_a_missing_file_keeps_the_project(project, tmp_path):

@@ -17,6 +17,7 @@ from labelflow import DataError
 from labelflow.cli import main
 from labelflow.project import Project
 from labelflow.project_config import CONFIG_FILE
+from labelflow.store import ProjectStore
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -329,8 +330,9 @@ def test_a_failed_init_in_an_existing_folder_keeps_its_content(tmp_path, project
     root = tmp_path / "mine"
     root.mkdir()
     (root / "notes.txt").write_text("keep me")
-    (root / "store").mkdir()
-    (root / "store" / "keep.bin").write_bytes(b"\0")
+    folder = ProjectStore.of(root).root
+    folder.mkdir()
+    (folder / "keep.bin").write_bytes(b"\0")
     rc, _, err = run(capsys, *init_argv(root, project_files, "--id", "nope"))
     assert rc == 2
     assert files_under(root) == {"notes.txt": b"keep me", "store/keep.bin": b"\0"}

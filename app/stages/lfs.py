@@ -208,7 +208,7 @@ st.subheader("Write or edit an LF")
 st.caption("One definition, in the suite's namespace (its imports and constants such as the class names are "
            "there). An LF with the name of one in the suite replaces it on save. **Ctrl+Enter** (or **Try**) tries "
            "it; Tab indents (Escape, then Tab, leaves the editor). The draft is kept in the project "
-           f"(`store/drafts/{lf_editor.draft_path(project).name}`) until you save it.")
+           f"(`{project.store.lf_draft.relative_to(project.root)}`) until you save it.")
 
 
 def abstain_switch() -> None:

@@ -79,7 +79,7 @@ def test_data_page_filters_rows_and_shows_votes_and_labels(app_project, open_pag
     # every row has the prediction `fit` scores and `export` writes, ties broken by the row's position
     predictions = app_project.predictions()
     assert list(table["pred"]) == [names[p] for p in predictions.pred]
-    assert list(table["tied"]) == predictions.tied.tolist() and table["tied"].any()
+    assert list(table["tied"]) == predictions.tied.tolist()  # (the label model gives uncovered rows its class prior)
 
     at.text_input(key="search").input("SUBSCRIBE").run()
     expected = frame["text"].str.to_lowercase().str.contains("subscribe", literal=True).sum()

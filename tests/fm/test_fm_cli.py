@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from labelflow.cli import main
-from labelflow.fm import FMCache
 from labelflow.project import Project
+from labelflow.store import ProjectStore
 
 REPO = Path(__file__).resolve().parents[2]
 YOUTUBE = REPO / "data" / "youtube"
@@ -50,7 +50,7 @@ def test_rerunning_fm_embed_on_youtube_makes_no_model_call_and_is_50x_faster(tmp
     assert dry["dry_run"] is True and dry["rows"] == rows and dry["cached"] == 0
     assert dry["would_compute"] == distinct and dry["would_call"] == math.ceil(distinct / 64)
     assert dry["computed"] == dry["calls"] == 0 and "stored" not in dry
-    assert len(FMCache(root / "store" / "fm.sqlite")) == 0 and not (root / "store" / "fm").exists()
+    assert len(ProjectStore.of(root).fm_cache()) == 0 and not ProjectStore.of(root).fm_outputs_folder.exists()
 
     first = run_json(capsys, *p)
     assert (first["rows"], first["cached"], first["computed"]) == (rows, 0, distinct)
@@ -84,7 +84,7 @@ def emb_dim(x):
 def test_python_lfs_read_fm_outputs_as_row_attributes(tmp_path, project_files, capsys):
     root = init_tiny(tmp_path / "proj", project_files, capsys)
     report = run_json(capsys, "fm", "embed", "-p", str(root))
-    assert report["computed"] == 16 and Path(report["stored"]) == root / "store" / "fm" / "embedding.parquet"
+    assert report["computed"] == 16 and Path(report["stored"]) == ProjectStore.of(root).fm_output("embedding")
 
     frame = Project.open(root).dataset().frame
     assert frame.columns[-1] == "embedding" and frame.height == 16 and frame["embedding"].null_count() == 0
@@ -110,7 +110,7 @@ def test_fm_prompt_dry_run_counts_and_stores_nothing(tmp_path, project_files, ca
     assert report["would_compute"] == 16 and report["would_call"] == 1  # Gemma's batch is 16 prompts
     limited = run_json(capsys, *p, "--limit", "5")
     assert (limited["rows"], limited["would_compute"], limited["would_call"]) == (5, 5, 1)
-    assert len(FMCache(root / "store" / "fm.sqlite")) == 0 and not (root / "store" / "fm").exists()
+    assert len(ProjectStore.of(root).fm_cache()) == 0 and not ProjectStore.of(root).fm_outputs_folder.exists()
     assert "prompt" not in Project.open(root).dataset().frame.columns
 
     assert main(p[:-1] + ["--dry-run"]) == 0  # the table output
@@ -193,11 +193,11 @@ def test_killed_prompt_run_resumes_without_losing_a_finished_row(tmp_path, kill_
     Project.init(root, sources={"train": [data]}, classes=["HAM", "SPAM"])
     cmd = [sys.executable, "-m", "labelflow.cli", "fm", "prompt", "-p", str(root), "--json", "--device", "cpu",
            "--template", 'Comment: "{text}"\\nSpam?\\nAnswer:', "--answers", "SPAM=yes", "--answers", "HAM=no"]
-    cache = FMCache(root / "store" / "fm.sqlite")
-    store = root / "store" / "fm.sqlite"
+    cache = ProjectStore.of(root).fm_cache()
+    store = ProjectStore.of(root).fm_cache_file
     kill_when(cmd, lambda: store.exists() and len(cache) >= 16, cwd=REPO)  # the first batch of 16 is committed
     committed = len(cache)
-    assert committed == 16 and not (root / "store" / "fm").exists()  # nothing half-stored
+    assert committed == 16 and not ProjectStore.of(root).fm_outputs_folder.exists()  # nothing half-stored
     assert_intact(store)
 
     rerun = json.loads(subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout)

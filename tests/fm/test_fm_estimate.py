@@ -16,6 +16,7 @@ from labelflow.cli import main
 from labelflow.fm import FMCache, estimate_lf, estimate_suite, knn_lf, prompt_lf, zero_shot_lf
 from labelflow.fm.estimate import format_estimates, wilson_interval
 from labelflow.project import Project
+from labelflow.store import ProjectStore
 
 DESCRIPTIONS = [
     "a fan's comment about the song, the singer or the music video",
@@ -150,8 +151,8 @@ def test_apply_estimate_measures_and_writes_no_votes(tmp_path, project_files, ca
     [est] = json.loads(capsys.readouterr().out)["estimates"]
     assert (est["lf"], est["kind"], est["sample_rows"], est["scope_dev_rows"], est["rows"]) == ("zs", "zero-shot", 3,
                                                                                                  4, 16)
-    assert not (root / "store" / "matrix.parquet").exists()
-    votes_dir = root / "store" / "votes"
+    assert not ProjectStore.of(root).matrix.exists()
+    votes_dir = ProjectStore.of(root).votes
     cached = sorted(votes_dir.glob("*.npz")) if votes_dir.exists() else []
     assert cached == []  # zs has no budget: the plain LFs were not needed, and zs's sample votes are not stored
 
