@@ -626,7 +626,8 @@ def _class_prior(fitted) -> dict[str, Any] | None:
     if not hasattr(fitted, "prior_source"):
         return None
     balance = None if fitted.class_balance is None else [round(float(p), 4) for p in fitted.class_balance]
-    text = {"given": "the class balance passed to fit", "dev": "the dev gold's class balance",
+    text = {"given": "the class balance passed to fit",
+            "dev": "the dev gold's class balance (with the multipolar LFs' votes, where there are some)",
             "multipolar": f"the multipolar LFs' votes (Wald test p = {fitted.prior_p_value:.2g})"
             if fitted.prior_p_value is not None else "the multipolar LFs' votes",
             "posterior": "the posterior under the unipolar LFs' firing-rate weights",

@@ -43,8 +43,10 @@ never votes against its class. An LF that votes several classes may fall below
 ``1/k``, and then its vote counts against the class it names (an LF right 30 % of the
 time on a binary task is informative once inverted).
 
-**The class prior on covered rows** is given to ``fit`` (``class_balance``), the dev class
-balance (add-one smoothed) where there is dev gold, and otherwise estimated from the votes of
+**The class prior on covered rows** is given to ``fit`` (``class_balance``); with dev gold it is
+the dev class balance (add-one smoothed), or, where the suite has multipolar LFs, the
+maximum-likelihood balance of the dev gold and the multipolar LFs' train votes together (a few
+hundred gold rows alone are a noisy estimate); otherwise it is estimated from the votes of
 the *multipolar* LFs. The one-coin model assumes an LF fires at one rate whatever the class, so
 the rows a multipolar LF votes on are a fair sample of the classes and ``π`` is their
 maximum-likelihood class balance given the fitted accuracies. A unipolar LF fires on its own
@@ -80,7 +82,7 @@ it ``θ_j[v, y] = P(votes v | y)``, so a rare-class LF that also fires on common
 whose silence says something, is weighed by what it does on each class. It is fit by
 semi-supervised EM from the one-coin posterior, with a Dirichlet prior of ``strength`` pseudo-rows
 per class centred on it (``conditional_strengths``, 50 and 1,000 by default), the dev rows counted
-with their gold class and the dev class balance as prior. Without gold the class-conditional model
+with their gold class and the one-coin fit's class prior. Without gold the class-conditional model
 is not used: its extra parameters are not identified from votes alone, and on correlated LFs
 its EM runs away. The choice is made by cross-validation on the dev gold (``DEV_FOLDS``
 stratified folds, mean log-likelihood of the held-out gold, ties keep the one-coin model; at
@@ -296,10 +298,14 @@ class FlowLabelModel(LabelModel):
         self.prior_p_value = None
         if class_balance is not None:
             self.class_balance, self.prior_source = class_balance, "given"
+        elif has_dev and multi_np.any():
+            self.class_balance = self._multipolar_class_balance(L, multi_np, np.bincount(y_dev, minlength=k))[0]
+            self.prior_source = "dev"
         elif has_dev:
             self.class_balance, self.prior_source = (np.bincount(y_dev, minlength=k) + 1.0) / (len(y_dev) + k), "dev"
         elif multi_np.any():
-            self.class_balance, self.prior_p_value = self._multipolar_class_balance(L, multi_np)
+            prior, self.prior_p_value = self._multipolar_class_balance(L, multi_np)
+            self.class_balance = prior if self.prior_p_value <= SIGNIFICANCE else None
             self.prior_source = None if self.class_balance is None else "multipolar"
         else:
             self.class_balance, self.prior_source = None, None
@@ -359,16 +365,18 @@ class FlowLabelModel(LabelModel):
             total = sum(self._covered_and_uncovered(block).sum(axis=0) for block in _chunks(L))
             self.class_balance, self.prior_source = (total + 1.0) / (n + k), "posterior"
 
-    def _multipolar_class_balance(self, L: LabelArray, multi: np.ndarray) -> tuple[np.ndarray | None, float]:
-        """The class balance the multipolar LFs' votes imply, or ``None`` where it is not told apart from
-        uniform, and the Wald test's p-value.
+    def _multipolar_class_balance(self, L: LabelArray, multi: np.ndarray,
+                                  gold_counts: np.ndarray | None = None) -> tuple[np.ndarray | None, float]:
+        """The class balance ``[k]`` the multipolar LFs' votes imply, and the p-value of the Wald test
+        that it differs from uniform.
 
         A multipolar LF fires at one rate whatever the class (the model's assumption), so the rows it
         votes on are a fair sample of the classes: ``π`` is the maximum-likelihood class balance of the
         rows with a multipolar vote, given their multipolar votes and the fitted accuracies (EM on
         ``π`` alone, on at most ``MAX_PRIOR_ROWS`` of those rows, seeded). Unipolar LFs are left out:
         how often they fire depends on the class by construction. ``π`` is used only where a Wald
-        test with the observed information rejects the uniform balance at ``SIGNIFICANCE``.
+        test with the observed information rejects the uniform balance at ``SIGNIFICANCE`` (the caller
+        decides). ``gold_counts`` (``[k]``, dev gold per class) join the EM as rows of known class.
         """
         k = self.cardinality
         weight_of_lf = self.weight * multi
@@ -384,10 +392,11 @@ class FlowLabelModel(LabelModel):
             scores = scores[np.random.default_rng(self.seed).choice(len(scores), MAX_PRIOR_ROWS, replace=False)]
         likelihood = np.exp(scores - scores.max(axis=1, keepdims=True))  # [rows, k] ∝ P(votes | y)
         prior = np.full(k, 1 / k)
+        extra = np.zeros(k) if gold_counts is None else gold_counts
         for _ in range(1000):
             post = likelihood * prior
             post /= post.sum(axis=1, keepdims=True)
-            new = (post.sum(axis=0) + 1.0) / (len(post) + k)  # add-one: no class is ruled out
+            new = (post.sum(axis=0) + extra + 1.0) / (len(post) + extra.sum() + k)  # add-one: no class is ruled out
             moved = np.abs(new - prior).max()
             prior = new
             if moved < 1e-8:
@@ -396,7 +405,7 @@ class FlowLabelModel(LabelModel):
         gradient = ratio[:, :-1] - ratio[:, -1:]  # free parameters π_1 … π_{k-1}
         gap = (prior - 1 / k)[:-1]
         p_value = float(chi2.sf(float(gap @ (gradient.T @ gradient) @ gap), k - 1))
-        return (prior if p_value <= SIGNIFICANCE else None), p_value
+        return prior, p_value
 
     def _fit_conditional(self, L: LabelArray, L_dev: LabelArray, y_dev: GoldArray, strength: float) -> None:
         """Fit :attr:`conditional`, the class-conditional vote distributions, starting from the one-coin fit.
@@ -404,7 +413,7 @@ class FlowLabelModel(LabelModel):
         ``θ_j[v, y] = P(LF j votes v | y)`` (abstain is ``1 - Σ_v θ_j[v, y]``) by semi-supervised EM:
         the train rows weighted by their posterior, the dev rows by their gold class, and ``strength``
         pseudo-rows per class drawn from the one-coin model's own posterior (a Dirichlet prior centred
-        on it). The class prior stays the dev class balance.
+        on it). The class prior stays the one-coin fit's (from the dev gold).
         """
         k, m = self.cardinality, L.shape[1]
         dev_counts, dev_rows = _conditional_counts(L_dev, np.eye(k)[y_dev], k)
