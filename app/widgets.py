@@ -12,8 +12,8 @@ import polars as pl
 import streamlit as st
 
 from labelflow.errors import LabelflowError
-from labelflow.project import Project
-from labelflow.suggest import Accepted, Suggestion, accept_and_refit
+from labelflow.project import Accepted, Project
+from labelflow.suggest import Suggestion
 
 FLASH = "_flash"
 ABSTAIN_SWITCH = "Let LFs abstain on rows where they raise an error"
@@ -33,10 +33,8 @@ def apply_and_fit(project: Project, model: str, *, use_dev: bool | None = None) 
 
 def accept_and_fit(project: Project, model: str, suggestion: Suggestion) -> Accepted | None:
     """Accept ``suggestion``, apply the suite and refit ``model`` with its saved settings
-    (:func:`labelflow.suggest.accept_and_refit`), shown as :func:`apply_and_fit` shows it; ``None`` after
-    showing the error."""
-    return _in_status(project, model, lambda applied: accept_and_refit(project, suggestion, model=model,
-                                                                       on_applied=applied))
+    (:meth:`Project.accept`), shown as :func:`apply_and_fit` shows it; ``None`` after showing the error."""
+    return _in_status(project, model, lambda applied: project.accept(suggestion, model=model, on_applied=applied))
 
 
 def _in_status(project: Project, model: str, run: Callable[[Callable], Any]) -> Any:

@@ -10,10 +10,10 @@ same kind of start: the first ``--start-lfs`` LFs of ``lfs/youtube_spam.py``.
 
 Each step: :func:`labelflow.error_analysis.analyze` the dev split, ask
 :func:`labelflow.suggest.suggest_lfs` for suggestions on the top ``--slices`` slices
-(each mined on one half of the dev gold and measured on the other), accept the best
-by :func:`labelflow.suggest.suggestion_rank` (the same call the app's Accept button and
-``labelflow analyze --accept`` make), re-apply and refit with the saved model's
-settings. Test rows are never used for mining or ranking; their accuracy is printed
+(each mined on one half of the dev gold and measured on the other), take the best
+by :func:`labelflow.suggest.suggestion_rank` and :meth:`labelflow.project.Project.accept` it (the step
+the app's Accept button and ``labelflow analyze --accept`` take: accept, re-apply, refit with the saved
+model's settings). Test rows are never used for mining or ranking; their accuracy is printed
 after each step only.
 
 Run::
@@ -110,7 +110,7 @@ def demo_project(work: Path, n_lfs: int, model: str):
 
 def main(cfg: argparse.Namespace) -> dict:
     from labelflow.error_analysis import analyze
-    from labelflow.suggest import accept_and_refit, suggest_lfs, suggestion_rank
+    from labelflow.suggest import suggest_lfs, suggestion_rank
 
     work = Path(cfg.workdir or tempfile.mkdtemp(prefix="labelflow-guided-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def main(cfg: argparse.Namespace) -> dict:
             print("no suggestion raises held-out accuracy; stopping", flush=True)
             break
         suggestion, sl = min(found, key=lambda pair: suggestion_rank(pair[0]))
-        done = accept_and_refit(project, suggestion)
+        done = project.accept(suggestion)
         low, high = suggestion.interval
         record({"name": suggestion.name, "kind": suggestion.kind, "slice": sl.name, "code": suggestion.code.strip(),
                 "support": f"{suggestion.support_correct} of {suggestion.support}",

@@ -731,7 +731,7 @@ def _provider_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def _analyze(args: argparse.Namespace) -> dict[str, Any]:
     from labelflow.error_analysis import analyze
-    from labelflow.suggest import accept_and_refit, suggest_lfs, suggestion_rank
+    from labelflow.suggest import suggest_lfs, suggestion_rank
 
     project = _open(args)
     predictions = None
@@ -775,7 +775,7 @@ def _analyze(args: argparse.Namespace) -> dict[str, Any]:
         if best is None:
             raise LabelflowError("no suggestion raises held-out accuracy; nothing accepted "
                                  "(try --suggest with more slices, or other --kinds)")
-        accepted = accept_and_refit(project, best, model=args.model, progress=not args.json)
+        accepted = project.accept(best, model=args.model, progress=not args.json)
         metrics = accepted.refit.metrics  # the saved model's seed and dev-gold setting
         result["accepted"] = {"name": best.name, "suite": str(accepted.path), "metrics": metrics}
         if not args.json:

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -28,7 +28,7 @@ from labelflow.distributed import RayEngine
 from labelflow.errors import DataError, LabelModelError, ProjectError
 from labelflow.export import Predictions, export_format, export_frame, predict, write_export
 from labelflow.extend import ExtendConfig, ExtensionCandidate, extension_candidates
-from labelflow.extended_matrix import embeddings, with_extension
+from labelflow.extended_matrix import embeddings, with_extension, without_extension
 from labelflow.files import write_json
 from labelflow.fm.cache import FMCache
 from labelflow.gold import gold_labels
@@ -43,6 +43,9 @@ from labelflow.trust import (Fingerprint, UntrustedProjectError, fingerprint, is
                              untrusted_message)
 from labelflow.validation import is_int
 
+if TYPE_CHECKING:
+    from labelflow.suggest import Suggestion
+
 
 @dataclass(frozen=True)
 class Refit:
@@ -53,6 +56,15 @@ class Refit:
     cache: VoteCache
     model: LabelModel
     metrics: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What :meth:`Project.accept` did: the file it wrote and the refit that followed."""
+
+    path: Path
+    """The suite file (or ``labelflow.json`` for an ``"extend"`` suggestion)."""
+    refit: Refit
 
 
 def _removes_what_it_made(init):
@@ -414,7 +426,7 @@ class Project:
             self.set_suite(lfs)
         matrix.save(self.store.matrix)
         self._clear_stale("apply")
-        return with_extension(self, matrix), cache
+        return self._extended(matrix), cache
 
     def matrix(self) -> LabelMatrix:
         """The label matrix of the last :meth:`apply`, its rows in the dataset's order.
@@ -440,7 +452,7 @@ class Project:
             matrix = matrix.aligned(self.columns("id")["id"], where=str(path))
         except LabelModelError as exc:
             raise ProjectError(f"{exc}; run `labelflow apply` again to rebuild it") from None
-        return with_extension(self, matrix)
+        return self._extended(matrix)
 
     def fit(self, model: str | None = None, *, seed: int | None = None, use_dev: bool | None = None,
             progress: bool = False) -> LabelModel:
@@ -484,6 +496,16 @@ class Project:
             on_applied(matrix, cache)
         lm = self.fit(model, use_dev=use_dev)
         return Refit(matrix, cache, lm, self.evaluate(lm))
+
+    def accept(self, suggestion: Suggestion, *, model: str | None = None, progress: bool = False,
+               on_applied: Callable[[LabelMatrix, VoteCache], None] | None = None) -> Accepted:
+        """Accept a suggested LF (:func:`~labelflow.suggest.accept_suggestion`), then apply the suite and refit
+        ``model`` with the saved model's settings (:meth:`refit`, ``progress`` and ``on_applied`` as there): one
+        step of the guided loop, as the CLI (``analyze --accept``), the app and ``bench/guided_loop.py`` take it."""
+        from labelflow.suggest import accept_suggestion
+
+        path = accept_suggestion(self, suggestion)
+        return Accepted(path, self.refit(model, progress=progress, on_applied=on_applied))
 
     def fit_settings(self, name: str | None = None) -> dict[str, Any]:
         """``{"seed": int, "use_dev": bool}`` the saved label model ``name`` was fit with
@@ -636,7 +658,7 @@ class Project:
         setting's, else ``embedding``, which ``labelflow fm embed`` writes). Raises
         :class:`ProjectError` naming the column and the command that makes it.
         """
-        return embeddings(self, column or (self.extend_config or ExtendConfig()).embedding)
+        return embeddings(self.rows(), column or (self.extend_config or ExtendConfig()).embedding, where=self.root)
 
     def extension(self) -> list[dict[str, Any]]:
         """Per LF, what the current matrix's extension gave (:class:`~labelflow.extend.LFExtension` as dicts:
@@ -657,6 +679,15 @@ class Project:
         return extension_candidates(matrix.values, self.embeddings(config.embedding), dev_rows=dev,
                                     y_dev=self.gold()[dev], cardinality=self.schema.k, lf_names=matrix.lf_names,
                                     config=config, rows=rows)
+
+    def _extended(self, matrix: LabelMatrix) -> LabelMatrix:
+        """``matrix`` with the extension columns the ``extend`` setting asks for, never stale (see
+        :mod:`labelflow.extended_matrix`); without the setting, extension columns are dropped."""
+        config = self.extend_config
+        if config is None:
+            return without_extension(matrix, self.store)
+        dev = self.columns("split")["split"].to_numpy() == "dev"
+        return with_extension(matrix, config, store=self.store, dev=dev, gold=self.gold(), embedding=self.embeddings)
 
     # --- helpers ------------------------------------------------------------------------------------
 

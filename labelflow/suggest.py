@@ -7,18 +7,18 @@ rows of the split are cut into :data:`FOLDS` stratified folds; candidates are mi
 the other folds' rows and their effect, the change in the label model's accuracy when
 it is refit with the LF (same model, seed and dev-gold setting as the saved one, never
 the held-out rows' gold), is measured on the held-out fold. :func:`accept_suggestion`
-saves one like :func:`~labelflow.suite_edit.save_lf`; :func:`accept_and_refit` is the
-whole step the CLI, the app and ``bench/guided_loop.py`` take: accept, apply, refit.
+saves one like :func:`~labelflow.suite_edit.save_lf`; :meth:`Project.accept
+<labelflow.project.Project.accept>` is the whole step the CLI, the app and ``bench/guided_loop.py``
+take: accept, apply, refit.
 """
 
 from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,9 +30,6 @@ from labelflow.labelmodels import get_label_model
 from labelflow.labelmodels.base import stratified_folds
 from labelflow.slices import Slice, ngram_matrix
 from labelflow.suite_edit import compile_into_suite, save_lf, suite_globals, votes_beside_suite
-
-if TYPE_CHECKING:
-    from labelflow.project import Refit
 
 SUGGESTION_KINDS = ("keyword", "regex", "knn", "prompt", "extend")
 """What :func:`suggest_lfs` can propose (``kinds=``)."""
@@ -390,21 +387,3 @@ def accept_suggestion(project, suggestion: Suggestion) -> Path:
     if config["lfs"] is not None:  # None: every LF is extended already
         config["lfs"] = [*config["lfs"], lf] if lf not in config["lfs"] else config["lfs"]
     return project.update_config(extend=config)
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """What :func:`accept_and_refit` did: the file it wrote and the refit that followed."""
-
-    path: Path
-    """The suite file (or ``labelflow.json`` for an ``"extend"`` suggestion)."""
-    refit: Refit
-    """The apply and fit after it (:meth:`Project.refit`)."""
-
-
-def accept_and_refit(project, suggestion: Suggestion, *, model: str | None = None, progress: bool = False,
-                     on_applied: Callable | None = None) -> Accepted:
-    """Accept ``suggestion`` (:func:`accept_suggestion`), then apply the suite and refit ``model`` with the saved
-    model's settings (:meth:`Project.refit`, ``progress`` and ``on_applied`` as there): one step of the guided loop."""
-    path = accept_suggestion(project, suggestion)
-    return Accepted(path, project.refit(model, progress=progress, on_applied=on_applied))

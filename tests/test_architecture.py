@@ -38,14 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; a module's 
                "lfs")),
 )
 
-KNOWN_DEBTS = {  # (importer, imported) -> what remains to fix; the checks skip these edges until they are gone
-    ("labelflow.extended_matrix", "labelflow.project"):
-        "a cycle: its functions take a Project (TYPE_CHECKING import) that imports them; pass them the store, the rows "
-        "and the gold instead",
-    ("labelflow.suggest", "labelflow.project"):
-        "guidance above project: Accepted.refit is a project.Refit (TYPE_CHECKING import); move Refit below, or "
-        "return the matrix and model it holds",
-}
+KNOWN_DEBTS: dict[tuple[str, str], str] = {}  # (importer, imported) -> what remains to fix; skipped until gone
 
 
 @dataclass(frozen=True)
