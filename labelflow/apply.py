@@ -53,9 +53,10 @@ from labelflow.conventions import ABSTAIN, LABEL_DTYPE, LabelArray
 from labelflow.dataset import Dataset, rows_to_label
 from labelflow.errors import LFError
 from labelflow.files import atomic_path
-from labelflow.lf import ExpressionLF, LabelingFunction, PythonLF, check_suite, stdout_to_stderr
+from labelflow.lf import ExpressionLF, LabelingFunction, PythonLF, check_suite
 from labelflow.lf_workers import MAX_FAILURES_KEPT, merge_failures, run_rows
 from labelflow.matrix import LabelMatrix, LFFailure
+from labelflow.quiet import stdout_to_stderr
 from labelflow.validation import check_choice, check_int, check_number
 
 if TYPE_CHECKING:

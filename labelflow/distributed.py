@@ -48,9 +48,9 @@ from labelflow.conventions import LabelArray
 from labelflow.errors import EngineError, LabelflowError, LFError, require
 from labelflow.files import atomic_path, write_json
 from labelflow.fm.base import Provider, get_provider
-from labelflow.lf import exec_suite_module, suite_sources
 from labelflow.lf_workers import merge_failures
 from labelflow.matrix import LFFailure
+from labelflow.suite_loading import exec_suite_module, suite_sources
 from labelflow.validation import check_int
 
 

@@ -28,7 +28,8 @@ import polars as pl
 
 from labelflow.conventions import ABSTAIN, LABEL_DTYPE, LabelArray
 from labelflow.errors import LFError
-from labelflow.lf import PythonLF, Row, stdout_to_stderr
+from labelflow.lf import PythonLF, Row
+from labelflow.quiet import stdout_to_stderr
 
 MAX_FAILURES_KEPT = 100
 """Per LF, how many failures (row id and exception) are kept when errors abstain."""

@@ -6,11 +6,15 @@ fine-tuning) and its tables. The libraries it calls print bars of their own
 warn about their own deprecations (``FutureWarning``). Those are silenced at their
 source, only for the duration of the call that emits them: :func:`third_party`
 around the call, ``progress=verbose()`` for a label model's fit. ``labelflow -v``
-(:func:`set_verbosity`) lets all of it through.
+(:func:`set_verbosity`) lets all of it through. What LF code prints goes to stderr
+(:func:`stdout_to_stderr`), so stdout carries only labelflow's own output.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,3 +82,30 @@ def third_party(*, transformers: bool = False) -> Iterator[None]:
             if bars:
                 hf.enable_progress_bar()
 
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """While LF code runs, send what it prints to stderr (``sys.stdout`` and file descriptor 1 both), so
+    stdout carries only labelflow's own output (``--json`` documents). Processes forked meanwhile inherit it."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()  # what was printed before goes where it was meant to
+    saved = None
+    try:
+        os.fstat(2)
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no descriptor 1 or 2 (closed): Python-level only
+        if saved is not None:
+            os.close(saved)
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)

@@ -24,7 +24,8 @@ SCRIPT_FOLDERS = ("app",)
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; a module's layer is its longest matching prefix
     ("base", ("labelflow.conventions", "labelflow.errors", "labelflow.validation", "labelflow.files",
               "labelflow.quiet")),
-    ("inputs", ("labelflow.dataset", "labelflow.schema", "labelflow.lf", "labelflow.matrix", "labelflow.fm")),
+    ("inputs", ("labelflow.dataset", "labelflow.schema", "labelflow.lf", "labelflow.lf_fingerprint",
+                "labelflow.suite_loading", "labelflow.matrix", "labelflow.fm")),
     ("applier", ("labelflow.apply", "labelflow.lf_workers")),
     ("engines", ("labelflow.distributed",)),
     ("models", ("labelflow.labelmodels",)),
