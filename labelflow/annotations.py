@@ -46,6 +46,7 @@ from pathlib import Path
 import polars as pl
 
 from labelflow.errors import AnnotationConflict, LabelflowError, ProjectError
+from labelflow.files import write_transaction
 from labelflow.validation import is_int
 from labelflow.schema import ClassSchema
 
@@ -167,24 +168,18 @@ class AnnotationStore:
                remove: tuple[str, str] | None = None) -> None:
         """Insert ``rows`` (or delete ``remove``'s label) in one transaction; with ``expect``, only when the one
         row's and annotator's stored label is ``expect``."""
-        with closing(self._connect()) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if expect is not ANY:
-                    row_id, annotator = remove or rows[0][:2]
-                    found = conn.execute("SELECT label, time FROM annotations WHERE id = ? AND annotator = ?",
-                                         (row_id, annotator)).fetchone()
-                    current, when = found if found else (None, None)
-                    if current != expect:
-                        raise AnnotationConflict(row_id, annotator, current, when)
-                if remove is not None:
-                    conn.execute("DELETE FROM annotations WHERE id = ? AND annotator = ?", remove)
-                else:
-                    conn.executemany("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?, ?, ?)", rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with closing(self._connect()) as conn, write_transaction(conn):
+            if expect is not ANY:
+                row_id, annotator = remove or rows[0][:2]
+                found = conn.execute("SELECT label, time FROM annotations WHERE id = ? AND annotator = ?",
+                                     (row_id, annotator)).fetchone()
+                current, when = found if found else (None, None)
+                if current != expect:
+                    raise AnnotationConflict(row_id, annotator, current, when)
+            if remove is not None:
+                conn.execute("DELETE FROM annotations WHERE id = ? AND annotator = ?", remove)
+            else:
+                conn.executemany("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?, ?, ?)", rows)
 
     def remove(self, row_id: str, *, annotator: str, expect: int | str | None | _Any = ANY) -> None:
         """Delete ``annotator``'s label for ``row_id`` (nothing happens when there is none). ``expect``: as for
@@ -329,19 +324,16 @@ def _prepare(conn: sqlite3.Connection, path: Path, classes: Sequence[str] | None
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'resolutions'").fetchone():
             conn.execute(RESOLUTIONS)  # a store written before settlements were recorded
         return 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         kind = _label_type(conn)  # again, now that no other writer can change it
         if kind is None:
             conn.execute(SCHEMA)
             conn.execute(RESOLUTIONS)
             conn.execute(META)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
-            conn.execute("COMMIT")
             return 0
         if kind == "TEXT":
             conn.execute(RESOLUTIONS)
-            conn.execute("COMMIT")
             return 0
         if classes is None:
             recorded = None
@@ -369,11 +361,7 @@ def _prepare(conn: sqlite3.Connection, path: Path, classes: Sequence[str] | None
         conn.execute(META)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('migrated_from_classes', ?)", (json.dumps(list(classes)),))
-        conn.execute("COMMIT")
         return len(out)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -173,3 +173,17 @@ def write_parquet_parts(target: str | Path, frames: Iterable[pl.DataFrame]) -> i
     finally:
         if parts is not None:
             shutil.rmtree(parts, ignore_errors=True)
+
+
+@contextmanager
+def write_transaction(conn: Any) -> Iterator[Any]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on a SQLite connection opened with ``isolation_level=None``, and
+    ``ROLLBACK`` on any exception (a failed commit included): the writes inside land together or not at
+    all, and a second writer waits for the write lock at ``BEGIN`` instead of failing at ``COMMIT``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from labelflow.files import write_transaction
+
 SCHEMA = "CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
 _IN_CHUNK = 500
 
@@ -76,14 +78,8 @@ class FMCache:
         """Store ``(key, value)`` pairs in one transaction."""
         rows = list(items)
         with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(self._connection()) as conn:
                 conn.executemany("INSERT OR REPLACE INTO outputs (key, value) VALUES (?, ?)", rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
     def __len__(self) -> int:
         with self._lock:
