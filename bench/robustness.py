@@ -60,7 +60,7 @@ OWNERS = (  # path prefix of the deepest repo frame → who owns the fix (issue 
     ("labelflow/project.py", "store"), ("labelflow/fm/", "fm"), ("finetune/", "finetune+studio+trust"),
     ("labelflow/studio.py", "finetune+studio+trust"), ("labelflow/trust.py", "finetune+studio+trust"),
     ("app/", "finetune+studio+trust"), ("labelflow/labelmodels/", "labelmodels"),
-    ("labelflow/cli.py", "cli"), ("labelflow/files.py", "cli"), ("labelflow/suite_edit.py", "cli"),
+    ("labelflow/cli.py", "cli"), ("labelflow/commands/", "cli"), ("labelflow/files.py", "cli"), ("labelflow/suite_edit.py", "cli"),
     ("labelflow/suggest.py", "cli"), ("labelflow/error_analysis.py", "cli"), ("labelflow/errors.py", "cli"), ("labelflow/", "labelflow"),
 )
 

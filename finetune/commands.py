@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from finetune import cli
-from labelflow.cli import non_empty, print_frame, print_metrics
+from labelflow.commands.common import non_empty, print_frame, print_metrics
 from labelflow.errors import LabelflowError
 from labelflow.quiet import third_party
 
