@@ -163,11 +163,13 @@ class ProjectStore:
 
     def columns(self, *names: str) -> pl.DataFrame:
         """Only these columns of the imported dataset, in its row order."""
-        return pl.read_parquet(self._dataset_file(), columns=list(dict.fromkeys(names)))
+        with involving(self.dataset):
+            return pl.read_parquet(self._dataset_file(), columns=list(dict.fromkeys(names)))
 
     def read_dataset(self) -> pl.DataFrame:
         """The imported dataset with its FM output columns."""
-        frame = pl.read_parquet(self._dataset_file())
+        with involving(self.dataset):
+            frame = pl.read_parquet(self._dataset_file())
         for output in self.fm_outputs():
             with involving(output):
                 frame = frame.join(pl.read_parquet(output), on="id", how="left", maintain_order="left")
