@@ -60,7 +60,7 @@ def peak_rss_mb() -> float:
 def main(cfg: argparse.Namespace) -> dict:
     import numpy as np
 
-    from labelflow.labelmodels import FlowLabelModel, MajorityVote, get_label_model
+    from labelflow.labelmodels import LabelflowModel, MajorityVote, get_label_model
 
     start = time.perf_counter()
     L, y = synthetic(cfg.rows, cfg.lfs, cfg.classes, cfg.seed)
@@ -69,7 +69,7 @@ def main(cfg: argparse.Namespace) -> dict:
     print(f"matrix {L.shape} int8, {np.mean(L >= 0):.1%} votes, generated in {gen_s:.1f} s; peak RSS {rss_data:.0f} MB")
 
     runs = {}
-    models = [("labelflow", FlowLabelModel(cfg.classes, device=cfg.device)), ("majority_vote", MajorityVote(cfg.classes))]
+    models = [("labelflow", LabelflowModel(cfg.classes, device=cfg.device)), ("majority_vote", MajorityVote(cfg.classes))]
     if cfg.snorkel:
         models.append(("snorkel", get_label_model("snorkel", cfg.classes)))
     for name, model in models:

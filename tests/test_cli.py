@@ -93,9 +93,9 @@ def test_fit_auto_says_what_it_chose_and_why(cli_project, capsys):
 
 
 def test_fit_says_which_fit_labelflow_kept_with_dev_gold(cli_project, capsys, monkeypatch):
-    from labelflow.labelmodels import flow
+    from labelflow.labelmodels import labelflow_model
 
-    monkeypatch.setattr(flow, "MIN_SELECTION_DEV_ROWS", 4)  # the tiny project has 4 dev gold rows
+    monkeypatch.setattr(labelflow_model, "MIN_SELECTION_DEV_ROWS", 4)  # the tiny project has 4 dev gold rows
     p = ["-p", str(cli_project)]
     assert main(["apply", *p, "--jobs", "1"]) == 0
     capsys.readouterr()

@@ -73,7 +73,7 @@ def _fit(args: argparse.Namespace) -> dict[str, Any]:
 
 def _class_prior(fitted) -> dict[str, Any] | None:
     """Where labelflow's model took its class prior from (``None`` for other models): ``source``
-    (see ``FlowLabelModel.prior_source``), ``balance`` (``[k]`` or ``None`` for uniform) and ``text``."""
+    (see ``LabelflowModel.prior_source``), ``balance`` (``[k]`` or ``None`` for uniform) and ``text``."""
     if not hasattr(fitted, "prior_source"):
         return None
     balance = None if fitted.class_balance is None else [round(float(p), 4) for p in fitted.class_balance]

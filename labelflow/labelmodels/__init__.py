@@ -10,14 +10,14 @@ from labelflow.labelmodels.base import (
     probs_to_preds,
     register_label_model,
 )
-from labelflow.labelmodels.flow import FlowLabelModel
+from labelflow.labelmodels.labelflow_model import LabelflowModel
 from labelflow.labelmodels.majority import MajorityVote
 from labelflow.labelmodels.snorkel import SnorkelLabelModel
 from labelflow.labelmodels.auto import AutoLabelModel  # last: it chooses among the models registered before it
 
 __all__ = [
     "AutoLabelModel",
-    "FlowLabelModel",
+    "LabelflowModel",
     "LabelModel",
     "MajorityVote",
     "SnorkelLabelModel",

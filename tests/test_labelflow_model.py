@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from labelflow.errors import LabelModelError
-from labelflow.labelmodels import AutoLabelModel, FlowLabelModel, MajorityVote, get_label_model, load_label_model
-from labelflow.labelmodels import flow
+from labelflow.labelmodels import AutoLabelModel, LabelflowModel, MajorityVote, get_label_model, load_label_model
+from labelflow.labelmodels import labelflow_model
 
 
 def synthetic(n=4000, k=3, accuracies=(0.9, 0.8, 0.7, 0.6, 0.55), coverage=0.5, seed=0):
@@ -21,7 +21,7 @@ def synthetic(n=4000, k=3, accuracies=(0.9, 0.8, 0.7, 0.6, 0.55), coverage=0.5, 
 
 def test_recovers_lf_accuracies_and_beats_majority_vote():
     L, y = synthetic()
-    model = FlowLabelModel(3).fit(L)
+    model = LabelflowModel(3).fit(L)
     np.testing.assert_allclose(model.accuracy, [0.9, 0.8, 0.7, 0.6, 0.55], atol=0.06)
     covered = (L >= 0).any(axis=1)
     ours = np.mean(model.predict(L)[covered] == y[covered])
@@ -46,7 +46,7 @@ def unipolar(n=6000, prior=(0.85, 0.15), lfs=((1, 0.3, 0.95),) * 5, seed=0):
 
 def test_uncovered_rows_go_to_the_class_the_lfs_rarely_cover():
     L, y = unipolar()  # spam LFs only; 85 % ham
-    model = FlowLabelModel(2).fit(L)
+    model = LabelflowModel(2).fit(L)
     uncovered = (L < 0).all(axis=1)
     assert uncovered.mean() > 0.6
     assert model.uncovered[0] > 0.8  # estimated P(ham | no vote); the truth is ~0.93
@@ -60,7 +60,7 @@ def test_uncovered_rows_follow_the_class_sizes_when_coverage_does_not_depend_on_
     fires = rng.random((6000, 4)) < 0.3
     right = rng.random((6000, 4)) < 0.85
     L = np.where(fires, np.where(right, y[:, None], 1 - y[:, None]), -1).astype(np.int8)
-    model = FlowLabelModel(2).fit(L)
+    model = LabelflowModel(2).fit(L)
     probs = model.predict_proba(L)
     uncovered = (L < 0).all(axis=1)
     # multipolar LFs cover every class alike: their votes give the class balance, and it is that of the uncovered rows
@@ -82,18 +82,18 @@ def multipolar(n, prior, coverage=0.3, accuracy=0.85, m=4, seed=0):
 
 def test_without_gold_the_class_balance_comes_from_multipolar_votes_where_it_differs_from_uniform():
     L, y = multipolar(20000, (0.97, 0.03), coverage=0.4, accuracy=0.75, m=6, seed=4)
-    model = FlowLabelModel(2).fit(L)
+    model = LabelflowModel(2).fit(L)
     assert model.class_balance[1] == pytest.approx(0.03, abs=0.015)
     ours = np.mean(model.predict(L) == y)
     assert ours > 0.95 and ours > np.mean(MajorityVote(2).fit(L).predict(L) == y) + 0.05
-    balanced = FlowLabelModel(3).fit(multipolar(3000, (1 / 3,) * 3, seed=5)[0])
+    balanced = LabelflowModel(3).fit(multipolar(3000, (1 / 3,) * 3, seed=5)[0])
     assert balanced.class_balance is None and balanced.prior_p_value > 0.05  # not told apart: no prior
     assert model.prior_source == "multipolar" and balanced.prior_source is None
 
 
 def test_without_gold_or_multipolar_lfs_the_class_balance_is_the_reweighed_posterior():
     L, y = unipolar()  # spam LFs only; 85 % ham
-    model = FlowLabelModel(2).fit(L)
+    model = LabelflowModel(2).fit(L)
     assert model.prior_source == "posterior" and model.prior_p_value is None  # no test: one EM step from uniform
     assert model.class_balance[0] == pytest.approx(0.85, abs=0.04)
 
@@ -103,7 +103,7 @@ def test_a_unipolar_lf_is_weighed_by_how_much_more_it_fires_on_its_class():
     LFs: majority vote counts its vote like theirs, so a row where it and the precise class-1 LF vote
     is a coin toss; its firing-rate ratio is near 1, so it loses its say."""
     L, y = unipolar(n=8000, prior=(0.5, 0.5), lfs=((0, 0.9, 0.55), (1, 0.3, 0.9), (0, 0.3, 0.9)), seed=8)
-    model = FlowLabelModel(2).fit(L)
+    model = LabelflowModel(2).fit(L)
     assert 0 <= model.weight[0] < min(model.weight[1], model.weight[2]) / 2
     against = (L[:, 0] == 0) & (L[:, 1] == 1) & (L[:, 2] < 0)  # the broad LF against the precise class-1 LF
     assert against.sum() > 500 and np.mean(y[against] == 1) > 0.85 and np.all(model.predict(L)[against] == 1)
@@ -112,7 +112,7 @@ def test_a_unipolar_lf_is_weighed_by_how_much_more_it_fires_on_its_class():
 
 def test_uncovered_rows_are_ties_where_nothing_tells_the_classes_apart():
     L, _ = multipolar(6000, (1 / 3,) * 3, coverage=0.01, m=5, seed=6)
-    model = FlowLabelModel(3).fit(L)
+    model = LabelflowModel(3).fit(L)
     np.testing.assert_allclose(model.uncovered, 1 / 3)
     uncovered = (L < 0).all(axis=1)
     assert np.all(model.predict(L[uncovered], tie_policy="abstain") == -1)
@@ -122,7 +122,7 @@ def test_where_accuracies_cannot_be_told_apart_it_is_majority_vote():
     """Unipolar LFs disagreeing says nothing about which side is right (EM would drift to the larger
     class's LFs): they share one accuracy, so every row majority vote decides is decided alike."""
     L, y = unipolar(prior=(0.7, 0.3), lfs=((0, 0.3, 0.9), (0, 0.3, 0.7), (1, 0.3, 0.9), (1, 0.3, 0.6)), seed=3)
-    model = FlowLabelModel(2).fit(L)
+    model = LabelflowModel(2).fit(L)
     counts = np.stack([(L == c).sum(axis=1) for c in (0, 1)], axis=1)
     decided = counts[:, 0] != counts[:, 1]
     assert decided.sum() > 500
@@ -135,27 +135,27 @@ def test_a_unipolar_lf_beside_multipolar_ones_gets_its_own_accuracy():
     rng = np.random.default_rng(6)
     L_u, y_u = unipolar(n=8000, prior=(0.5, 0.5), lfs=((1, 0.3, 0.97), (0, 0.3, 0.6)), seed=6)
     L = np.hstack([np.where(rng.random((8000, 3)) < 0.75, y_u[:, None], 1 - y_u[:, None]), L_u]).astype(np.int8)
-    model = FlowLabelModel(2).fit(L)
+    model = LabelflowModel(2).fit(L)
     np.testing.assert_allclose(model.accuracy[:3], 0.75, atol=0.03)
     assert model.accuracy[3] > 0.9 and model.accuracy[4] < 0.7
 
 
 def test_a_multipolar_lf_worse_than_chance_counts_against_its_vote_and_a_unipolar_one_never_does():
     L, y = synthetic(k=2, accuracies=(0.85, 0.8, 0.75, 0.25, 0.2), coverage=0.6, seed=4)
-    model = FlowLabelModel(2).fit(L)
+    model = LabelflowModel(2).fit(L)
     assert model.accuracy[3] < 0.4 and model.accuracy[4] < 0.4
     covered = (L >= 0).any(axis=1)
     ours = np.mean(model.predict(L)[covered] == y[covered])
     assert ours > np.mean(MajorityVote(2).fit(L).predict(L)[covered] == y[covered]) + 0.1
     L_uni, _ = unipolar(prior=(0.5, 0.5), lfs=((0, 0.5, 0.9), (1, 0.5, 0.9), (0, 0.4, 0.3)), seed=5)
-    assert FlowLabelModel(2).fit(L_uni).accuracy.min() > 0.5
+    assert LabelflowModel(2).fit(L_uni).accuracy.min() > 0.5
 
 
 def test_duplicated_lfs_do_not_outvote_the_others():
     L, _ = synthetic(accuracies=(0.9, 0.85, 0.6))
     duplicated = np.hstack([L, np.repeat(L[:, 2:3], 5, axis=1)])  # the weakest LF five more times
-    base = FlowLabelModel(3).fit(L)
-    dup = FlowLabelModel(3).fit(duplicated)
+    base = LabelflowModel(3).fit(L)
+    dup = LabelflowModel(3).fit(duplicated)
     np.testing.assert_allclose(dup.share[2:], 1 / 6)
     agree = np.mean(base.predict(L) == dup.predict(duplicated))
     assert agree > 0.99
@@ -168,18 +168,18 @@ def test_near_copies_of_a_weak_lf_count_about_once():
     L, y = synthetic(k=2, accuracies=(0.6,) + (0.75,) * 5, coverage=0.7, seed=9)
     own = np.where(rng.random((len(L), 6)) < 0.7, np.where(rng.random((len(L), 6)) < 0.6, y[:, None], 1 - y[:, None]), -1)
     copies = np.where(rng.random((len(L), 6)) < 0.85, L[:, :1], own).astype(np.int8)
-    model = FlowLabelModel(2).fit(np.hstack([L, copies]))
+    model = LabelflowModel(2).fit(np.hstack([L, copies]))
     assert np.all(model.share[[0, 6, 7, 8, 9, 10, 11]] < 0.3) and np.all(model.share[1:6] > 0.9)
     ours = np.mean(model.predict(np.hstack([L, copies])) == y)
     assert ours > np.mean(MajorityVote(2).fit(np.hstack([L, copies])).predict(np.hstack([L, copies])) == y) + 0.03
-    assert ours > np.mean(FlowLabelModel(2).fit(L).predict(L) == y) - 0.01  # about as if the copies were not there
+    assert ours > np.mean(LabelflowModel(2).fit(L).predict(L) == y) - 0.01  # about as if the copies were not there
 
 
 def test_lfs_that_never_or_always_fire():
     L, y = synthetic(accuracies=(0.9, 0.8, 0.7))
     never = np.full((len(L), 1), -1, dtype=np.int8)
     always = np.where(np.random.default_rng(1).random(len(L)) < 0.8, y, (y + 1) % 3).astype(np.int8)[:, None]
-    model = FlowLabelModel(3).fit(np.hstack([L, never, always]))
+    model = LabelflowModel(3).fit(np.hstack([L, never, always]))
     assert model.share[3] == 1 and model.accuracy[2] < model.accuracy[3] < model.accuracy[0]  # the suite's pooled value
     assert model.accuracy[4] == pytest.approx(0.8, abs=0.05)
 
@@ -192,14 +192,14 @@ def test_strong_class_imbalance_and_many_classes():
     fires = rng.random((n, m)) < 0.2
     right = rng.random((n, m)) < rng.uniform(0.3, 0.9, m)
     L = np.where(fires, np.where(right, y[:, None], rng.integers(0, k, (n, m))), -1).astype(np.int8)
-    model = FlowLabelModel(k).fit(L)
+    model = LabelflowModel(k).fit(L)
     covered = (L >= 0).any(axis=1)
     assert np.mean(model.predict(L)[covered] == y[covered]) >= np.mean(MajorityVote(k).fit(L).predict(L)[covered] == y[covered])
 
 
 def test_deterministic_and_save_load_without_pickle(tmp_path):
     L, _ = synthetic()
-    a, b = FlowLabelModel(3).fit(L), FlowLabelModel(3).fit(L)
+    a, b = LabelflowModel(3).fit(L), LabelflowModel(3).fit(L)
     np.testing.assert_array_equal(a.predict_proba(L), b.predict_proba(L))
     a.save(tmp_path / "m.npz", lf_names=[f"lf{j}" for j in range(L.shape[1])])
     with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
@@ -213,8 +213,8 @@ def test_dev_gold_moves_accuracies_towards_the_truth():
     L, y = synthetic(n=600, accuracies=(0.9, 0.35, 0.6, 0.6), coverage=0.6, seed=5)
     L_dev, y_dev = synthetic(n=400, accuracies=(0.9, 0.35, 0.6, 0.6), coverage=0.6, seed=6)
     truth = np.array([0.9, 0.35, 0.6, 0.6])
-    unsup = FlowLabelModel(3).fit(L)
-    semi = FlowLabelModel(3).fit(L, L_dev=L_dev, y_dev=y_dev)
+    unsup = LabelflowModel(3).fit(L)
+    semi = LabelflowModel(3).fit(L, L_dev=L_dev, y_dev=y_dev)
     assert np.abs(semi.accuracy - truth).sum() < np.abs(unsup.accuracy - truth).sum()
     # the prior is the likelihood's balance of the dev gold and the multipolar train votes together:
     # closer to the classes' sizes over train and dev than the dev gold's alone
@@ -226,7 +226,7 @@ def test_dev_gold_moves_accuracies_towards_the_truth():
 def test_dev_gold_gives_the_class_prior_and_the_uncovered_rows_their_dev_distribution():
     L, y = unipolar(n=8000, prior=(0.6, 0.4), lfs=((1, 0.4, 0.7), (1, 0.4, 0.7), (0, 0.1, 0.9)), seed=7)
     train, dev = slice(0, 6000), slice(6000, 8000)
-    model = FlowLabelModel(2).fit(L[train], L_dev=L[dev], y_dev=y[dev])
+    model = LabelflowModel(2).fit(L[train], L_dev=L[dev], y_dev=y[dev])
     uncovered_dev = (L[dev] < 0).all(axis=1)
     expected = np.bincount(y[dev][uncovered_dev], minlength=2) / uncovered_dev.sum()
     np.testing.assert_allclose(model.uncovered, expected, atol=0.02)
@@ -240,11 +240,11 @@ def test_dev_gold_chooses_the_class_conditional_model_where_it_predicts_held_out
     lfs = tuple((c, 0.5, 0.3 if c else 0.9) for c in range(4) for _ in range(4))
     L, y = unipolar(n=9000, prior=prior, lfs=lfs, seed=8)
     train, dev, test = slice(0, 6000), slice(6000, 6600), slice(6600, 9000)
-    model = FlowLabelModel(4).fit(L[train], L_dev=L[dev], y_dev=y[dev])
+    model = LabelflowModel(4).fit(L[train], L_dev=L[dev], y_dev=y[dev])
     assert model.conditional is not None and model.conditional.shape == (16, 4, 4)
     assert set(model.selection) == {"one_coin", "conditional_50", "conditional_1000"}
     assert max(model.selection["conditional_50"], model.selection["conditional_1000"]) > model.selection["one_coin"]
-    one_coin = FlowLabelModel(4, conditional_strengths=()).fit(L[train], L_dev=L[dev], y_dev=y[dev])
+    one_coin = LabelflowModel(4, conditional_strengths=()).fit(L[train], L_dev=L[dev], y_dev=y[dev])
     assert one_coin.conditional is None and one_coin.selection is None
     assert np.mean(model.predict(L[test]) == y[test]) > np.mean(one_coin.predict(L[test]) == y[test]) + 0.03
     model.save(tmp_path / "m.npz")
@@ -256,13 +256,13 @@ def test_dev_gold_chooses_the_class_conditional_model_where_it_predicts_held_out
 def test_dev_gold_missing_a_class_fits():
     L, y = synthetic(accuracies=(0.9, 0.8, 0.7))
     keep = y[:300] != 2
-    model = FlowLabelModel(3).fit(L, L_dev=L[:300][keep], y_dev=y[:300][keep])
+    model = LabelflowModel(3).fit(L, L_dev=L[:300][keep], y_dev=y[:300][keep])
     assert np.isfinite(model.predict_proba(L)).all() and model.class_balance[2] > 0
 
 
 def test_given_class_balance_is_the_prior_of_covered_rows():
     L = np.array([[0, 1, -1], [-1, -1, -1], [0, 0, 1]])
-    model = FlowLabelModel(2).fit(L, class_balance=np.array([0.9, 0.1]))
+    model = LabelflowModel(2).fit(L, class_balance=np.array([0.9, 0.1]))
     probs = model.predict_proba(L)
     assert probs[0, 0] > 0.8  # a 1-1 tie tips to the frequent class
     assert probs[1, 0] > 0.5  # no votes: the class balance, times how rarely each class goes unvoted
@@ -271,9 +271,9 @@ def test_given_class_balance_is_the_prior_of_covered_rows():
 def test_torch_arithmetic_matches_numpy(monkeypatch):
     torch = pytest.importorskip("torch")
     L, _ = synthetic()
-    expected = FlowLabelModel(3).fit(L)
-    monkeypatch.setattr(flow, "_backend", lambda device: (torch, lambda a: torch.as_tensor(a)))
-    got = FlowLabelModel(3).fit(L)
+    expected = LabelflowModel(3).fit(L)
+    monkeypatch.setattr(labelflow_model, "_backend", lambda device: (torch, lambda a: torch.as_tensor(a)))
+    got = LabelflowModel(3).fit(L)
     np.testing.assert_allclose(got.accuracy, expected.accuracy, rtol=1e-9)
     np.testing.assert_allclose(got.uncovered, expected.uncovered, rtol=1e-9)
     np.testing.assert_allclose(got.predict_proba(L), expected.predict_proba(L), rtol=1e-7)
@@ -285,8 +285,8 @@ def test_cuda_fit_matches_cpu():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     L, _ = synthetic()
-    np.testing.assert_allclose(FlowLabelModel(3, device="cuda").fit(L).predict_proba(L),
-                               FlowLabelModel(3).fit(L).predict_proba(L), rtol=1e-6)
+    np.testing.assert_allclose(LabelflowModel(3, device="cuda").fit(L).predict_proba(L),
+                               LabelflowModel(3).fit(L).predict_proba(L), rtol=1e-6)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -298,18 +298,18 @@ def test_cuda_fit_matches_cpu():
 ])
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(LabelModelError, match=message):
-        FlowLabelModel(3, **kwargs)
+        LabelflowModel(3, **kwargs)
 
 
 def test_bad_matrices_and_dev_labels():
     L, _ = synthetic()
     with pytest.raises(LabelModelError, match=r"value 3 at row 0, LF 0 is outside -1\.\.2"):
-        FlowLabelModel(3).fit(np.full((2, 2), 3))
+        LabelflowModel(3).fit(np.full((2, 2), 3))
     with pytest.raises(LabelModelError, match=r"empty"):
-        FlowLabelModel(3).fit(np.empty((0, 3)))
+        LabelflowModel(3).fit(np.empty((0, 3)))
     with pytest.raises(LabelModelError, match=r"dev gold label 7 at dev row 0 is outside the schema's classes 0\.\.2"):
-        FlowLabelModel(3).fit(L, L_dev=L[:2], y_dev=np.array([7, 0]))
-    model = FlowLabelModel(3).fit(L)
+        LabelflowModel(3).fit(L, L_dev=L[:2], y_dev=np.array([7, 0]))
+    model = LabelflowModel(3).fit(L)
     with pytest.raises(LabelModelError, match=r"fit on 5 LFs but this matrix has 4"):
         model.predict_proba(L[:, :4])
 

@@ -25,7 +25,7 @@ coin toss on others. So a unipolar LF is judged on its own only on rows where a
 multipolar LF votes too; elsewhere its votes count towards one accuracy shared by
 all unipolar LFs.
 
-**A unipolar LF is then weighed as a detector** (:meth:`FlowLabelModel._fit_unipolar_weights`):
+**A unipolar LF is then weighed as a detector** (:meth:`LabelflowModel._fit_unipolar_weights`):
 by the log of how much more often it fires on its class than on the others, ``log(α_j / β_j)``,
 estimated in one M-step from that one-coin posterior. Disagreements cannot tell unipolar LFs
 apart, but how often each fires on the rows the others place in each class can: an LF that fires
@@ -56,7 +56,7 @@ is used where a Wald test (observed information) rejects the uniform balance at
 train rows under their firing-rate weights (one EM step for the prior, from uniform): those
 weights already discount a class whose LFs also fire on other classes. With neither, covered
 rows get a uniform prior and ties are broken by the tie policy, like majority vote.
-:attr:`FlowLabelModel.prior_source` says which.
+:attr:`LabelflowModel.prior_source` says which.
 
 **Rows no LF votes on** get their own distribution ``u``, not the uniform one. Rows
 are uncovered more often in classes whose LFs fire less, so ``u_y ∝ n_y · P(no vote | y)``
@@ -128,7 +128,7 @@ MIN_SELECTION_DEV_ROWS = 50
 
 
 @register_label_model
-class FlowLabelModel(LabelModel):
+class LabelflowModel(LabelModel):
     """Accuracy-weighted vote with shrunk EM accuracies and an uncovered-row distribution
     (see the module docstring).
 
@@ -155,7 +155,7 @@ class FlowLabelModel(LabelModel):
     Examples
     --------
     >>> L = np.array([[0, 0, -1], [1, 1, 1], [1, -1, 0], [-1, -1, -1]])
-    >>> model = FlowLabelModel(2).fit(L)
+    >>> model = LabelflowModel(2).fit(L)
     >>> model.predict(L, tie_policy="abstain")  # three covered rows cannot tell the classes' sizes apart
     array([ 0,  1,  1, -1])
     >>> model.uncovered  # so the last row, which no LF votes on, is a tie
@@ -226,7 +226,7 @@ class FlowLabelModel(LabelModel):
         folds = stratified_folds(y_dev, DEV_FOLDS, seed=self.seed)
         names = ["one_coin"] + [f"conditional_{s:g}" for s in self.conditional_strengths]
         total = dict.fromkeys(names, 0.0)
-        trial = FlowLabelModel(self.cardinality, seed=self.seed, **self._state()[0])
+        trial = LabelflowModel(self.cardinality, seed=self.seed, **self._state()[0])
         for fold in range(DEV_FOLDS):
             fit_rows, held = folds != fold, folds == fold
             if not held.any():
@@ -512,7 +512,7 @@ class FlowLabelModel(LabelModel):
 
     @classmethod
     def _from_state(cls, cardinality: int, seed: int, config: dict[str, Any],
-                    arrays: dict[str, np.ndarray]) -> "FlowLabelModel":
+                    arrays: dict[str, np.ndarray]) -> "LabelflowModel":
         model = cls(cardinality, seed=seed, **config)
         model.accuracy, model.share, model.uncovered = arrays["accuracy"], arrays["share"], arrays["uncovered"]
         # files written before unipolar LFs had weights of their own predicted with the one-coin weights
