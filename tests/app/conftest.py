@@ -244,9 +244,26 @@ def start_annotating(page, app: App, annotator: str, split: str = "dev") -> None
     expect_text(page, re.compile(rf"^0 of \d+ {split} rows labeled by {annotator}$"))
 
 
+def idle(page) -> None:
+    """Wait until the page's script run has ended and Streamlit has cleared the previous run's elements.
+
+    While a run is in progress the page can show an element twice: the previous run's copy (``data-stale="true"``)
+    until the new run draws or drops it, so a locator such as a class button resolves to two elements."""
+    from playwright.sync_api import expect
+
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=TIMEOUT_MS)
+    expect(page.locator('[data-stale="true"]')).to_have_count(0, timeout=TIMEOUT_MS)
+
+
+def class_button(page, class_name: str):
+    """The annotate page's button for ``class_name``, once the page is :func:`idle`."""
+    idle(page)
+    return page.get_by_role("button", name=re.compile(rf"^{class_name}\b"))
+
+
 def label(page, class_name: str, annotator: str, split: str, done: int) -> None:
     """Press a class button and wait until the page shows the label counted."""
-    page.get_by_role("button", name=re.compile(rf"^{class_name}\b")).click()
+    class_button(page, class_name).click()
     expect_text(page, re.compile(rf"^{done} of \d+ {split} rows labeled by {annotator}$"))
 
 
@@ -317,8 +334,8 @@ def stored(app: App) -> list[tuple]:
 
 @pytest.fixture
 def ui() -> SimpleNamespace:
-    """The browser tests' page helpers: ``visit``, ``shot``, ``expect_text``, ``start_annotating``, ``label``,
-    ``press_shortcut``, ``lf_editor``, ``write_lf``, ``stored`` and ``TIMEOUT_MS``."""
+    """The browser tests' page helpers: ``visit``, ``shot``, ``expect_text``, ``start_annotating``, ``idle``,
+    ``class_button``, ``label``, ``press_shortcut``, ``lf_editor``, ``write_lf``, ``stored`` and ``TIMEOUT_MS``."""
     return SimpleNamespace(visit=visit, shot=shot, expect_text=expect_text, start_annotating=start_annotating,
-                           label=label, press_shortcut=press_shortcut, lf_editor=lf_editor, write_lf=write_lf,
-                           stored=stored, TIMEOUT_MS=TIMEOUT_MS)
+                           idle=idle, class_button=class_button, label=label, press_shortcut=press_shortcut,
+                           lf_editor=lf_editor, write_lf=write_lf, stored=stored, TIMEOUT_MS=TIMEOUT_MS)

@@ -77,7 +77,7 @@ def test_a_label_survives_the_app_being_killed(app, new_page, ui):
     ui.start_annotating(page, app, "ann")
     first = app.project.dataset().frame.filter(split="dev")["id"][0]
     page.get_by_role("heading", name="Annotate").click()  # out of the annotator field
-    ui.press_shortcut(page, "1", page.get_by_role("button", name=re.compile(r"^HAM\b")))  # HAM's shortcut
+    ui.press_shortcut(page, "1", ui.class_button(page, "HAM"))  # HAM's shortcut
     ui.expect_text(page, "1 of 60 dev rows labeled by ann")
     app.kill()
     assert ui.stored(app) == [(first, "ann", "HAM")]
@@ -90,8 +90,9 @@ def test_two_sessions_labeling_at_once_lose_nothing(app, new_page, ui):
     ui.start_annotating(ann, app, "ann", "dev")
     ui.start_annotating(bob, app, "bob", "test")
     for done in range(1, 4):  # the two clicks go out back to back; each session reruns in its own thread
-        ann.get_by_role("button", name=re.compile(r"^HAM\b")).click()
-        bob.get_by_role("button", name=re.compile(r"^SPAM\b")).click()
+        ham, spam = ui.class_button(ann, "HAM"), ui.class_button(bob, "SPAM")  # each page idle first
+        ham.click()
+        spam.click()
         ui.expect_text(ann, re.compile(rf"^{done} of 60 dev rows labeled by ann$"))
         ui.expect_text(bob, re.compile(rf"^{done} of 369 test rows labeled by bob$"))
     frame = app.project.dataset().frame

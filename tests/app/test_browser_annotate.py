@@ -59,7 +59,7 @@ def test_the_name_survives_a_reload_and_enter_then_1_labels_the_row(app, new_pag
     page.get_by_role("heading", name="Annotate", level=1).wait_for()
     ui.expect_text(page, "1 of 60 dev rows labeled by ann")  # not "0 of 60 … by you"
     expect(page.get_by_label("Annotator")).to_have_value("ann")
-    ui.press_shortcut(page, "2", page.get_by_role("button", name=re.compile(r"^SPAM\b")))
+    ui.press_shortcut(page, "2", ui.class_button(page, "SPAM"))
     ui.expect_text(page, "2 of 60 dev rows labeled by ann")
     page.get_by_role("link", name="LFs").click()  # another page keeps the name, in the address too
     page.get_by_role("heading", name="Labeling functions", level=1).wait_for()
