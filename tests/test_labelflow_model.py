@@ -207,6 +207,9 @@ def test_deterministic_and_save_load_without_pickle(tmp_path):
     loaded = load_label_model(tmp_path / "m.npz")
     np.testing.assert_array_equal(loaded.predict_proba(L), a.predict_proba(L))
     assert loaded.lf_names == tuple(f"lf{j}" for j in range(L.shape[1]))
+    spam_only = LabelflowModel(2).fit(unipolar()[0])
+    spam_only.save(tmp_path / "spam.npz")
+    assert load_label_model(tmp_path / "spam.npz").prior_source == "posterior"  # the prior's source is saved with it
 
 
 def test_dev_gold_moves_accuracies_towards_the_truth():

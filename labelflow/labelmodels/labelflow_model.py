@@ -189,7 +189,8 @@ class LabelflowModel(LabelModel):
         :meth:`_fit_unipolar_weights`)."""
         self.prior_source: str | None = None
         """Where :attr:`class_balance` came from: ``"given"``, ``"dev"``, ``"multipolar"``,
-        ``"posterior"`` (see :meth:`_fit_unipolar_weights`) or ``None`` (uniform)."""
+        ``"posterior"`` (see :meth:`_fit_unipolar_weights`) or ``None`` (uniform); saved with the model
+        (``None`` too for a file saved before sources were recorded: check :attr:`class_balance`)."""
         self.share: np.ndarray | None = None
         """``[m]`` fraction of its weight each LF keeps (1 / size of its group of identical columns)."""
         self.class_balance: np.ndarray | None = None
@@ -506,6 +507,7 @@ class LabelflowModel(LabelModel):
         arrays = {"accuracy": self.accuracy, "share": self.share, "uncovered": self.uncovered, "weight": self.weight}
         if self.class_balance is not None:
             arrays["class_balance"] = self.class_balance
+            arrays["prior_source"] = np.array(self.prior_source)
         if self.conditional is not None:
             arrays["conditional"] = self.conditional
         return config, arrays
@@ -518,6 +520,8 @@ class LabelflowModel(LabelModel):
         # files written before unipolar LFs had weights of their own predicted with the one-coin weights
         model.weight = arrays.get("weight", _log_odds(model.accuracy, cardinality, np) * model.share)
         model.class_balance, model.conditional = arrays.get("class_balance"), arrays.get("conditional")
+        source = arrays.get("prior_source")
+        model.prior_source = None if source is None else str(source)
         return model
 
 
