@@ -159,6 +159,9 @@ def test_duplicated_lfs_do_not_outvote_the_others():
     np.testing.assert_allclose(dup.share[2:], 1 / 6)
     agree = np.mean(base.predict(L) == dup.predict(duplicated))
     assert agree > 0.99
+    always = np.where(np.random.default_rng(0).random(len(L)) < 0.6, 0, 1).astype(np.int8)[:, None]
+    copies = LabelflowModel(3).fit(np.hstack([L, always, always, always]))  # no firing variance to correlate
+    np.testing.assert_allclose(copies.share[3:], 1 / 3)
 
 
 def test_near_copies_of_a_weak_lf_count_about_once():

@@ -249,7 +249,8 @@ class LabelflowModel(LabelModel):
         classes_voted = _classes_voted(L, k)
         multi_np = classes_voted > 1
         self.share = _duplicate_share(L)
-        self.share[multi_np] = _firing_share(L, multi_np, seed=self.seed)
+        # an LF that fires on every row has no firing to correlate: its identical copies still share
+        self.share[multi_np] = np.minimum(self.share[multi_np], _firing_share(L, multi_np, seed=self.seed))
         has_dev = L_dev is not None and y_dev is not None and len(y_dev) > 0
         strength = self.prior_strength
         dev_num = dev_den = None
