@@ -207,7 +207,11 @@ class TransformersLMProvider(Provider):
             with third_party(transformers=True):
                 model.save_pretrained(staging)
                 tokenizer.save_pretrained(staging)
-            os.replace(staging, target)
+            try:
+                os.replace(staging, target)
+            except OSError:
+                if not (target / "config.json").is_file():  # not another process's finished conversion
+                    raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
