@@ -240,6 +240,7 @@ def start_annotating(page, app: App, annotator: str, split: str = "dev") -> None
     page.get_by_label("Annotator").fill(annotator)
     page.get_by_label("Annotator").press("Enter")
     if split != "dev":
+        idle(page)  # a rerun in progress shows the split choices twice (the previous run's copy)
         page.get_by_text(split, exact=True).click()
     expect_text(page, re.compile(rf"^0 of \d+ {split} rows labeled by {annotator}$"))
 
