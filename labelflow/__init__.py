@@ -10,17 +10,8 @@ from labelflow import distributed as _distributed  # noqa: F401  (registers engi
 from labelflow.dataset import Dataset, load_dataset, read_wrench
 from labelflow.errors import DataError, LabelflowError, LabelModelError, LFError, ProjectError
 from labelflow.labelmodels import LabelModel, get_label_model, label_model_names, load_label_model
-from labelflow.lf import (
-    ExpressionLF,
-    LabelingFunction,
-    PythonLF,
-    keyword_lf,
-    labeling_function,
-    length_lf,
-    load_lf_suite,
-    regex_lf,
-    threshold_lf,
-)
+from labelflow.lf import ExpressionLF, LabelingFunction, PythonLF, labeling_function, load_lf_suite
+from labelflow.lf_builders import keyword_lf, length_lf, regex_lf, threshold_lf
 from labelflow.conventions import ABSTAIN
 from labelflow.matrix import LabelMatrix, lf_summary
 from labelflow.schema import ClassSchema

@@ -24,7 +24,7 @@ SCRIPT_FOLDERS = ("app",)
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; a module's layer is its longest matching prefix
     ("base", ("labelflow.conventions", "labelflow.errors", "labelflow.validation", "labelflow.files",
               "labelflow.quiet")),
-    ("inputs", ("labelflow.dataset", "labelflow.schema", "labelflow.lf", "labelflow.lf_fingerprint",
+    ("inputs", ("labelflow.dataset", "labelflow.schema", "labelflow.lf", "labelflow.lf_builders", "labelflow.lf_fingerprint",
                 "labelflow.suite_loading", "labelflow.matrix", "labelflow.fm")),
     ("applier", ("labelflow.apply", "labelflow.lf_workers")),
     ("engines", ("labelflow.distributed",)),
