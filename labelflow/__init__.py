@@ -5,7 +5,7 @@ functions, apply them into a :class:`LabelMatrix`, fit a label model, analyse.
 """
 
 from labelflow.analysis import classification_metrics
-from labelflow.apply import VoteCache, apply_lfs
+from labelflow.apply import apply_lfs
 from labelflow import distributed as _distributed  # noqa: F401  (registers engine "ray")
 from labelflow.dataset import Dataset, load_dataset, read_wrench
 from labelflow.errors import DataError, LabelflowError, LabelModelError, LFError, ProjectError
@@ -15,6 +15,7 @@ from labelflow.lf_builders import keyword_lf, length_lf, regex_lf, threshold_lf
 from labelflow.conventions import ABSTAIN
 from labelflow.matrix import LabelMatrix, lf_summary
 from labelflow.schema import ClassSchema
+from labelflow.vote_cache import VoteCache
 
 __version__ = "0.1.0"
 

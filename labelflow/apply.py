@@ -13,19 +13,17 @@ construction:
   methods, or the name it is registered under (:func:`register_engine`). Engines sit over
   this module; it imports none of them.
 
-Within a chunk, expression LFs are evaluated together in one vectorized polars
-``select``. Python LFs run in one pass over the rows; an LF whose code reads the
-row only as ``x.NAME`` (:meth:`~labelflow.lf.PythonLF.row_fields`) is called once
-per distinct combination of those values in the chunk, not once per row.
-Expression LFs whose vote on a row depends on other rows (aggregations, windows,
-shifts) are evaluated over all rows at once, as are LFs of the :class:`FrameLF` protocol
-(FM-based LFs), which return what they fit on the rows with their votes and keep nothing.
+Within a chunk, :class:`~labelflow.chunk_applier.ChunkApplier` votes (expression LFs
+vectorized, Python LFs memoized on the row fields they read). Expression LFs whose vote
+on a row depends on other rows (aggregations, windows, shifts) are evaluated over all rows
+at once, as are LFs of the :class:`FrameLF` protocol (FM-based LFs), which return what they
+fit on the rows with their votes and keep nothing.
 
-Votes are cached per LF under a key made of the LF's fingerprint and a hash of the
-columns it reads, whichever engine computed them, so editing one LF re-applies
-only that LF. An LF whose fingerprint cannot prove it unchanged
+Votes are cached per LF (:mod:`labelflow.vote_cache`) under a key made of the LF's
+fingerprint and a hash of the columns it reads, whichever engine computed them, so editing
+one LF re-applies only that LF. An LF whose fingerprint cannot prove it unchanged
 (:meth:`~labelflow.lf.LabelingFunction.uncovered`) is re-applied on every run, and
-:attr:`VoteCache.uncached` says why.
+:attr:`~labelflow.vote_cache.VoteCache.uncached` says why.
 
 LF code is untrusted in three ways: what it prints goes to stderr (stdout stays
 for ``--json``); ``sys.exit()`` or any other escape from it is an LF error naming
@@ -38,42 +36,31 @@ LF call into an LF error too. :mod:`labelflow.lf_workers` runs Python LFs on row
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
 
+from labelflow.chunk_applier import ChunkApplier, Failures, OnError, apply_expressions
+from labelflow.chunks import chunk_bounds, read_chunk, row_count
 from labelflow.conventions import ABSTAIN, LABEL_DTYPE, LabelArray
 from labelflow.dataset import Dataset, rows_to_label
 from labelflow.errors import LFError
-from labelflow.files import atomic_path
 from labelflow.lf import ExpressionLF, LabelingFunction, PythonLF, check_suite
-from labelflow.lf_workers import MAX_FAILURES_KEPT, merge_failures, run_rows
-from labelflow.matrix import LabelMatrix, LFFailure
+from labelflow.lf_workers import merge_failures
+from labelflow.matrix import LabelMatrix
 from labelflow.quiet import stdout_to_stderr
 from labelflow.validation import check_choice, check_int, check_number
+from labelflow.vote_cache import VoteCache, cache_key, column_hashes, data_hash
 
 if TYPE_CHECKING:
     from labelflow.fm.cache import FMCache
 
-OnError = Literal["raise", "abstain"]
 Engine = Literal["local", "ray"]
 """Engine names: ``"local"`` (this module) and those registered with :func:`register_engine`."""
 CHUNK_ROWS = 250_000
 """Rows labeled (and read) at a time by default."""
-PARALLEL_MIN_ROWS = 20_000
-"""Python LFs use worker processes only from this many rows up; below it, start-up costs more than it saves."""
-_MEMO_DTYPES = (pl.String, pl.Boolean, pl.Date, pl.Datetime, pl.Null)
-"""Column types (besides integers) whose distinct values Python LFs are memoized on (floats are not: NaN, -0.0)."""
-
-Failures = dict[str, list[LFFailure]]
-"""Per LF name, its failures in row order (at most :data:`MAX_FAILURES_KEPT`)."""
 
 
 class FrameVotes(Protocol):
@@ -140,57 +127,6 @@ def _engine(engine: str | ChunkEngine) -> ChunkEngine | None:
         names = ", ".join(repr(name) for name in ["local", *_ENGINES])
         raise LFError(f"engine must be {names} or an engine such as a RayEngine; got {engine!r}")
     return engine
-
-
-class VoteCache:
-    """Per-LF votes on disk, one ``.npz`` file per (LF fingerprint, data hash) key.
-
-    ``hits`` and ``misses`` list the LF names looked up since the cache was opened (an LF
-    that cannot be cached counts as a miss); ``uncached`` maps each LF that was re-applied
-    because its fingerprint cannot prove it unchanged to what the fingerprint cannot cover.
-    For each :class:`FrameLF` applied, ``fitted`` holds what it fit on the rows (stored beside
-    its votes, so a cache hit gives the same) and, for each one run rather than read from
-    the cache, ``runs`` holds what its model run did (``calls``, ``computed``, ``cached``, ...).
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.hits: list[str] = []
-        self.misses: list[str] = []
-        self.uncached: dict[str, str] = {}
-        self.fitted: dict[str, dict[str, Any]] = {}
-        self.runs: dict[str, dict[str, Any]] = {}
-
-    def skip(self, lf_name: str, uncovered: Sequence[str]) -> None:
-        """Record that ``lf_name`` is re-applied, neither read nor stored: its fingerprint misses ``uncovered``."""
-        self.misses.append(lf_name)
-        shown = "; ".join(uncovered[:3]) + (f"; and {len(uncovered) - 3} more" if len(uncovered) > 3 else "")
-        self.uncached[lf_name] = f"fingerprint cannot cover {shown}"
-
-    def get(self, key: str, lf_name: str, n: int, *, fitted: bool = False,
-            ) -> tuple[np.ndarray, list[LFFailure], dict[str, Any] | None] | None:
-        """The ``[n]`` votes, failures and fitted state stored under ``key``, or ``None``; with ``fitted``, an
-        entry without fitted state (written before it was kept) is a miss too."""
-        path = self.folder / f"{key}.npz"
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                votes = npz["votes"]
-                failures = [LFFailure(**f) for f in json.loads(str(npz["failures"]))]
-                state = json.loads(str(npz["fitted"])) if "fitted" in npz.files else None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing or corrupt: recompute
-            self.misses.append(lf_name)
-            return None
-        if votes.shape != (n,) or (fitted and state is None):
-            self.misses.append(lf_name)
-            return None
-        self.hits.append(lf_name)
-        return votes, failures, state
-
-    def put(self, key: str, votes: np.ndarray, failures: list[LFFailure], fitted: dict[str, Any] | None = None) -> None:
-        """Store votes, failures and what the LF fit (if it fits anything) under ``key`` (atomically)."""
-        extra = {} if fitted is None else {"fitted": np.array(json.dumps(fitted))}
-        with atomic_path(self.folder / f"{key}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, votes=votes, failures=np.array(json.dumps([f.__dict__ for f in failures])), **extra)
 
 
 def apply_lfs(
@@ -277,14 +213,14 @@ def cached_votes(data: Dataset | pl.DataFrame | pl.LazyFrame, lfs: Sequence[Labe
     with ``on_error``) ``cache`` holds; applies nothing. Scoped LFs (:class:`FrameLF`) are left out (their votes
     depend on the rest of their suite)."""
     rows = data.frame if isinstance(data, Dataset) else data
-    n = _height(rows)
-    col_hashes = _column_hashes(rows, n, chunk_rows)
+    n = row_count(rows)
+    col_hashes = column_hashes(rows, n, chunk_rows)
     out = {}
     for lf in lfs:
         if isinstance(lf, FrameLF) and lf.scoped:
             continue
         fingerprint, uncovered = lf.cache_identity()
-        found = None if uncovered else cache.get(_cache_key(lf, fingerprint, col_hashes, cardinality, on_error),
+        found = None if uncovered else cache.get(cache_key(lf, fingerprint, col_hashes, cardinality, on_error),
                                                  lf.name, n, fitted=isinstance(lf, FrameLF))
         if found is not None:
             out[lf.name] = found[0]
@@ -294,12 +230,12 @@ def cached_votes(data: Dataset | pl.DataFrame | pl.LazyFrame, lfs: Sequence[Labe
 def _apply(rows: pl.DataFrame | pl.LazyFrame, suite: list[LabelingFunction], cardinality: int,
            cache: VoteCache | None, on_error: OnError, n_jobs: int | None, progress: bool, fm_cache: FMCache | None,
            engine: ChunkEngine | None, chunk_rows: int, timeout_s: float | None) -> LabelMatrix:
-    n = _height(rows)
-    col_hashes = _column_hashes(rows, n, chunk_rows)
+    n = row_count(rows)
+    col_hashes = column_hashes(rows, n, chunk_rows)
     frames = [lf for lf in suite if isinstance(lf, FrameLF)]
     scoped = [lf for lf in frames if lf.scoped]
     identities = {lf.name: lf.cache_identity() for lf in suite} if cache is not None else {}
-    keys = {lf.name: _cache_key(lf, identities[lf.name][0], col_hashes, cardinality, on_error, timeout_s=timeout_s)
+    keys = {lf.name: cache_key(lf, identities[lf.name][0], col_hashes, cardinality, on_error, timeout_s=timeout_s)
             for lf in suite if lf not in scoped and lf.name in identities and not identities[lf.name][1]}
 
     votes: dict[str, np.ndarray] = {}
@@ -329,12 +265,12 @@ def _apply(rows: pl.DataFrame | pl.LazyFrame, suite: list[LabelingFunction], car
             if engine is None:
                 values, chunk_failures = _apply_chunks(rows, applier, n, chunk_rows, n_jobs, bar)
             else:
-                values, chunk_failures = engine.apply_chunks(rows, applier, n=n, data_hash=_data_hash(col_hashes),
+                values, chunk_failures = engine.apply_chunks(rows, applier, n=n, data_hash=data_hash(col_hashes),
                                                              bar=bar)
         votes.update({lf.name: values[:, j] for j, lf in enumerate(applier.lfs)})
         failures.update(chunk_failures)
     if whole:  # their votes depend on other rows: over all rows at once
-        votes.update(_apply_expressions(_columns(rows, whole), whole, cardinality))
+        votes.update(apply_expressions(_columns(rows, whole), whole, cardinality))
     run_frames = [lf for lf in frames if lf in todo or lf in scoped]
     frame = _columns(rows, run_frames) if run_frames else None
     for lf in todo:
@@ -351,7 +287,7 @@ def _apply(rows: pl.DataFrame | pl.LazyFrame, suite: list[LabelingFunction], car
     for lf in scoped:
         allowed = lf.scope(L_others)
         cacheable = cache is not None and not identities[lf.name][1]
-        key = _cache_key(lf, identities[lf.name][0], col_hashes, cardinality, on_error,
+        key = cache_key(lf, identities[lf.name][0], col_hashes, cardinality, on_error,
                          extra=hashlib.blake2b(allowed.tobytes()).hexdigest()) if cacheable else ""
         found = cache.get(key, lf.name, n, fitted=True) if cacheable else None  # type: ignore[union-attr]
         if found is None:
@@ -373,61 +309,6 @@ def _apply(rows: pl.DataFrame | pl.LazyFrame, suite: list[LabelingFunction], car
     return LabelMatrix(L, tuple(lf.name for lf in suite), ids, cardinality, all_failures)
 
 
-@dataclass(frozen=True)
-class ChunkApplier:
-    """The votes of expression and Python LFs on one chunk of rows: what both engines run per chunk.
-
-    Parameters
-    ----------
-    lfs
-        ``m`` row-wise expression LFs and Python LFs.
-    cardinality
-        Number of classes ``k``.
-    on_error
-        As in :func:`apply_lfs`.
-    timeout_s
-        Seconds a Python LF may take on one row (``None``: no limit), as in :func:`apply_lfs`.
-    """
-
-    lfs: tuple[ExpressionLF | PythonLF, ...]
-    cardinality: int
-    on_error: OnError
-    timeout_s: float | None = None
-
-    def __call__(self, chunk: pl.DataFrame, *, n_jobs: int | None = 1, processes: bool = True,
-                 ) -> tuple[LabelArray, Failures]:
-        """``[rows, m]`` int8 votes on ``chunk`` (columns in ``lfs`` order) and the failures per LF.
-
-        ``n_jobs`` worker processes (``None``: one per CPU) run the Python LFs when the chunk is
-        large enough, forked from this process; ``processes=False`` keeps them in this process
-        (a Ray task), where a time limit interrupts an LF but cannot stop code that ignores it.
-        """
-        out = np.empty((chunk.height, len(self.lfs)), dtype=LABEL_DTYPE)
-        failures: Failures = {}
-        exprs = [j for j, lf in enumerate(self.lfs) if isinstance(lf, ExpressionLF)]
-        pys = [j for j, lf in enumerate(self.lfs) if isinstance(lf, PythonLF)]
-        if exprs:
-            found = _apply_expressions(chunk, [self.lfs[j] for j in exprs], self.cardinality)  # type: ignore[misc]
-            for j in exprs:
-                out[:, j] = found[self.lfs[j].name]
-        if pys:
-            out[:, pys], failures = _apply_python(chunk, [self.lfs[j] for j in pys], self.cardinality,  # type: ignore[misc]
-                                                  self.on_error, n_jobs, self.timeout_s, processes)
-        return out, failures
-
-
-def chunk_bounds(n: int, size: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` of consecutive chunks of at most ``size`` of ``n`` rows."""
-    for start in range(0, n, size):
-        yield start, min(start + size, n)
-
-
-def read_chunk(rows: pl.DataFrame | pl.LazyFrame, start: int, stop: int) -> pl.DataFrame:
-    """Rows ``start .. stop-1`` of a frame (a zero-copy slice) or a lazy frame (read from its source)."""
-    part = rows.slice(start, stop - start)
-    return part.collect() if isinstance(part, pl.LazyFrame) else part
-
-
 def _apply_chunks(rows: pl.DataFrame | pl.LazyFrame, applier: ChunkApplier, n: int, chunk_rows: int,
                   n_jobs: int | None, bar: Any) -> tuple[LabelArray, Failures]:
     """The local engine: ``applier`` on each chunk in turn; ``[n, m]`` votes and the failures per LF."""
@@ -438,10 +319,6 @@ def _apply_chunks(rows: pl.DataFrame | pl.LazyFrame, applier: ChunkApplier, n: i
         merge_failures(failures, found)
         bar.update(stop - start)
     return out, failures
-
-
-def _height(rows: pl.DataFrame | pl.LazyFrame) -> int:
-    return rows.height if isinstance(rows, pl.DataFrame) else rows.select(pl.len()).collect().item()
 
 
 def _columns(rows: pl.DataFrame | pl.LazyFrame, lfs: Sequence[LabelingFunction]) -> pl.DataFrame:
@@ -466,129 +343,3 @@ def _row_wise(expr: pl.Expr) -> bool:
         return False
 
 
-# --- cache keys --------------------------------------------------------------------------------------
-
-
-def _column_hashes(rows: pl.DataFrame | pl.LazyFrame, n: int, chunk_rows: int) -> dict[str, str]:
-    """A content hash of each column (name, dtype and values), read a chunk at a time."""
-    digests = {name: hashlib.blake2b(f"{name}:{dtype}:{n}".encode(), digest_size=16)
-               for name, dtype in rows.collect_schema().items()}
-    for start, stop in chunk_bounds(n, max(chunk_rows, 1 << 20)):
-        chunk = read_chunk(rows, start, stop)
-        for name, digest in digests.items():
-            digest.update(chunk[name].hash(seed=0).to_numpy().tobytes())
-    return {name: digest.hexdigest() for name, digest in digests.items()}
-
-
-def _data_hash(col_hashes: dict[str, str]) -> str:
-    """One hash of all columns (names, order and contents)."""
-    return hashlib.blake2b(json.dumps(col_hashes).encode(), digest_size=16).hexdigest()
-
-
-def _cache_key(lf: LabelingFunction, fingerprint: str, col_hashes: dict[str, str], cardinality: int, on_error: str,
-               extra: str = "", *, timeout_s: float | None = None) -> str:
-    """The vote cache key: the LF's fingerprint, the settings, and the hashes of the columns it reads (all
-    columns when that is unknown). A Python LF's time limit counts when late calls abstain (they change votes)."""
-    cols = lf.columns()
-    used = sorted(col_hashes) if cols is None else sorted(set(cols) | {"id"})
-    digest = hashlib.blake2b(digest_size=20)
-    if timeout_s is not None and on_error == "abstain" and isinstance(lf, PythonLF):
-        extra += f"timeout={float(timeout_s)!r}"
-    parts = [fingerprint, str(cardinality), on_error, pl.__version__, extra]
-    parts += [f"{c}={col_hashes.get(c, 'missing')}" for c in used]
-    digest.update("\n".join(parts).encode())
-    return digest.hexdigest()
-
-
-# --- expression LFs ----------------------------------------------------------------------------------
-
-
-def _apply_expressions(frame: pl.DataFrame, lfs: list[ExpressionLF], k: int) -> dict[str, np.ndarray]:
-    try:
-        out = frame.select([lf.expr.alias(lf.name) for lf in lfs])
-    except pl.exceptions.PolarsError:
-        for lf in lfs:  # find the LF at fault, to name it
-            _evaluate_one(frame, lf)
-        raise
-    return {lf.name: _check_expression_votes(frame, lf, out[lf.name], k) for lf in lfs}
-
-
-def _evaluate_one(frame: pl.DataFrame, lf: ExpressionLF) -> pl.Series:
-    try:
-        return frame.select(lf.expr.alias(lf.name)).to_series()
-    except pl.exceptions.ColumnNotFoundError as exc:
-        raise LFError(f"LF {lf.name!r} reads a column the data lacks ({exc}); columns are {frame.columns}") from None
-    except pl.exceptions.PolarsError as exc:
-        raise LFError(f"LF {lf.name!r}: its expression failed: {type(exc).__name__}: {exc}") from None
-
-
-def _check_expression_votes(frame: pl.DataFrame, lf: ExpressionLF, col: pl.Series, k: int) -> np.ndarray:
-    if not (col.dtype.is_integer() or col.dtype == pl.Null):
-        raise LFError(f"LF {lf.name!r}: its expression gives {col.dtype} values; expected class indices (integers)")
-    col = col.fill_null(ABSTAIN)
-    bad = (col < ABSTAIN) | (col >= k)
-    if bad.any():
-        i = int(bad.arg_max())
-        raise LFError(
-            f"LF {lf.name!r} returned {col[i]!r} on row id {frame['id'][i]!r}; "
-            f"expected a class index 0..{k - 1} or ABSTAIN (-1)"
-        )
-    return col.cast(pl.Int8).to_numpy()
-
-
-# --- Python LFs --------------------------------------------------------------------------------------
-
-
-def _apply_python(frame: pl.DataFrame, lfs: list[PythonLF], k: int, on_error: OnError, n_jobs: int | None,
-                  timeout_s: float | None = None, processes: bool = True) -> tuple[LabelArray, Failures]:
-    """``[n, len(lfs)]`` votes; LFs with known row fields run once per distinct combination of their values."""
-    n = frame.height
-    ids = frame["id"].cast(pl.String)
-    votes = np.empty((n, len(lfs)), dtype=LABEL_DTYPE)
-    failures: Failures = {lf.name: [] for lf in lfs}
-    memo = [j for j, lf in enumerate(lfs) if _memoizable(lf, frame.schema)]
-    fields = list(dict.fromkeys(f for j in memo for f in lfs[j].row_fields() or ()))
-    distinct = _distinct_rows(frame, fields) if memo else None
-    if distinct is not None:
-        firsts, inverse = distinct
-        found, errors = run_rows(frame.select(fields)[firsts], ids.gather(firsts), [lfs[j] for j in memo], k,
-                                 on_error, _jobs(len(firsts), n_jobs), timeout_s, processes)
-        votes[:, memo] = found[inverse]
-        for name, errs in errors.items():  # every row holding a failing value fails, in row order
-            message = dict(errs)
-            hit = np.flatnonzero(np.isin(inverse, list(message)))[:MAX_FAILURES_KEPT]
-            failures[name] = [LFFailure(name, ids[int(i)], message[int(inverse[i])]) for i in hit]
-    rest = [j for j in range(len(lfs)) if distinct is None or j not in memo]
-    if rest:
-        found, errors = run_rows(frame, ids, [lfs[j] for j in rest], k, on_error, _jobs(n, n_jobs), timeout_s,
-                                 processes)
-        votes[:, rest] = found
-        for name, errs in errors.items():
-            failures[name] = [LFFailure(name, ids[i], message) for i, message in errs]
-    return votes, failures
-
-
-def _jobs(rows: int, n_jobs: int | None) -> int:
-    """Worker processes for ``rows`` rows: ``n_jobs`` (``None``: one per CPU), fewer where start-up would cost more
-    than it saves (:data:`PARALLEL_MIN_ROWS`)."""
-    return min(n_jobs or os.cpu_count() or 1, max(1, rows // (PARALLEL_MIN_ROWS // 2)))
-
-
-def _memoizable(lf: PythonLF, schema: pl.Schema) -> bool:
-    fields = lf.row_fields()
-    return fields is not None and all(
-        f in schema and (schema[f].is_integer() or isinstance(schema[f], _MEMO_DTYPES)) for f in fields)
-
-
-def _distinct_rows(frame: pl.DataFrame, fields: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(firsts, inverse)``: the first row of each distinct value of ``fields`` (in order), and for
-    each row the index of its value in ``firsts``; ``None`` if some value does not match itself."""
-    keys = frame.select(fields).with_row_index("__first")
-    firsts = keys.unique(subset=fields, keep="first", maintain_order=True)
-    if firsts.height == frame.height:
-        return np.arange(frame.height), np.arange(frame.height)
-    codes = keys.join(firsts.with_row_index("__value").drop("__first"), on=fields, how="left", nulls_equal=True,
-                      maintain_order="left")["__value"]
-    if codes.null_count():
-        return None
-    return firsts["__first"].to_numpy(), codes.to_numpy()

@@ -10,7 +10,7 @@ functions (``--engine ray`` on the command line), it
 * writes the rows as Parquet shards of ``shard_rows`` rows to ``staging`` (a folder
   every node can read), has Ray Data read them and label each shard with the very
   function the local engine runs on its chunks
-  (:class:`~labelflow.apply.ChunkApplier`), and gathers the votes here: the label
+  (:class:`~labelflow.chunk_applier.ChunkApplier`), and gathers the votes here: the label
   matrix is identical to the local engine's, and it is cached under the same keys;
 * runs FM models in a pool of actors (one GPU each where the cluster has GPUs),
   behind a provider with the model's own identity, so the FM cache keys are the
@@ -43,7 +43,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from labelflow.apply import ChunkApplier, Engine, Failures, chunk_bounds, read_chunk, register_engine
+from labelflow.apply import Engine, register_engine
+from labelflow.chunk_applier import ChunkApplier, Failures
+from labelflow.chunks import chunk_bounds, read_chunk
 from labelflow.conventions import LabelArray
 from labelflow.errors import EngineError, LabelflowError, LFError, require
 from labelflow.files import atomic_path, write_json

@@ -16,7 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
-from labelflow.apply import OnError
+from labelflow.chunk_applier import OnError
 from labelflow.dataset import Duplicates
 from labelflow.errors import DataError, LFError, ProjectError
 from labelflow.extend import ExtendConfig

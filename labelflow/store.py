@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from labelflow.apply import VoteCache
 from labelflow.errors import ProjectError, involving
 from labelflow.files import write_json, write_parquet_parts
 from labelflow.fm.cache import FMCache
+from labelflow.vote_cache import VoteCache
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from labelflow import (
     regex_lf,
     threshold_lf,
 )
-from labelflow.apply import PARALLEL_MIN_ROWS, ChunkApplier
+from labelflow.chunk_applier import PARALLEL_MIN_ROWS, ChunkApplier
 from labelflow.lf import as_lf
 from labelflow.matrix import LFFailure
 

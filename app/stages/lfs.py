@@ -11,8 +11,8 @@ import streamlit as st
 import lf_editor
 import loaders
 import widgets
-from labelflow.apply import MAX_FAILURES_KEPT
 from labelflow.errors import LabelflowError
+from labelflow.lf_workers import MAX_FAILURES_KEPT
 from labelflow.suite_edit import delete_lf, lf_source, save_lf
 from labelflow.trust import trust_file
 

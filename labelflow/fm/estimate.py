@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from labelflow.apply import OnError, apply_lfs, cached_votes
+from labelflow.apply import apply_lfs, cached_votes
+from labelflow.chunk_applier import OnError
 from labelflow.conventions import ABSTAIN, LABEL_DTYPE
 from labelflow.dataset import Dataset
 from labelflow.errors import LFError

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from labelflow.apply import Engine, chunk_bounds, read_chunk
+from labelflow.apply import Engine
+from labelflow.chunks import chunk_bounds, read_chunk
 from labelflow.distributed import RayEngine
 from labelflow.fm.base import FMError, Provider, RunStats, get_provider
 from labelflow.fm.lfs import Budget, budget_rows
