@@ -130,7 +130,7 @@ class RayEngine:
         m = len(applier.lfs)
         out = np.empty((n, m), dtype=np.int8)
         found: list[tuple[int, str, str, str]] = []
-        with _staged(self, rows, n, data_hash) as shards, _quiet_ray_data():
+        with _StagedShards(self, rows, n, data_hash) as shards, _quiet_ray_data():
             # one task per shard (a batch of one path): the unit of work, retry and error; the task reads its shard
             ds = ray.data.from_items([{"shard": str(p)} for p in shards], override_num_blocks=len(shards))
             # Ray 2.60 has no named parameter for task retries yet; its generic remote args still work
@@ -212,7 +212,7 @@ _STAGED_NAME = re.compile(r"[0-9a-f]{32}-[0-9]+")
 """Name of a staged shard folder: the data's hash and the rows per shard."""
 
 
-class _staged:
+class _StagedShards:
     """Context manager: the rows as Parquet shards of ``shard_rows`` rows; yields their paths.
 
     Under ``engine.staging`` the shards are kept, named by the data's hash, and reused by
