@@ -1,9 +1,11 @@
-"""One place for labelflow's conventions: abstain value, matrix dtypes and shapes.
+"""One place for labelflow's conventions: abstain value, matrix dtypes and shapes, devices.
 
 Every array that crosses a public function boundary follows these aliases.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -28,3 +30,6 @@ PredArray = npt.NDArray[np.int64]
 
 GoldArray = npt.NDArray[np.int64]
 """An ``[n]`` vector of gold classes in ``0 .. k-1``; ``ABSTAIN`` where a row has no gold label."""
+
+Device = Literal["auto", "cpu", "cuda"]
+"""Where a model runs: ``"auto"`` (a CUDA GPU when there is one, else the CPU), ``"cpu"`` or ``"cuda"``."""

@@ -299,7 +299,7 @@ def test_cuda_fit_matches_cpu():
     ({"prior_accuracy": 0.2}, r"prior_accuracy must be a number in \(0\.333333, 1\); got 0\.2"),
     ({"n_iter": 0}, r"n_iter must be an integer ≥ 1; got 0"),
     ({"dev_weight": "lots"}, r"dev_weight \(or 'balanced'\) must be a number ≥ 0; got 'lots'"),
-    ({"device": "tpu"}, r"device must be 'cpu', 'cuda' or 'auto'; got 'tpu'"),
+    ({"device": "tpu"}, r"device must be 'auto', 'cpu' or 'cuda'; got 'tpu'"),
     ({"conditional_strengths": (50, 0)}, r"each of conditional_strengths must be a number > 0; got 0"),
 ])
 def test_bad_settings_are_named(kwargs, message):

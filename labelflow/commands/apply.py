@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, get_args
 
+from labelflow.chunk_applier import OnError
 from labelflow.commands.common import (Command, count, engine_arguments, extend_arguments, non_empty,
                                        open_project, positive, set_extend, trust_project)
 
@@ -14,7 +15,7 @@ def add_parsers(command: Command) -> None:
     p = command("apply", "Apply the LF suite: the label matrix (cached per LF).")
     p.add_argument("--lfs", help="make this LF suite file the project's suite (recorded in labelflow.json once it "
                                  "applied), then apply it")
-    p.add_argument("--on-error", choices=("raise", "abstain"), default=None,
+    p.add_argument("--on-error", choices=get_args(OnError), default=None,
                    help="an LF raising on a row stops the run (raise) or abstains there (abstain); default: the "
                         "project's on_error setting (raise unless changed, as the app's LFs page can)")
     p.add_argument("--jobs", type=positive, default=None, help="worker processes for Python LFs (default: all CPUs)")

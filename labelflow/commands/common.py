@@ -7,9 +7,11 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import polars as pl
+
+from labelflow.apply import Engine
 
 
 Command = Callable[..., argparse.ArgumentParser]
@@ -26,7 +28,7 @@ def verbose_argument(p: argparse.ArgumentParser, *, default: Any = argparse.SUPP
 
 
 def engine_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
+    p.add_argument("--engine", choices=get_args(Engine), default="local",
                    help="local (this machine, in chunks) or ray (a Ray cluster; default: a new local one)")
     p.add_argument("--address", help="Ray cluster to connect to: auto, ray://HOST:10001 or HOST:6379 "
                                      "(default: the project's ray_address, else RAY_ADDRESS, else a new local cluster)")

@@ -10,6 +10,7 @@ from typing import Any
 from labelflow.commands.common import (Command, count, extend_arguments, label_model_name, non_empty, open_project,
                                        print_frame, print_metrics, set_extend, split_name)
 from labelflow.errors import LabelflowError
+from labelflow.export import EXPORT_FORMATS
 
 
 def add_parsers(command: Command) -> None:
@@ -28,7 +29,7 @@ def add_parsers(command: Command) -> None:
     p.add_argument("--model", type=label_model_name, help="fitted label model (default: the project's)")
     p.add_argument("--split", action="append", default=None, type=split_name,
                    help="only this split (valid, validation, val mean dev; any case); repeatable")
-    p.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="format (default: from the extension)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, help="format (default: from the extension)")
 
 
 def _check_export(args: argparse.Namespace) -> str | None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from labelflow.commands.common import (Command, engine_arguments, existing_file, identifier, non_empty, open_project,
                                        pair, positive, verbose_argument)
+from labelflow.conventions import Device
 from labelflow.errors import LabelflowError
+from labelflow.fm import provider_kinds
+from labelflow.fm.lfs import Budget
 
 
 def add_parsers(command: Command) -> None:
@@ -26,19 +29,19 @@ def add_parsers(command: Command) -> None:
         f.add_argument("--name", default=default_name, type=identifier,
                        help=f"column name of the output, a Python identifier (default {default_name})")
         f.add_argument("--dry-run", action="store_true", help="count cached rows and model calls; compute nothing")
-        f.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        f.add_argument("--device", choices=get_args(Device), default="auto")
         engine_arguments(f)
         if kind == "prompt":
             f.add_argument("--template", help="prompt template over the row's columns, e.g. 'Comment: {text}\\nSpam:'")
             f.add_argument("--template-file", type=existing_file, help="read the template from this file")
             f.add_argument("--answers", action="append", required=True, metavar="CLASS=WORD[,WORD...]",
                            type=pair("CLASS=WORD[,WORD...]"), help="answer words meaning CLASS; repeatable")
-            f.add_argument("--provider", choices=("transformers", "openai"), default="transformers")
+            f.add_argument("--provider", choices=provider_kinds(), default="transformers")
             f.add_argument("--model", type=non_empty,
                            help="model (default: gemma3-270m for transformers; required for openai)")
             f.add_argument("--base-url", type=non_empty, help="OpenAI-compatible server URL (provider openai)")
             f.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-            f.add_argument("--budget", choices=("uncovered", "conflicts", "uncovered_or_conflicts"),
+            f.add_argument("--budget", choices=get_args(Budget),
                            help="only rows the current label matrix leaves uncovered / conflicting")
             f.add_argument("--limit", type=positive, help="only the first N rows (after --budget), N ≥ 1")
         else:

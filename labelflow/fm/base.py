@@ -29,11 +29,10 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
+from labelflow.conventions import Device
 from labelflow.errors import FMError
 from labelflow.fm.cache import FMCache, output_key
 from labelflow.validation import check_choice
-
-Device = Literal["auto", "cpu", "cuda"]
 
 
 class Provider(ABC):

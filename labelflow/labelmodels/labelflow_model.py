@@ -106,10 +106,8 @@ from scipy.stats import chi2
 from labelflow.errors import LabelModelError, require
 from labelflow.validation import check_choice, check_int, check_number
 from labelflow.labelmodels.base import LabelModel, register_label_model, stratified_folds
-from labelflow.conventions import GoldArray, LabelArray, ProbArray
+from labelflow.conventions import Device, GoldArray, LabelArray, ProbArray
 
-Device = Literal["cpu", "cuda", "auto"]
-"""Where the one-coin arithmetic runs: NumPy, torch on a CUDA GPU, or the GPU when torch sees one."""
 CHUNK_ROWS = 1 << 18
 MIN_SHRINK_DEV_VOTES = 3.0
 """With dev gold, the shrinkage towards the pooled accuracy is worth at least this many dev votes."""
