@@ -34,7 +34,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -45,6 +45,8 @@ from labelflow.errors import ProjectError, StudioError, require
 from labelflow.files import write_json
 from labelflow.trust import confirm_studio_url, studio_url_confirmed, trust_file
 
+PushRows = Literal["sample", "entropy"]
+"""Which unlabeled rows :func:`push` sends: seeded-random ones, or those the label model is least sure about."""
 SOURCE = "label-studio"
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 """The environment variable holding the API key, unless the caller names another (never a project file)."""
@@ -105,7 +107,7 @@ def config_choices(config: str) -> list[str]:
     return [choice.get("value", "") for choice in root.iter("Choice")]
 
 
-def push(project, *, rows: Literal["sample", "entropy"] | list[str] = "sample", splits: tuple[str, ...] = ("dev", "test"),
+def push(project, *, rows: PushRows | list[str] = "sample", splits: tuple[str, ...] = ("dev", "test"),
          n: int = 100, seed: int = 0, model: str | None = None, url: str | None = None,
          api_key_env: str = API_KEY_ENV) -> PushReport:
     """Create or update the Label Studio project and import rows as tasks.
@@ -376,8 +378,8 @@ def _choose(project, frame: pl.DataFrame, rows, splits, n: int, seed: int, probs
         if missing:
             raise ProjectError(f"cannot push rows not in the dataset: {missing[:5]}")
         return list(rows)
-    if rows not in ("sample", "entropy"):
-        raise ProjectError(f"rows must be 'sample', 'entropy' or a list of row ids; got {rows!r}")
+    if rows not in get_args(PushRows):
+        raise ProjectError(f"rows must be {', '.join(map(repr, get_args(PushRows)))} or a list of row ids; got {rows!r}")
     pool = np.flatnonzero(frame["split"].is_in(list(splits)).to_numpy() & (project.gold() == ABSTAIN))
     if rows == "entropy":
         if probs is None:

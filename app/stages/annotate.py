@@ -8,6 +8,7 @@ settlement is recorded with who and when and is the row's gold while it stands.
 """
 
 from datetime import datetime
+from typing import get_args
 
 import polars as pl
 import streamlit as st
@@ -331,7 +332,7 @@ with st.expander("Label Studio"):
                "it on this machine: type your server's URL here once.")
     url = st.text_input("Label Studio URL", value=project.config.studio_url or "", key="studio_url",
                         placeholder="http://127.0.0.1:8080")
-    how = st.radio("Rows to push", ["sample", "entropy"], horizontal=True, key="studio_rows",
+    how = st.radio("Rows to push", get_args(studio.PushRows), horizontal=True, key="studio_rows",
                    captions=["seeded random unlabeled rows", "rows the label model is least sure about"])
     n = st.number_input("How many", min_value=1, value=50, key="studio_n")
     push_col, pull_col = st.columns(2)

@@ -6,6 +6,7 @@ import streamlit as st
 import loaders
 import widgets
 from labelflow.errors import LabelflowError, ProjectError
+from labelflow.export import EXPORT_FORMATS
 from labelflow.labelmodels import label_model_names
 
 project = loaders.project()
@@ -88,7 +89,7 @@ st.dataframe(table, hide_index=True, key="comparison", column_config={
 
 st.subheader("Export the labels")
 fmt_col, button_col = st.columns([1, 3], vertical_alignment="bottom")
-fmt = fmt_col.selectbox("Format", ["csv", "parquet", "jsonl"], key="export_format")
+fmt = fmt_col.selectbox("Format", EXPORT_FORMATS, index=EXPORT_FORMATS.index("csv"), key="export_format")
 button_col.download_button(
     f"Download {model}'s labels", data=loaders.export_bytes(root, stamp, model, fmt), key="export",
     file_name=f"{project.config.name}-{model}-labels.{fmt}", icon=":material/download:",
