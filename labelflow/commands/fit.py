@@ -11,6 +11,7 @@ from labelflow.commands.common import (Command, count, extend_arguments, label_m
                                        print_frame, print_metrics, set_extend, split_name)
 from labelflow.errors import LabelflowError
 from labelflow.export import EXPORT_FORMATS
+from labelflow.validation import one_of
 
 
 def add_parsers(command: Command) -> None:
@@ -36,9 +37,9 @@ def _check_export(args: argparse.Namespace) -> str | None:
     """An output file whose format neither ``--format`` nor its extension tells."""
     if args.format is None:
         suffix = Path(args.out).suffix.lower().lstrip(".")
-        if suffix not in ("parquet", "csv", "jsonl"):
-            return (f"argument out: cannot tell the format of {args.out!r} from its extension; name it .parquet, .csv "
-                    "or .jsonl, or pass --format parquet|csv|jsonl")
+        if suffix not in EXPORT_FORMATS:
+            return (f"argument out: cannot tell the format of {args.out!r} from its extension; name it "
+                    f"{one_of(['.' + f for f in EXPORT_FORMATS])}, or pass --format {'|'.join(EXPORT_FORMATS)}")
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, get_args
 
 from labelflow.commands.common import Command, open_project, verbose_argument
 
@@ -43,7 +43,7 @@ def _studio(args: argparse.Namespace) -> dict[str, Any]:
     project = open_project(args)
     server = {"url": args.url, "api_key_env": args.api_key_env}
     if args.studio == "push":
-        rows = args.rows if args.rows in ("sample", "entropy") else [r.strip() for r in args.rows.split(",") if r.strip()]
+        rows = args.rows if args.rows in get_args(studio.PushRows) else [r.strip() for r in args.rows.split(",") if r.strip()]
         result = asdict(studio.push(project, rows=rows, splits=tuple(args.splits.split(",")), n=args.n, seed=args.seed,
                                     model=args.model, **server))
         text = (f"Label Studio project {result['project_id']} at {result['url']}: {result['created']} tasks created, "

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from labelflow.conventions import ABSTAIN, LABEL_DTYPE
+from labelflow.dataset import RESERVED
 from labelflow.errors import LFError
 from labelflow.fm.base import ModelHost, Provider, RunStats, get_provider
 from labelflow.fm.cache import FMCache
@@ -111,7 +112,7 @@ class FMLF(LabelingFunction):
 
         ``rows`` (bool ``[n]``) limits where it may vote (and call the model); ``engine`` runs the
         model elsewhere (a Ray cluster). Nothing is kept on the LF: a run on the same rows gives the same."""
-        missing = [c for c in self.columns() if c not in ("id", "split", "label") and c not in frame.columns]
+        missing = [c for c in self.columns() if c not in RESERVED and c not in frame.columns]
         if missing:
             raise LFError(f"LF {self.name!r} reads column {missing[0]!r}, which the data lacks; columns are {frame.columns}")
         self._check(cardinality)
