@@ -24,8 +24,8 @@ SCRIPT_FOLDERS = ("app",)
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; a module's layer is its longest matching prefix
     ("base", ("labelflow.conventions", "labelflow.errors", "labelflow.validation", "labelflow.files",
               "labelflow.quiet")),
-    ("inputs", ("labelflow.dataset", "labelflow.schema", "labelflow.lf", "labelflow.lf_builders", "labelflow.lf_fingerprint",
-                "labelflow.suite_loading", "labelflow.matrix", "labelflow.fm")),
+    ("inputs", ("labelflow.tables", "labelflow.dataset", "labelflow.schema", "labelflow.lf", "labelflow.lf_builders",
+                "labelflow.lf_fingerprint", "labelflow.suite_loading", "labelflow.matrix", "labelflow.fm")),
     ("applier", ("labelflow.chunks", "labelflow.lf_workers", "labelflow.chunk_applier", "labelflow.vote_cache",
                  "labelflow.apply")),
     ("engines", ("labelflow.distributed",)),

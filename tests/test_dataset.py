@@ -234,10 +234,10 @@ def test_item4_split_names_are_case_insensitive_aliases(write_csv):
 MEASURE_UTF8 = """
 import sys, tracemalloc
 from pathlib import Path
-from labelflow import dataset
+from labelflow import tables
 tracemalloc.start()
-dataset._check_utf8(Path(sys.argv[1]))
-print(tracemalloc.get_traced_memory()[1], dataset.UTF8_CHUNK)
+tables._check_utf8(Path(sys.argv[1]))
+print(tracemalloc.get_traced_memory()[1], tables.UTF8_CHUNK)
 """
 
 
@@ -259,21 +259,21 @@ def test_item13_the_utf8_check_streams_in_bounded_memory(tmp_path):
 
 
 def test_item13_an_invalid_byte_past_the_first_chunk_names_its_line_and_offset(tmp_path, monkeypatch):
-    from labelflow import dataset
+    from labelflow import tables
 
-    monkeypatch.setattr(dataset, "UTF8_CHUNK", 64)
+    monkeypatch.setattr(tables, "UTF8_CHUNK", 64)
     path = tmp_path / "late.csv"
     good = "".join(f"{i},\u00e9t\u00e9 \u4e2d\n" for i in range(40)).encode()
     path.write_bytes(b"id,text\n" + good + b"99,bad \xff here\n")
     offset = len(b"id,text\n" + good + b"99,bad ")
     with pytest.raises(DataError, match=rf"late\.csv: line 42 \(byte {offset}\) is not valid UTF-8"):
-        dataset._check_utf8(path)
+        tables._check_utf8(path)
     # a multi-byte character cut at the end of the file
     path.write_bytes(b"id,text\n" + good + b"1,\xe4\xb8")
     offset = len(b"id,text\n" + good + b"1,")
     with pytest.raises(DataError, match=rf"line 42 \(byte {offset}\)"):
-        dataset._check_utf8(path)
+        tables._check_utf8(path)
     # a multi-byte character split across chunk boundaries is fine
     for cut in range(60, 70):
         path.write_bytes(b"x" * cut + "\u4e2d\U0001F600\n".encode() * 20)
-        dataset._check_utf8(path)
+        tables._check_utf8(path)
