@@ -29,7 +29,8 @@ import polars as pl
 
 from labelflow.commands import analyze, apply, bench, config, fit, fm, init, studio, trust, ui
 from labelflow.commands.common import verbose_argument
-from labelflow.errors import LabelflowError, explain
+from labelflow.errors import LabelflowError
+from labelflow.io_errors import explain
 
 BEFORE_PLUGINS = (init, apply, fit)
 AFTER_PLUGINS = (config, fm, analyze, studio, ui, trust, bench)
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 _OUTSIDE_ERRORS = (OSError, sqlite3.Error, pl.exceptions.PolarsError, zipfile.BadZipFile, ValueError, EOFError,
                    KeyError)
-"""The exception types :func:`labelflow.errors.explain` may know (full disk, read-only project, a damaged store
+"""The exception types :func:`labelflow.io_errors.explain` may know (full disk, read-only project, a damaged store
 file ...); an exception of them it does not know keeps its traceback."""
 
 

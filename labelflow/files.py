@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from labelflow.errors import involving
+from labelflow.io_errors import involving
 
 TEMP_SUFFIX = ".labelflow-tmp"
 """Suffix of every temporary file and folder labelflow writes beside a target."""
@@ -95,7 +95,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     ends with ``target``'s mode when it replaces one, else with the mode the umask gives a new
     file. Stale temporary files in the folder are swept first (:func:`sweep_stale`). An
     :class:`OSError` in the body (a full disk, a read-only folder) carries ``target`` as the
-    file involved (see :func:`labelflow.errors.involving`).
+    file involved (see :func:`labelflow.io_errors.involving`).
 
     Examples
     --------

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from labelflow.errors import ProjectError, involving
+from labelflow.errors import ProjectError
+from labelflow.io_errors import involving
 from labelflow.files import write_json, write_parquet_parts
 from labelflow.fm.cache import FMCache
 from labelflow.vote_cache import VoteCache

@@ -22,8 +22,8 @@ SCRIPT_FOLDERS = ("app",)
 """Folders run as scripts (``streamlit run app/main.py``): their modules import each other by bare name."""
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; a module's layer is its longest matching prefix
-    ("base", ("labelflow.conventions", "labelflow.errors", "labelflow.validation", "labelflow.files",
-              "labelflow.quiet")),
+    ("base", ("labelflow.conventions", "labelflow.errors", "labelflow.io_errors", "labelflow.validation",
+              "labelflow.files", "labelflow.quiet")),
     ("inputs", ("labelflow.tables", "labelflow.dataset", "labelflow.schema", "labelflow.lf", "labelflow.lf_builders",
                 "labelflow.lf_fingerprint", "labelflow.suite_loading", "labelflow.matrix", "labelflow.fm")),
     ("applier", ("labelflow.chunks", "labelflow.lf_workers", "labelflow.chunk_applier", "labelflow.vote_cache",

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from labelflow import errors
-from labelflow.errors import explain, involving
+from labelflow.io_errors import explain, involving
 
 ROOT = Path(__file__).resolve().parents[1]
 

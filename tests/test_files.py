@@ -10,7 +10,7 @@ import time
 import polars as pl
 import pytest
 
-from labelflow.errors import explain
+from labelflow.io_errors import explain
 from labelflow.files import (STALE_SECONDS, TEMP_SUFFIX, atomic_path, sweep_stale, target_of, temp_name, write_json,
                           write_parquet_parts)
 
