@@ -26,7 +26,7 @@ from labelflow.fm.base import ModelHost, Provider, RunStats, get_provider
 from labelflow.fm.cache import FMCache
 from labelflow.fm.ops import embed_texts, prompt_logprobs, softmax, template_fields, zero_shot_similarity
 from labelflow.lf import LabelingFunction
-from labelflow.validation import check_int, is_int
+from labelflow.validation import check_choice, check_int, is_int
 
 Budget = Literal["uncovered", "conflicts", "uncovered_or_conflicts"]
 Threshold = float | Literal["auto"]
@@ -78,9 +78,8 @@ class FMLF(LabelingFunction):
         super().__init__(name)
         if threshold != "auto" and not isinstance(threshold, (int, float)):
             raise LFError(f"LF {name!r}: threshold must be a number or 'auto'; got {threshold!r}")
-        if budget not in (None, "uncovered", "conflicts", "uncovered_or_conflicts"):
-            raise LFError(f"LF {name!r}: budget must be None, 'uncovered', 'conflicts' or 'uncovered_or_conflicts'; "
-                          f"got {budget!r}")
+        if budget is not None:
+            check_choice(f"LF {name!r}: budget", budget, Budget, error=LFError)
         self.provider_kind, self.provider_config = provider, dict(provider_config)
         self.threshold, self.budget, self.field = threshold, budget, field
 
