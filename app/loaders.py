@@ -21,11 +21,11 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
-from finetune.run_folder import METRICS_FILE
-from finetune.runs import RunInfo, split_predictions
 from labelflow.conventions import ABSTAIN
 from labelflow.error_analysis import Analysis, analyze
 from labelflow.errors import LabelflowError, ProjectError
+from labelflow.finetune.run_folder import METRICS_FILE
+from labelflow.finetune.runs import RunInfo, split_predictions
 from labelflow.labelmodels import AutoLabelModel, label_model_names
 from labelflow.project import Project
 from labelflow.project_config import CONFIG_FILE
@@ -279,7 +279,7 @@ def student(run: RunInfo) -> Student:
 
 @st.cache_data(show_spinner="Predicting with the student…", max_entries=8)
 def student_predictions(root: str, stamp: Stamp, student: Student, split: str) -> pl.DataFrame:
-    """:func:`finetune.runs.split_predictions` of the student on ``split``'s gold rows."""
+    """:func:`labelflow.finetune.runs.split_predictions` of the student on ``split``'s gold rows."""
     return split_predictions(Project.open(root), student[0], split)
 
 

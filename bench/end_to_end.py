@@ -51,11 +51,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def student_config(cfg: argparse.Namespace):
-    """The student's :class:`FinetuneConfig`: the demo's (:data:`finetune.demo.DEMO_CONFIG`), with the options
+    """The student's :class:`FinetuneConfig`: the demo's (:data:`labelflow.finetune.demo.DEMO_CONFIG`), with the options
     given on the command line."""
     import dataclasses
 
-    from finetune.demo import DEMO_CONFIG
+    from labelflow.finetune.demo import DEMO_CONFIG
 
     opts = {"epochs": cfg.epochs, "lr": cfg.lr, "lora_r": cfg.lora_r, "batch_size": cfg.batch_size,
             "weighting": cfg.weighting, "cpu_threads": cfg.cpu_threads, "method": cfg.method}
@@ -67,7 +67,7 @@ def main(cfg: argparse.Namespace) -> dict:
     import numpy as np
     import polars as pl
 
-    from finetune import finetune
+    from labelflow.finetune import finetune
     from labelflow import apply_lfs, get_label_model, load_lf_suite, read_wrench
     from labelflow.conventions import ABSTAIN
     from labelflow.export import prob_columns

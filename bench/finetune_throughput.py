@@ -58,7 +58,7 @@ def texts_and_targets(cfg, tokenizer):
     import numpy as np
     import polars as pl
 
-    from finetune.data import tokenize
+    from labelflow.finetune.data import tokenize
 
     rng = np.random.default_rng(0)
     if cfg.seq_len:
@@ -77,8 +77,8 @@ def build(name: str, cfg, device):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from finetune import FinetuneConfig
-    from finetune.model import resolve_base_model, wrap_lora
+    from labelflow.finetune import FinetuneConfig
+    from labelflow.finetune.model import resolve_base_model, wrap_lora
 
     folder = resolve_base_model("all-MiniLM-L6-v2")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -116,8 +116,8 @@ def measure(name: str, cfg, device, dtype) -> dict:
     import numpy as np
     import torch
 
-    from finetune.data import LengthGroupedBatches, collate
-    from finetune.loss import soft_cross_entropy
+    from labelflow.finetune.data import LengthGroupedBatches, collate
+    from labelflow.finetune.loss import soft_cross_entropy
 
     model, tokenizer, n_params, layers, hidden = build(name, cfg, device)
     if cfg.compile:

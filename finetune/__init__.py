@@ -8,24 +8,24 @@ beside the label model on the same rows.
 
 Example::
 
-    from finetune import FinetuneConfig, finetune, predict
+    from labelflow.finetune import FinetuneConfig, finetune, predict
     result = finetune("labels.parquet", out="runs/student", config=FinetuneConfig(epochs=4))
     result.metrics["test"]["student"]["accuracy"], result.metrics["test"]["label_model"]["accuracy"]
     predict("runs/student", ["subscribe to my channel!"])   # id, pred, pred_name, prob_<class>
 
-:mod:`finetune.runs` runs ``labelflow finetune`` for a project in the background (start, progress,
+:mod:`labelflow.finetune.runs` runs ``labelflow finetune`` for a project in the background (start, progress,
 stop, resume; the app's Fine-tune page is a view over it).
 
 Heavy dependencies (torch, transformers, peft, accelerate) import when a function
 needs them; install them with ``pip install 'labelflow[finetune]'``.
 """
 
-from finetune.config import LORA_DEFAULTS, FinetuneConfig
-from finetune.data import SoftLabels, read_soft_labels
 from labelflow.errors import FinetuneError
-from finetune.loss import confidence_weights, soft_cross_entropy
-from finetune.predict import Student, load_student, predict
-from finetune.train import FinetuneResult, finetune
+from labelflow.finetune.config import LORA_DEFAULTS, FinetuneConfig
+from labelflow.finetune.data import SoftLabels, read_soft_labels
+from labelflow.finetune.loss import confidence_weights, soft_cross_entropy
+from labelflow.finetune.predict import Student, load_student, predict
+from labelflow.finetune.train import FinetuneResult, finetune
 
 __all__ = [
     "LORA_DEFAULTS",

@@ -19,9 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from labelflow.files import atomic_path
-
 from labelflow.errors import FinetuneError
+from labelflow.files import atomic_path
 
 METADATA_KEY = "labelflow.checkpoint"
 """The safetensors metadata entry holding the checkpoint's JSON structure."""

@@ -1,5 +1,5 @@
-"""``labelflow finetune`` and ``labelflow predict``: thin shells over :func:`finetune.finetune` and
-:func:`finetune.predict`.
+"""``labelflow finetune`` and ``labelflow predict``: thin shells over :func:`labelflow.finetune.finetune` and
+:func:`labelflow.finetune.predict`.
 
 :func:`add_parsers` adds both commands to the ``labelflow`` parser; :data:`COMMANDS`
 maps their names to handlers that return the JSON document (and print lines unless
@@ -22,8 +22,8 @@ Command = Callable[..., argparse.ArgumentParser]
 def add_parsers(command: Command) -> None:
     """Add ``finetune`` and ``predict`` through ``labelflow.cli``'s ``command(name, help, *, project=True,
     json_out=True)`` helper (it adds the subparser with ``-p/--project`` and ``--json``)."""
-    from finetune.config import Device
-    from finetune.options import add_config_options
+    from labelflow.finetune.config import Device
+    from labelflow.finetune.options import add_config_options
 
     p = command("finetune", "Fine-tune a small classifier (LoRA) on the label model's probabilistic labels.")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (new or empty; with --resume, a run "
@@ -47,9 +47,9 @@ def add_parsers(command: Command) -> None:
 
 def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
     """``labelflow finetune``: train on ``--labels`` or on the project's labels exported now."""
-    from finetune.options import config_from_args
-    from finetune.run_folder import LABELS_FILE
-    from finetune.train import finetune
+    from labelflow.finetune.options import config_from_args
+    from labelflow.finetune.run_folder import LABELS_FILE
+    from labelflow.finetune.train import finetune
 
     cfg = config_from_args(args, progress=not args.json)
     out = Path(args.out)
@@ -88,7 +88,7 @@ def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
 
 def predict_command(args: argparse.Namespace) -> dict[str, Any]:
     """``labelflow predict``: the student's predictions for a data file or a project's rows."""
-    from finetune.predict import predict
+    from labelflow.finetune.predict import predict
 
     writers = {".parquet": "write_parquet", ".csv": "write_csv", ".jsonl": "write_ndjson"}
     out = Path(args.out) if args.out else None
@@ -118,7 +118,8 @@ def predict_command(args: argparse.Namespace) -> dict[str, Any]:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "finetune": finetune_command, "predict": predict_command}
-"""Command name → handler, run (wrapped) by :mod:`finetune.commands`, which registers them with ``labelflow``."""
+"""Command name → handler, run (wrapped) by :mod:`labelflow.finetune.commands`, which registers them with
+``labelflow``."""
 
 
 # --- helpers ---------------------------------------------------------------------------------------

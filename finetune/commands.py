@@ -3,7 +3,7 @@ the student).
 
 ``labelflow.cli`` finds this module through the ``labelflow.commands`` entry point group
 (pyproject.toml) and calls :func:`add_parsers` and :data:`COMMANDS`; labelflow never imports
-finetune. The handlers of :mod:`finetune.cli` run here with third-party output silenced
+finetune. The handlers of :mod:`labelflow.finetune.cli` run here with third-party output silenced
 (``labelflow -v`` lets it through); ``predict`` reads a data file's ids first.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import polars as pl
 
-from finetune import cli
 from labelflow.commands.common import non_empty, print_frame, print_metrics
 from labelflow.errors import LabelflowError
+from labelflow.finetune import cli
 from labelflow.quiet import third_party
 
 
@@ -46,7 +46,7 @@ def add_parsers(command: cli.Command) -> None:
 
 
 def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
-    """``labelflow finetune`` (:func:`finetune.cli.finetune_command`)."""
+    """``labelflow finetune`` (:func:`labelflow.finetune.cli.finetune_command`)."""
     with third_party(transformers=True):  # peft's and transformers' FutureWarnings and load reports (see -v)
         return cli.COMMANDS["finetune"](args)
 
@@ -90,8 +90,8 @@ def predict_command(args: argparse.Namespace) -> dict[str, Any]:
 
 def demo_command(args: argparse.Namespace) -> dict[str, Any]:
     """``labelflow demo``: :func:`labelflow.demo.run_demo`, then (unless ``--no-student``) the student stage
-    (:func:`finetune.demo.student_stage`) and the comparison table on test."""
-    from finetune.demo import comparison_table, student_stage
+    (:func:`labelflow.finetune.demo.student_stage`) and the comparison table on test."""
+    from labelflow.finetune.demo import comparison_table, student_stage
     from labelflow.demo import run_demo
 
     start = time.perf_counter()

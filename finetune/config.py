@@ -72,7 +72,7 @@ _FALLBACK = {**_DECODER, "target_modules": "all-linear"}
 
 
 def _option(default: Any, group: str, *, flag: str | None = None, none: Any = None, cli: bool = True) -> Any:
-    """A config field with its command-line metadata (read by :mod:`finetune.options`): its help ``group``, a
+    """A config field with its command-line metadata (read by :mod:`labelflow.finetune.options`): its help ``group``, a
     ``flag`` other than ``--<name>``, the command-line value that stands for ``None``, or ``cli=False`` (no option)."""
     return field(default=default, metadata={"group": group, "flag": flag, "none": none, "cli": cli})
 
@@ -81,7 +81,7 @@ def _option(default: Any, group: str, *, flag: str | None = None, none: Any = No
 class FinetuneConfig:
     """How to distil probabilistic labels into a small sequence classifier.
 
-    Each field is also a ``labelflow finetune`` option (:mod:`finetune.options`), documented by
+    Each field is also a ``labelflow finetune`` option (:mod:`labelflow.finetune.options`), documented by
     its entry below; the field's metadata says its help section and command-line details.
 
     Parameters

@@ -44,10 +44,9 @@ import numpy as np
 import polars as pl
 
 from labelflow.conventions import ABSTAIN
-from labelflow.labelmodels.base import probs_to_preds, tied_rows
-
 from labelflow.errors import FinetuneError
 from labelflow.export import PROB_PREFIX, prob_columns
+from labelflow.labelmodels.base import probs_to_preds, tied_rows
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finetune.config import FinetuneConfig
+from labelflow.finetune.config import FinetuneConfig
 
 if TYPE_CHECKING:
     from labelflow.project import Project
@@ -55,7 +55,7 @@ def student_stage(project: "Project", *, out: str | Path | None = None, config: 
     """
     import shutil
 
-    from finetune.train import finetune
+    from labelflow.finetune.train import finetune
 
     start = time.perf_counter()
     cfg = config or dataclasses.replace(DEMO_CONFIG, progress=progress)

@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 
 from labelflow.analysis import classification_metrics
-
-from finetune.data import collate, sorted_batches
-from finetune.rows import TrainingRows
+from labelflow.finetune.data import collate, sorted_batches
+from labelflow.finetune.rows import TrainingRows
 
 
 def predict_probs(model: Any, token_ids: Sequence[np.ndarray], *, batch_size: int, pad_id: int, device: Any,
@@ -80,7 +79,7 @@ def gold_scores(rows: TrainingRows, student_probs: Callable[[np.ndarray], np.nda
     Parameters
     ----------
     rows
-        The run's rows (:func:`finetune.rows.select_rows`).
+        The run's rows (:func:`labelflow.finetune.rows.select_rows`).
     student_probs
         ``[len(idx), k]`` student probabilities for row indices ``idx``.
 

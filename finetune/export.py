@@ -14,8 +14,8 @@ A finished run folder is a Hugging Face model folder::
     RUN_DIR/progress.json                    the last progress (status "complete")
 
 so ``AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`` serves it
-without labelflow or peft. The file names are :mod:`finetune.run_folder`'s; the metrics
-are computed by the trainer (:func:`finetune.evaluate.gold_scores`).
+without labelflow or peft. The file names are :mod:`labelflow.finetune.run_folder`'s; the metrics
+are computed by the trainer (:func:`labelflow.finetune.evaluate.gold_scores`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from finetune.config import FinetuneConfig
-from finetune.model import quiet_transformers
-from finetune.run_folder import ADAPTER_DIR, RunFolder
+from labelflow.finetune.config import FinetuneConfig
+from labelflow.finetune.model import quiet_transformers
+from labelflow.finetune.run_folder import ADAPTER_DIR, RunFolder
 
 
 def export_run(folder: RunFolder, metrics: dict[str, Any], model: Any, tokenizer: Any, *,
@@ -36,8 +36,8 @@ def export_run(folder: RunFolder, metrics: dict[str, Any], model: Any, tokenizer
     """Write the finished run into ``folder``: the model (:func:`save_model`), ``metrics.json``, the model card,
     and status ``complete`` in ``finetune.json``.
 
-    ``metrics`` is ``metrics.json``'s document (see :func:`finetune.finetune`); ``model`` holds the best weights
-    (a peft model is merged in place).
+    ``metrics`` is ``metrics.json``'s document (see :func:`labelflow.finetune.finetune`); ``model`` holds the best
+    weights (a peft model is merged in place).
     """
     save_model(model, tokenizer, folder.path, lora=config.method == "lora")
     folder.write_metrics(metrics)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from finetune.config import Weighting
 from labelflow.errors import FinetuneError
+from labelflow.finetune.config import Weighting
 from labelflow.validation import check_choice
 
 if TYPE_CHECKING:

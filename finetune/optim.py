@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from finetune.config import FinetuneConfig, Selection
+from labelflow.finetune.config import FinetuneConfig, Selection
 
 
 def make_optimizer(model: Any, cfg: FinetuneConfig, total_steps: int, *, fused: bool) -> tuple[Any, Any]:

@@ -1,4 +1,4 @@
-""":class:`~finetune.config.FinetuneConfig` as command-line options, generated from its fields.
+""":class:`~labelflow.finetune.config.FinetuneConfig` as command-line options, generated from its fields.
 
 Each field is one ``labelflow finetune`` option: ``--<name with dashes>`` (or the
 field's ``flag`` metadata), its type and default from the annotation and default, its
@@ -7,14 +7,14 @@ field is a switch: ``--<name>`` when it defaults to ``False``, ``--no-<name>`` w
 defaults to ``True``. A ``tuple[str, ...]`` is comma-separated. A field with ``none``
 metadata takes that value on the command line for ``None`` (``--patience 0``). Fields
 with ``cli=False`` metadata have no option. The field metadata is set in
-:mod:`finetune.config` (``group``: the help section).
+:mod:`labelflow.finetune.config` (``group``: the help section).
 
 :func:`add_config_options` adds the options, :func:`config_from_args` reads them back,
 :func:`config_argv` writes a config as options (for a background run).
 
 Examples
 --------
->>> from finetune.config import FinetuneConfig
+>>> from labelflow.finetune.config import FinetuneConfig
 >>> config_argv(FinetuneConfig(lora_target_modules=("q", "v"), epochs=2, drop_uncovered=True, patience=None))
 ['--target-modules', 'q,v', '--epochs', '2', '--drop-uncovered', '--patience', '0']
 """
@@ -28,8 +28,8 @@ import types
 import typing
 from typing import Any, Literal
 
-from finetune.config import FinetuneConfig
 from labelflow.errors import FinetuneError
+from labelflow.finetune.config import FinetuneConfig
 
 
 @dataclasses.dataclass(frozen=True)

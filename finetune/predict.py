@@ -2,7 +2,7 @@
 
 Example::
 
-    from finetune import predict
+    from labelflow.finetune import predict
     from labelflow.error_analysis import analyze
     preds = predict("runs/student", "data/youtube/Youtube05-Shakira.csv", text="CONTENT")
     analysis = analyze(project, predictions=predict("runs/student", project.root))
@@ -18,16 +18,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from labelflow.errors import require
-
-from finetune.config import Device
-from finetune.data import tokenize
-from labelflow.errors import FinetuneError
+from labelflow.errors import FinetuneError, require
 from labelflow.export import prob_columns
+from labelflow.finetune.config import Device
+from labelflow.finetune.data import tokenize
+from labelflow.finetune.evaluate import predict_probs
+from labelflow.finetune.model import EXTRA, quiet_transformers
+from labelflow.finetune.run_folder import RunFolder
 from labelflow.validation import check_choice, check_int
-from finetune.evaluate import predict_probs
-from finetune.model import EXTRA, quiet_transformers
-from finetune.run_folder import RunFolder
 
 DEFAULT_MAX_LENGTH = 128
 

@@ -3,8 +3,8 @@
 Examples
 --------
 >>> import numpy as np
->>> from finetune.config import FinetuneConfig
->>> from finetune.data import SoftLabels
+>>> from labelflow.finetune.config import FinetuneConfig
+>>> from labelflow.finetune.data import SoftLabels
 >>> data = SoftLabels(("A", "B"), ["r0", "r1", "r2"], ["x", "y", "z"], np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]]),
 ...                   np.array(["train", "train", "dev"]), np.array([-1, -1, 1]), np.array([0, 0, 1]),
 ...                   np.array([True, False, True]), np.array([False, True, False]))
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from finetune.config import FinetuneConfig
-from finetune.data import SoftLabels
 from labelflow.errors import FinetuneError
+from labelflow.finetune.config import FinetuneConfig
+from labelflow.finetune.data import SoftLabels
 
 
 @dataclass

@@ -7,13 +7,13 @@ While it trains::
     RUN_DIR/train.log              log lines (loss, samples/s, dev scores)
     RUN_DIR/progress.json          where training is (:data:`PROGRESS_FILE`)
     RUN_DIR/checkpoints/last.safetensors  the resumable state (tensors as safetensors, the rest as JSON in its
-                                   metadata, no pickle: :mod:`finetune.checkpoint`): trainable weights,
-                                   optimizer, schedule, RNG and :class:`~finetune.state.TrainState`
+                                   metadata, no pickle: :mod:`labelflow.finetune.checkpoint`): trainable weights,
+                                   optimizer, schedule, RNG and :class:`~labelflow.finetune.state.TrainState`
 
-and once finished also a Hugging Face model folder (:mod:`finetune.export`): the merged
+and once finished also a Hugging Face model folder (:mod:`labelflow.finetune.export`): the merged
 model and tokenizer, ``adapter/``, ``metrics.json`` and ``README.md`` (the model card).
-:class:`RunFolder` is the one place that knows these paths and formats; :mod:`finetune.train`,
-:mod:`finetune.export`, :mod:`finetune.runs` and :mod:`finetune.predict` go through it.
+:class:`RunFolder` is the one place that knows these paths and formats; :mod:`labelflow.finetune.train`,
+:mod:`labelflow.finetune.export`, :mod:`labelflow.finetune.runs` and :mod:`labelflow.finetune.predict` go through it.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labelflow.files import atomic_path, write_json
-
-from finetune.checkpoint import checkpoint_summary, read_checkpoint, write_checkpoint
-from finetune.config import FinetuneConfig
 from labelflow.errors import FinetuneError
-from finetune.rows import TrainingRows
+from labelflow.files import atomic_path, write_json
+from labelflow.finetune.checkpoint import checkpoint_summary, read_checkpoint, write_checkpoint
+from labelflow.finetune.config import FinetuneConfig
+from labelflow.finetune.rows import TrainingRows
 
 RUN_FILE = "finetune.json"
 LABELS_FILE = "labels.parquet"
@@ -137,7 +136,8 @@ class RunFolder:
                                 + f" (only {list(RUNTIME_OPTIONS)} may change on resume)")
 
     def write_labels(self, frame: Any) -> None:
-        """Write ``labels.parquet``: the soft labels the run trains on (:meth:`finetune.data.SoftLabels.to_frame`)."""
+        """Write ``labels.parquet``: the soft labels the run trains on
+        (:meth:`labelflow.finetune.data.SoftLabels.to_frame`)."""
         with atomic_path(self.path / LABELS_FILE) as tmp:
             frame.write_parquet(tmp)
 
@@ -169,7 +169,8 @@ class RunFolder:
     # --- checkpoints ----------------------------------------------------------------------------------
 
     def write_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Write the resumable checkpoint (see :func:`finetune.checkpoint.write_checkpoint`); drop a legacy one."""
+        """Write the resumable checkpoint (see :func:`labelflow.finetune.checkpoint.write_checkpoint`); drop a legacy
+        one."""
         write_checkpoint(self.path / CHECKPOINT, {"format": FORMAT, **checkpoint})
         (self.path / LEGACY_CHECKPOINT).unlink(missing_ok=True)
 
@@ -195,8 +196,9 @@ class RunFolder:
         return ckpt
 
     def checkpoint_summary(self) -> dict[str, Any] | None:
-        """``{"step", "epoch", "done"}`` of the resumable checkpoint (:func:`finetune.checkpoint.checkpoint_summary`;
-        all ``None`` for a legacy one), or ``None`` without one."""
+        """``{"step", "epoch", "done"}`` of the resumable checkpoint
+        (:func:`labelflow.finetune.checkpoint.checkpoint_summary`; all ``None`` for a legacy one), or ``None`` without
+        one."""
         if (self.path / CHECKPOINT).is_file():
             return checkpoint_summary(self.path / CHECKPOINT)
         if (self.path / LEGACY_CHECKPOINT).is_file():
@@ -206,7 +208,7 @@ class RunFolder:
     # --- the finished run -----------------------------------------------------------------------------
 
     def read_metrics(self) -> dict[str, Any]:
-        """``metrics.json`` (see :func:`finetune.finetune`)."""
+        """``metrics.json`` (see :func:`labelflow.finetune.finetune`)."""
         return json.loads((self.path / METRICS_FILE).read_text(encoding="utf-8"))
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ Each run is a ``labelflow finetune`` process (:func:`start_run`) detached from t
 caller, so a run outlives the app page or notebook that started it. Its files
 live in the project's store::
 
-    store/runs/NAME/              the run folder (see :mod:`finetune.run_folder`)
+    store/runs/NAME/              the run folder (see :mod:`labelflow.finetune.run_folder`)
     store/runs/NAME.pid           the launch: {"pid", "started" (Unix seconds), "proc_start" (the process's start
                                   time in clock ticks after boot, from /proc; null elsewhere), "argv", "config",
                                   "label_model"} (JSON, written atomically)
@@ -20,8 +20,8 @@ step it was stopped at.
 
 Example::
 
-    from finetune import FinetuneConfig
-    from finetune.runs import list_runs, start_run, stop_run, wait_run
+    from labelflow.finetune import FinetuneConfig
+    from labelflow.finetune.runs import list_runs, start_run, stop_run, wait_run
     start_run(project, "student-1", FinetuneConfig(epochs=3))
     [(r.name, r.status, r.progress) for r in list_runs(project)]
     stop_run(project, "student-1")
@@ -43,14 +43,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from labelflow.conventions import ABSTAIN
-from labelflow.files import write_json
-
-from finetune.config import FinetuneConfig
 from labelflow.errors import FinetuneError
+from labelflow.files import write_json
+from labelflow.finetune.config import FinetuneConfig
+from labelflow.finetune.options import config_argv
+from labelflow.finetune.run_folder import LABELS_FILE, METRICS_FILE, RUN_FILE, RunFolder, read_json_or_none
+from labelflow.finetune.run_folder import proc_start as _proc_start
 from labelflow.validation import is_int
-from finetune.options import config_argv
-from finetune.run_folder import LABELS_FILE, METRICS_FILE, RUN_FILE, RunFolder, read_json_or_none
-from finetune.run_folder import proc_start as _proc_start
 
 if TYPE_CHECKING:
     import polars as pl
@@ -93,8 +92,9 @@ class RunInfo:
     error
         For a ``failed`` run: the last lines of its console output (or the error ``progress.json`` records).
     checkpoint
-        Its resumable checkpoint: ``{"step", "epoch", "done"}`` (:func:`finetune.checkpoint.checkpoint_summary`;
-        ``step`` ``None`` for a checkpoint of an older labelflow), or ``None`` when it has none.
+        Its resumable checkpoint: ``{"step", "epoch", "done"}``
+        (:func:`labelflow.finetune.checkpoint.checkpoint_summary`; ``step`` ``None`` for a checkpoint of an older
+        labelflow), or ``None`` when it has none.
     launched
         Whether :func:`start_run` launched it (only such a run can be stopped from here).
     """
@@ -140,7 +140,7 @@ class RunInfo:
 
     @cached_property
     def metrics(self) -> dict[str, Any] | None:
-        """``metrics.json`` of a complete run (see :func:`finetune.finetune`), else ``None``; read once."""
+        """``metrics.json`` of a complete run (see :func:`labelflow.finetune.finetune`), else ``None``; read once."""
         if self.status != "complete" or not (self.path / METRICS_FILE).is_file():
             return None
         return RunFolder(self.path).read_metrics()
@@ -284,8 +284,8 @@ def stop_run(project: Project, name: str, *, wait: float = 30.0) -> RunInfo:
     if info.status != "training":
         raise FinetuneError(f"run {name!r} is not training (status {info.status!r})")
     if launch is None or not _alive(launch, info.path):
-        raise FinetuneError(f"run {name!r} was not started from here (by the app or finetune.runs); stop it where it "
-                            "runs (Ctrl+C stops it after writing its checkpoint)")
+        raise FinetuneError(f"run {name!r} was not started from here (by the app or labelflow.finetune.runs); stop it "
+                            "where it runs (Ctrl+C stops it after writing its checkpoint)")
     problem = _not_this_run(launch, info.path, strict=True)
     if problem:
         raise FinetuneError(f"refusing to stop run {name!r}: {problem}; nothing was signalled")
@@ -310,11 +310,11 @@ def wait_run(project: Project, name: str, *, timeout: float | None = None, poll:
 
 
 def split_predictions(project: Project, run: str | Path, split: str) -> pl.DataFrame:
-    """The student of a finished run folder on the gold-labelled rows of ``split``: :func:`finetune.predict`'s
+    """The student of a finished run folder on the gold-labelled rows of ``split``: :func:`labelflow.finetune.predict`'s
     frame (``id``, ``split``, ``pred``, ``pred_name``, ``prob_<class>``), for ``analyze(..., predictions=...)``."""
     import polars as pl
 
-    from finetune.predict import predict
+    from labelflow.finetune.predict import predict
 
     frame = project.dataset().frame
     rows = (frame["split"] == split) & pl.Series(project.gold() != ABSTAIN)

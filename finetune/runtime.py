@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from labelflow.errors import require
+from labelflow.errors import FinetuneError, require
+from labelflow.finetune.config import FinetuneConfig
+from labelflow.finetune.model import EXTRA
 
-from finetune.config import FinetuneConfig
-from labelflow.errors import FinetuneError
-from finetune.model import EXTRA
-
-log = logging.getLogger("finetune")
+log = logging.getLogger("labelflow.finetune")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 """Signals that ask training to stop at the end of the current step, after a checkpoint (one process, main thread)."""
 
@@ -103,7 +101,8 @@ def using_cpu_threads(cfg: FinetuneConfig) -> Iterator[None]:
 
 @contextmanager
 def logging_to(path: Path) -> Iterator[None]:
-    """Send the ``finetune`` logger's lines to ``path`` (appended) and, when nothing else handles them, stderr."""
+    """Send the fine-tuner's log lines (logger ``labelflow.finetune``) to ``path`` (appended) and, when nothing else
+    handles them, stderr."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -1,6 +1,6 @@
 """Where a training run is: :class:`TrainState`, the part of a checkpoint that is the trainer's own.
 
-The checkpoint (:mod:`finetune.checkpoint`, written through :mod:`finetune.run_folder`)
+The checkpoint (:mod:`labelflow.finetune.checkpoint`, written through :mod:`labelflow.finetune.run_folder`)
 holds the trainable weights, the optimizer, the schedule, the RNG states and, under
 ``"state"``, :meth:`TrainState.to_dict`; :meth:`TrainState.from_dict` reads it back. Those
 two methods are the only place that knows the stored keys.
@@ -36,10 +36,10 @@ class Best:
     epoch
         Epochs done at that step (fractional, 3 decimals; a whole number without dev rows).
     score
-        What :func:`finetune.optim.better` compares, higher is better: ``[accuracy or macro-F1, -dev loss]``
+        What :func:`labelflow.finetune.optim.better` compares, higher is better: ``[accuracy or macro-F1, -dev loss]``
         or ``[-dev loss]``; ``None`` without dev rows (the last weights are kept).
     weights
-        The trainable parameters by name (:func:`finetune.model.trainable_state`): tensors on the CPU.
+        The trainable parameters by name (:func:`labelflow.finetune.model.trainable_state`): tensors on the CPU.
     """
 
     step: int

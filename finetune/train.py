@@ -1,15 +1,15 @@
 """The training loop: soft-label distillation into a sequence classifier, resumable, multi-device.
 
 :func:`finetune` is the one entry point; it reads the labels, chooses the rows
-(:mod:`finetune.rows`), prepares the run folder (:mod:`finetune.run_folder`: its files
-and their formats), sets up the device (:mod:`finetune.runtime`), trains, picks the best dev
-checkpoint and writes the run (:mod:`finetune.export`). Where training is lives in a
-:class:`~finetune.state.TrainState`, saved in each checkpoint.
+(:mod:`labelflow.finetune.rows`), prepares the run folder (:mod:`labelflow.finetune.run_folder`: its files
+and their formats), sets up the device (:mod:`labelflow.finetune.runtime`), trains, picks the best dev
+checkpoint and writes the run (:mod:`labelflow.finetune.export`). Where training is lives in a
+:class:`~labelflow.finetune.state.TrainState`, saved in each checkpoint.
 
 Speed: bf16 autocast and TF32 on a GPU, fused AdamW, dynamic padding over
 length-grouped batches, gradient accumulation, SDPA attention, optional
 ``torch.compile``. Several GPUs: launch the same script with ``torchrun`` or
-``accelerate launch`` (see :mod:`finetune.runtime`).
+``accelerate launch`` (see :mod:`labelflow.finetune.runtime`).
 """
 
 from __future__ import annotations
@@ -28,23 +28,22 @@ from typing import Any, Iterator
 import numpy as np
 
 from labelflow.errors import FinetuneError, RunStopped, require
-
-from finetune.config import FinetuneConfig
-from finetune.data import LengthGroupedBatches, collate, read_soft_labels, tokenize
-from finetune.evaluate import dev_loss, gold_scores, metrics, predict_probs
-from finetune.export import export_run
-from finetune.loss import confidence_weights, soft_cross_entropy
-from finetune.model import EXTRA, check_base_model, load_base_model, load_trainable_state, trainable_state
-from finetune.optim import better, make_optimizer, selection_score
-from finetune.rows import TrainingRows, select_rows
-from finetune.run_folder import LABELS_FILE, LOG_FILE, RunFolder, run_meta
-from finetune.runtime import (StopRequest, check_device, is_first_process, logging_to, make_accelerator,
-                              stop_requests, using_cpu_threads)
-from finetune.state import Best, TrainState
+from labelflow.finetune.config import FinetuneConfig
+from labelflow.finetune.data import LengthGroupedBatches, collate, read_soft_labels, tokenize
+from labelflow.finetune.evaluate import dev_loss, gold_scores, metrics, predict_probs
+from labelflow.finetune.export import export_run
+from labelflow.finetune.loss import confidence_weights, soft_cross_entropy
+from labelflow.finetune.model import EXTRA, check_base_model, load_base_model, load_trainable_state, trainable_state
+from labelflow.finetune.optim import better, make_optimizer, selection_score
+from labelflow.finetune.rows import TrainingRows, select_rows
+from labelflow.finetune.run_folder import LABELS_FILE, LOG_FILE, RunFolder, run_meta
+from labelflow.finetune.runtime import (StopRequest, check_device, is_first_process, logging_to, make_accelerator,
+                                        stop_requests, using_cpu_threads)
+from labelflow.finetune.state import Best, TrainState
 
 PROGRESS_EVERY_S = 1.0
 """Seconds between two writes of ``progress.json`` while training."""
-log = logging.getLogger("finetune")
+log = logging.getLogger("labelflow.finetune")
 
 
 @dataclass
@@ -82,7 +81,7 @@ def finetune(
     ----------
     data
         ``None`` (with ``resume``: the run's own ``labels.parquet``) or an export of probabilistic labels (``labelflow export`` file or a polars/pandas
-        frame; see :mod:`finetune.data`): ``train`` rows are trained on with their
+        frame; see :mod:`labelflow.finetune.data`): ``train`` rows are trained on with their
         ``prob_<class>`` soft labels, ``dev`` rows with gold select the best checkpoint
         and stop early, ``test`` rows with gold are scored once at the end.
     out
@@ -105,7 +104,7 @@ def finetune(
     FinetuneResult
         With ``metrics``: ``dev`` and ``test`` → ``{"rows", "student", "label_model"}`` and,
         where some gold rows have no LF vote, ``"uncovered"`` (both models' accuracy on them).
-        Each model's metrics are :func:`finetune.evaluate.metrics` on the same gold rows:
+        Each model's metrics are :func:`labelflow.finetune.evaluate.metrics` on the same gold rows:
         ``accuracy`` (all rows), ``accuracy_covered`` (rows some LF voted on), ``coverage``,
         ``tied``, macro-F1, per-class precision/recall/F1, ``n`` and ``n_covered``; the
         label model's as ``labelflow fit`` gives them (its export's ``pred``, ties broken,
@@ -115,7 +114,7 @@ def finetune(
     Raises
     ------
     FinetuneError
-        Bad labels (see :func:`finetune.data.read_soft_labels`), no training rows left
+        Bad labels (see :func:`labelflow.finetune.data.read_soft_labels`), no training rows left
         after filtering, a base model that cannot be found or has no classification
         head, a run folder holding another run (or, with ``resume``, a run of another task).
     """
@@ -247,7 +246,7 @@ class _Trainer:
                               self.resumed_from)
 
     def _metrics(self) -> dict[str, Any]:
-        """``metrics.json``'s document (see :func:`finetune.finetune`), the best weights loaded."""
+        """``metrics.json``'s document (see :func:`labelflow.finetune.finetune`), the best weights loaded."""
         cfg, st, rows = self.cfg, self.state, self.rows
         seconds = st.train_seconds
         return {
@@ -387,7 +386,7 @@ class _Trainer:
         try:
             yield
         except (RunStopped, KeyboardInterrupt, SystemExit):
-            raise  # a stop, not a failure: the run's files say stopped (see finetune.runs)
+            raise  # a stop, not a failure: the run's files say stopped (see labelflow.finetune.runs)
         except Exception as exc:
             if is_first_process():
                 st = self.state
@@ -401,7 +400,7 @@ class _Trainer:
         return round(self.state.epoch + self.state.batch_in_epoch / max(self.per_rank, 1), 3)
 
     def _write_progress(self, status: str) -> None:
-        """Write ``progress.json`` (main process only; :data:`finetune.run_folder.PROGRESS_FILE`)."""
+        """Write ``progress.json`` (main process only; :data:`labelflow.finetune.run_folder.PROGRESS_FILE`)."""
         if not self.is_main:
             return
         st = self.state

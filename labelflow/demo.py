@@ -1,6 +1,6 @@
 """The demo's project: the shipped YouTube Spam Collection, its LF suites and label models.
 
-``labelflow demo`` (registered by the fine-tuner, :mod:`finetune.commands`) runs
+``labelflow demo`` (registered by the fine-tuner, :mod:`labelflow.finetune.commands`) runs
 :func:`run_demo` and then fine-tunes the student on its labels.
 """
 
@@ -42,7 +42,7 @@ def run_demo(workdir: str | Path, *, fm: bool = True, progress: bool = False) ->
     MiniLM), and the project's suite (``labelflow.json``) is then that file, whose LFs its
     label matrix holds, so the app and the CLI show that suite. The last label model's
     probabilistic labels can then train the student (``labelflow demo`` does:
-    :func:`finetune.demo.student_stage`).
+    :func:`labelflow.finetune.demo.student_stage`).
 
     Returns
     -------

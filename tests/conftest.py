@@ -207,7 +207,7 @@ def export():
 @pytest.fixture
 def tiny_config(tiny_model):
     """A :class:`FinetuneConfig` factory on the tiny model: CPU, no progress bar, short runs."""
-    from finetune import FinetuneConfig
+    from labelflow.finetune import FinetuneConfig
 
     def make(**overrides):
         opts = {"base_model": str(tiny_model), "epochs": 3, "batch_size": 8, "lr": 5e-3, "max_length": 32,
@@ -223,7 +223,7 @@ def stop_runs_after():
     failed while waiting leaves no process behind)."""
     projects = []
     yield projects.append
-    from finetune.runs import list_runs, stop_run
+    from labelflow.finetune.runs import list_runs, stop_run
 
     for project in projects:
         for run in list_runs(project):
@@ -234,11 +234,11 @@ def stop_runs_after():
 @pytest.fixture
 def wait_for_step():
     """``wait(project, name, step, timeout=240)``: poll until a run's progress reaches ``step`` and its checkpoint
-    exists; returns its :class:`~finetune.runs.RunInfo`."""
+    exists; returns its :class:`~labelflow.finetune.runs.RunInfo`."""
     import time
 
-    from finetune.runs import run_info
-    from finetune.run_folder import CHECKPOINT
+    from labelflow.finetune.run_folder import CHECKPOINT
+    from labelflow.finetune.runs import run_info
 
     def wait(project, name: str, step: int, timeout: float = 240):
         deadline = time.monotonic() + timeout

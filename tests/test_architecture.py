@@ -1,9 +1,11 @@
-"""The import graph of labelflow/, finetune/, app/ and lfs/, read from the source with ``ast``.
+"""The import graph of labelflow/, finetune/, app/ and lfs/, read from the source with ``ast``; the wheel's packages.
 
 Every ``import`` counts, lazy ones inside functions and ``TYPE_CHECKING`` blocks too. The
 graph has no cycle, no module is named after a standard-library module, and dependencies
 point down the layers of the design card (../shared/DESIGN.md, "Layers"), but for the
-imports :data:`KNOWN_DEBTS` names, each with what remains to fix.
+imports :data:`KNOWN_DEBTS` names, each with what remains to fix. Modules are named as they
+install: finetune/ and lfs/ are ``labelflow.finetune`` and ``labelflow.lfs`` (pyproject.toml's
+``package-dir``), and the wheel's package list misses none of them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("labelflow", "finetune", "app", "lfs")
 SCRIPT_FOLDERS = ("app",)
 """Folders run as scripts (``streamlit run app/main.py``): their modules import each other by bare name."""
+SOURCE_FOLDERS = PACKAGES + ("tests", "bench")
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; a module's layer is its longest matching prefix
     ("base", ("labelflow.conventions", "labelflow.errors", "labelflow.io_errors", "labelflow.validation",
@@ -37,10 +40,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; a module's 
                  "labelflow.trust",
                  "labelflow.fm.run", "labelflow.fm.estimate")),  # FM runs and estimates over a project's rows
     ("doors", ("labelflow.__main__", "labelflow.cli", "labelflow.commands", "labelflow.demo", "labelflow.studio", "app",
-               "finetune", "lfs")),
+               "labelflow.finetune", "labelflow.lfs")),
 )
 
 KNOWN_DEBTS: dict[tuple[str, str], str] = {}  # (importer, imported) -> what remains to fix; skipped until gone
+
+OUTSIDE_THE_LIBRARY = ("labelflow.finetune", "labelflow.lfs", "app")
+"""What the library never imports, though the first two install inside it: the fine-tuner, the LF suites, the app."""
 
 
 @dataclass(frozen=True)
@@ -71,12 +77,25 @@ class Graph:
         return {e.target for e in self.edges if e.source == source}
 
 
-def module_names(root: Path, folders: Iterable[str]) -> dict[str, str]:
-    """Module name -> path relative to ``root`` of every ``.py`` file under ``folders``."""
+def setuptools_config(root: Path) -> dict:
+    """pyproject.toml's ``[tool.setuptools]`` table."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11
+    return tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+
+
+def installed_as(root: Path) -> dict[str, str]:
+    """Folder -> package name of the folders installed under another name (``finetune`` -> ``labelflow.finetune``)."""
+    return {folder: package for package, folder in setuptools_config(root).get("package-dir", {}).items()}
+
+
+def module_names(root: Path, folders: Iterable[str], *, renamed: dict[str, str] | None = None) -> dict[str, str]:
+    """Module name -> path relative to ``root`` of every ``.py`` file under ``folders``; a folder in ``renamed``
+    (see :func:`installed_as`) is named as the package it installs as."""
     modules = {}
     for folder in folders:
         for path in sorted((root / folder).rglob("*.py")):
             parts = path.relative_to(root).with_suffix("").parts
+            parts = ((renamed or {}).get(parts[0], parts[0]),) + parts[1:]
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             modules[name] = path.relative_to(root).as_posix()
     return modules
@@ -94,16 +113,17 @@ def _imported(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
     return [f"{base}.{alias.name}" for alias in node.names]
 
 
-def import_graph(root: Path, folders: Iterable[str] = PACKAGES, *,
-                 script_folders: Iterable[str] = SCRIPT_FOLDERS) -> Graph:
+def import_graph(root: Path, folders: Iterable[str] = PACKAGES, *, script_folders: Iterable[str] = SCRIPT_FOLDERS,
+                 renamed: dict[str, str] | None = None) -> Graph:
     """Read every import of the modules under ``folders`` of ``root`` into a :class:`Graph`.
 
     ``from pkg import name`` imports ``pkg.name`` when that is a module, else ``pkg``; ``import a.b``
     imports the deepest of ``a.b``, ``a`` that is a module here. Relative imports resolve against
     the importing module's package; in ``script_folders`` a bare name also resolves to a module of
     that folder. Imports of modules outside ``folders`` (the standard library, dependencies) are left out.
+    Modules are named as :func:`module_names` names them with ``renamed``.
     """
-    modules = module_names(root, folders)
+    modules = module_names(root, folders, renamed=renamed)
     packages = frozenset(name for name, path in modules.items() if path.endswith("/__init__.py"))
     script_folders = tuple(script_folders)
     edges = set()
@@ -177,7 +197,7 @@ def reexported(graph: Graph, name: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def full_graph() -> Graph:
-    return import_graph(ROOT)
+    return import_graph(ROOT, renamed=installed_as(ROOT))
 
 
 @pytest.fixture(scope="module")
@@ -240,8 +260,8 @@ def test_every_module_has_a_layer(graph):
 
 
 def test_package_inits_import_only_their_own_modules(graph):
-    """A package ``__init__`` re-exports its own modules; one placed in a layer (``finetune``) may re-export a name of
-    a layer below it too (``labelflow.errors.FinetuneError``)."""
+    """A package ``__init__`` re-exports its own modules; one placed in a layer (``labelflow.finetune``) may re-export
+    a name of a layer below it too (``labelflow.errors.FinetuneError``)."""
     def allowed(edge: Edge) -> bool:
         own = layer_of(edge.source)
         return edge.target.startswith(edge.source + ".") or (
@@ -251,11 +271,44 @@ def test_package_inits_import_only_their_own_modules(graph):
     assert not foreign, "a package __init__ re-exports its own modules only:\n  " + "\n  ".join(foreign)
 
 
-def test_labelflow_imports_no_other_package(graph):
-    """The fine-tuner, the app and the LF suites import labelflow, never the other way round: the fine-tuner's
+def test_the_library_imports_neither_the_fine_tuner_nor_the_suites_nor_the_app(graph):
+    """The fine-tuner, the app and the LF suites import the library, never the other way round: the fine-tuner's
     commands reach the CLI through the ``labelflow.commands`` entry point group."""
-    inward = [str(e) for e in graph.edges if e.source.split(".")[0] == "labelflow" != e.target.split(".")[0]]
-    assert not inward, "labelflow imports another package:\n  " + "\n  ".join(inward)
+    def outside(name: str) -> bool:
+        return any(name == part or name.startswith(part + ".") for part in OUTSIDE_THE_LIBRARY)
+
+    inward = [str(e) for e in graph.edges if not outside(e.source) and outside(e.target)]
+    assert not inward, "the library imports the fine-tuner, an LF suite or the app:\n  " + "\n  ".join(inward)
+
+
+def test_nothing_imports_the_folders_installed_under_labelflow_by_their_folder_names():
+    """``finetune`` and ``lfs`` are folders, not packages: code imports ``labelflow.finetune`` (suites load by path)."""
+    folders = set(installed_as(ROOT))
+    found = []
+    for folder in SOURCE_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    names = [node.module or ""]
+                else:
+                    continue
+                found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {name}" for name in names
+                          if name.split(".")[0] in folders]
+    assert folders == {"finetune", "lfs"}
+    assert not found, "import these as labelflow.<name>:\n  " + "\n  ".join(found)
+
+
+def test_the_wheel_lists_every_package():
+    """pyproject.toml lists the wheel's packages (finetune/ and lfs/ install from outside labelflow/): every folder with
+    an ``__init__.py`` the wheel ships from (all of :data:`PACKAGES` but the app, run from the repository) is one of
+    them, under the name it installs as, so a new subpackage cannot silently miss the wheel."""
+    renamed = installed_as(ROOT)
+    shipped = [folder for folder in PACKAGES if folder not in SCRIPT_FOLDERS]
+    found = {name for name, path in module_names(ROOT, shipped, renamed=renamed).items()
+             if path.endswith("/__init__.py")}
+    assert sorted(found) == sorted(setuptools_config(ROOT)["packages"])
 
 
 def test_lower_layers_never_import_higher_ones(graph):

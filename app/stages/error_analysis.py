@@ -7,8 +7,8 @@ import streamlit as st
 
 import loaders
 import widgets
-from finetune.runs import list_runs
 from labelflow.errors import LabelflowError
+from labelflow.finetune.runs import list_runs
 from labelflow.suggest import SUGGESTION_KINDS
 
 SUGGEST = "_suggest_for"

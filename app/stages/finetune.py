@@ -1,6 +1,6 @@
 """Fine-tune: train a student on the label model's probabilistic labels in the background, watch it, compare it.
 
-A view over :mod:`finetune.runs`: the form starts a ``labelflow finetune`` process,
+A view over :mod:`labelflow.finetune.runs`: the form starts a ``labelflow finetune`` process,
 the runs table and the chosen run's panel read the run folders (refreshed every
 few seconds while the run trains).
 """
@@ -14,10 +14,10 @@ import streamlit as st
 
 import loaders
 import widgets
-from finetune.config import DEFAULT_BASE_MODEL, FinetuneConfig, Method, Weighting
-from finetune.run_folder import CARD_FILE
-from finetune.runs import RunInfo, list_runs, new_run_name, run_info, runs_folder, start_run, stop_run
 from labelflow.errors import LabelflowError
+from labelflow.finetune.config import DEFAULT_BASE_MODEL, FinetuneConfig, Method, Weighting
+from labelflow.finetune.run_folder import CARD_FILE
+from labelflow.finetune.runs import RunInfo, list_runs, new_run_name, run_info, runs_folder, start_run, stop_run
 
 REFRESH_S = 2
 RUN = "ft_run"

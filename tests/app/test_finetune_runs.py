@@ -21,7 +21,7 @@ def errors(at) -> list[str]:
 
 
 def tiny_config(tiny_model, **overrides):
-    from finetune import FinetuneConfig
+    from labelflow.finetune import FinetuneConfig
 
     return FinetuneConfig(**{"base_model": str(tiny_model), "method": "full", "epochs": 2, "max_length": 32,
                              "device": "cpu", "cpu_threads": 1, "progress": False, **overrides})
@@ -35,7 +35,7 @@ def long_config(tiny_model):
 @pytest.fixture
 def running(app_project, tiny_model, stop_runs_after):
     """Start ``long`` in the background and wait until it has done a few steps; stopped at teardown."""
-    from finetune.runs import start_run
+    from labelflow.finetune.runs import start_run
 
     stop_runs_after(app_project)
     start_run(app_project, "long", long_config(tiny_model))
@@ -43,7 +43,7 @@ def running(app_project, tiny_model, stop_runs_after):
 
 
 def wait_for(project, name, test, timeout: float = TIMEOUT):
-    from finetune.runs import run_info
+    from labelflow.finetune.runs import run_info
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,7 +55,7 @@ def wait_for(project, name, test, timeout: float = TIMEOUT):
 
 
 def test_the_runs_table_shows_live_progress_and_the_selector_follows_the_process(app_project, open_page, running):
-    from finetune.runs import run_info, stop_run
+    from labelflow.finetune.runs import run_info, stop_run
 
     at = open_page("finetune")
     table = at.dataframe[0].value
@@ -73,7 +73,7 @@ def test_the_runs_table_shows_live_progress_and_the_selector_follows_the_process
 
 
 def test_stop_then_resume_continues_from_the_step_it_stopped_at(app_project, open_page, running):
-    from finetune.runs import run_info
+    from labelflow.finetune.runs import run_info
 
     at = open_page("finetune")
     at.button(key="ft_stop").click().run()
@@ -93,7 +93,7 @@ def test_stop_then_resume_continues_from_the_step_it_stopped_at(app_project, ope
 
 def test_a_run_that_failed_before_any_checkpoint_offers_no_resume_and_says_why(app_project, open_page,
                                                                                stop_runs_after):
-    from finetune.runs import start_run, wait_run
+    from labelflow.finetune.runs import start_run, wait_run
 
     stop_runs_after(app_project)
     start_run(app_project, "broken", tiny_config("/no/such/model"))
@@ -107,8 +107,8 @@ def test_a_run_that_failed_before_any_checkpoint_offers_no_resume_and_says_why(a
 
 
 def test_curves_need_two_evaluations_and_count_steps_in_integers(app_project, open_page, tiny_model, tmp_path):
-    from finetune import finetune
-    from finetune.runs import runs_folder
+    from labelflow.finetune import finetune
+    from labelflow.finetune.runs import runs_folder
 
     labels = app_project.export(tmp_path / "labels.parquet")
     for name, epochs in (("one-eval", 1), ("two-evals", 2)):
@@ -137,7 +137,7 @@ def test_in_the_browser_the_runs_table_moves_and_follows_a_stop_without_a_click(
 
     from playwright.sync_api import expect
 
-    from finetune.runs import run_info, stop_run
+    from labelflow.finetune.runs import run_info, stop_run
 
     page = new_page(width=1440)
     ui.visit(page, app, "finetune", "Fine-tune")

@@ -354,7 +354,7 @@ TIMEOUT = 240  # seconds a background run of the tiny model may take on a busy m
 
 
 def tiny_config(tiny_model, **overrides):
-    from finetune import FinetuneConfig
+    from labelflow.finetune import FinetuneConfig
 
     return FinetuneConfig(**{"base_model": str(tiny_model), "method": "full", "epochs": 2, "max_length": 32,
                              "device": "cpu", "cpu_threads": 1, "progress": False, **overrides})
@@ -364,8 +364,8 @@ def tiny_config(tiny_model, **overrides):
 def finished_run(app_project, tiny_model, tmp_path):
     """``student-1``: a run of the tiny BERT on the project's labels, trained in this process."""
     pytest.importorskip("peft")
-    from finetune import finetune
-    from finetune.runs import run_info, runs_folder
+    from labelflow.finetune import finetune
+    from labelflow.finetune.runs import run_info, runs_folder
 
     labels = app_project.export(tmp_path / "labels.parquet")
     finetune(labels, out=runs_folder(app_project) / "student-1", config=tiny_config(tiny_model),
@@ -376,7 +376,7 @@ def finished_run(app_project, tiny_model, tmp_path):
 @pytest.fixture
 def runs_of(app_project, stop_runs_after):
     """The project's runs; any still training at teardown is stopped."""
-    from finetune.runs import list_runs
+    from labelflow.finetune.runs import list_runs
 
     stop_runs_after(app_project)
     return lambda: list_runs(app_project)
@@ -419,7 +419,7 @@ def test_finetune_page_compares_a_finished_run_with_the_label_model(app_project,
 
 
 def test_the_start_button_launches_a_run_that_completes(app_project, open_page, tiny_model, runs_of):
-    from finetune.runs import wait_run
+    from labelflow.finetune.runs import wait_run
 
     at = open_page("finetune")
     at.text_input(key="ft_name").input("tiny")
@@ -439,7 +439,7 @@ def test_the_start_button_launches_a_run_that_completes(app_project, open_page, 
 
 
 def test_a_training_run_shows_its_progress_and_stops(app_project, open_page, tiny_model, runs_of, wait_for_step):
-    from finetune.runs import run_info, start_run
+    from labelflow.finetune.runs import run_info, start_run
 
     # patience=None: no early stopping. With the default patience 3 the tiny model's flat dev accuracy ends the run
     # at step 40, a second after step 10, so on a busy machine the Stop could land on a run that had completed.
@@ -458,7 +458,7 @@ def test_a_training_run_shows_its_progress_and_stops(app_project, open_page, tin
 
 
 def test_a_run_that_fails_shows_why_and_a_stopped_one_resumes(app_project, finished_run, open_page, runs_of):
-    from finetune.runs import wait_run
+    from labelflow.finetune.runs import wait_run
 
     meta = json.loads((finished_run.path / "finetune.json").read_text())
     (finished_run.path / "finetune.json").write_text(json.dumps({**meta, "status": "training"}))  # as if killed
@@ -486,7 +486,7 @@ def test_a_run_that_fails_shows_why_and_a_stopped_one_resumes(app_project, finis
     ("ft_name", "student-1", "Not started: a run named 'student-1' exists already"),
 ])
 def test_a_bad_option_shows_an_error_and_starts_nothing(app_project, finished_run, open_page, field, value, message):
-    from finetune.runs import list_runs
+    from labelflow.finetune.runs import list_runs
 
     at = open_page("finetune")
     widget = at.number_input(key=field) if field == "ft_lr" else at.text_input(key=field)
@@ -497,7 +497,7 @@ def test_a_bad_option_shows_an_error_and_starts_nothing(app_project, finished_ru
 
 
 def test_error_analysis_of_a_student(app_project, finished_run, open_page):
-    from finetune.runs import split_predictions
+    from labelflow.finetune.runs import split_predictions
 
     expected = analyze(app_project, split="dev", predictions=split_predictions(app_project, finished_run.path, "dev"))
     label_model = analyze(app_project, split="dev").accuracy

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("peft")
 
-from finetune.cli import COMMANDS  # noqa: E402
 from labelflow.cli import main  # noqa: E402
+from labelflow.finetune.cli import COMMANDS  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def test_errors_print_one_line_and_exit_2(tmp_path, capsys, export, tiny_model, 
 
 
 def test_options_become_the_config():
-    from finetune.options import config_from_args
+    from labelflow.finetune.options import config_from_args
     from labelflow.cli import commands, make_parser
 
     args = make_parser().parse_args(["finetune", "--out", "r", "--lora-r", "4", "--target-modules", "query,value",
@@ -117,8 +117,8 @@ def test_every_config_field_is_an_option_with_its_literal_choices_and_the_readme
     import re
     import typing
 
-    from finetune.config import FinetuneConfig, Weighting
-    from finetune.options import config_from_args, options
+    from labelflow.finetune.config import FinetuneConfig, Weighting
+    from labelflow.finetune.options import config_from_args, options
     from labelflow.cli import make_parser
 
     opts = {o.field: o for o in options()}
@@ -142,7 +142,7 @@ def test_every_config_field_is_an_option_with_its_literal_choices_and_the_readme
 
 
 def test_demo_student_stage_and_comparison_table(tmp_path, project, tiny_config):
-    from finetune.demo import comparison_table, student_stage
+    from labelflow.finetune.demo import comparison_table, student_stage
 
     project.apply()
     project.fit()
@@ -158,7 +158,7 @@ def test_demo_student_stage_and_comparison_table(tmp_path, project, tiny_config)
 
 
 def test_fm_zero_shot_baseline_uses_the_class_descriptions(tmp_path, project_files):
-    from finetune.demo import fm_zero_shot
+    from labelflow.finetune.demo import fm_zero_shot
     from labelflow.project import Project
 
     project = Project.init(tmp_path / "described", sources={s: [project_files[s]] for s in ("train", "dev", "test")},

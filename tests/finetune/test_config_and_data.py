@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from finetune import LORA_DEFAULTS, FinetuneConfig, FinetuneError, read_soft_labels
-from finetune.data import LengthGroupedBatches, collate
-from finetune.optim import lr_schedule
-from finetune.rows import select_rows
+from labelflow.finetune import LORA_DEFAULTS, FinetuneConfig, FinetuneError, read_soft_labels
+from labelflow.finetune.data import LengthGroupedBatches, collate
+from labelflow.finetune.optim import lr_schedule
+from labelflow.finetune.rows import select_rows
 from labelflow.labelmodels import probs_to_preds
 
 # --- config ----------------------------------------------------------------------------------------

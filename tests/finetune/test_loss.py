@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from finetune import FinetuneError, confidence_weights, soft_cross_entropy  # noqa: E402
+from labelflow.finetune import FinetuneError, confidence_weights, soft_cross_entropy  # noqa: E402
 
 
 def test_one_hot_targets_give_the_usual_cross_entropy():

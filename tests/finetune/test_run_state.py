@@ -17,10 +17,10 @@ import pytest
 
 pytest.importorskip("peft")
 
-from finetune import FinetuneConfig, FinetuneError  # noqa: E402
-from finetune.options import config_argv  # noqa: E402
-from finetune.run_folder import CHECKPOINT, PROGRESS_FILE, RUN_FILE  # noqa: E402
-from finetune.runs import run_info, runs_folder, start_run, stop_run, wait_run  # noqa: E402
+from labelflow.finetune import FinetuneConfig, FinetuneError  # noqa: E402
+from labelflow.finetune.options import config_argv  # noqa: E402
+from labelflow.finetune.run_folder import CHECKPOINT, PROGRESS_FILE, RUN_FILE  # noqa: E402
+from labelflow.finetune.runs import run_info, runs_folder, start_run, stop_run, wait_run  # noqa: E402
 
 TIMEOUT = 240  # seconds a run of the tiny model may take on a busy machine
 NEVER = 10 ** 6  # an eval_every / log_every no run reaches: no checkpoint, no log window before the end

@@ -1,5 +1,5 @@
-"""Background runs of a project (:mod:`finetune.runs`): real ``labelflow finetune`` processes on the tiny project and
-the tiny BERT; they finish, stop, resume and fail with what the app shows."""
+"""Background runs of a project (:mod:`labelflow.finetune.runs`): real ``labelflow finetune`` processes on the tiny
+project and the tiny BERT; they finish, stop, resume and fail with what the app shows."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pytest
 
 pytest.importorskip("peft")
 
-from finetune import FinetuneConfig, FinetuneError  # noqa: E402
-from finetune.options import config_argv, config_from_args  # noqa: E402
-from finetune.runs import (  # noqa: E402
-    list_runs, new_run_name, run_info, runs_folder, split_predictions, start_run, stop_run, wait_run)
 from labelflow.cli import make_parser  # noqa: E402
 from labelflow.error_analysis import analyze  # noqa: E402
 from labelflow.errors import ProjectError  # noqa: E402
+from labelflow.finetune import FinetuneConfig, FinetuneError  # noqa: E402
+from labelflow.finetune.options import config_argv, config_from_args  # noqa: E402
+from labelflow.finetune.runs import (  # noqa: E402
+    list_runs, new_run_name, run_info, runs_folder, split_predictions, start_run, stop_run, wait_run)
 
 TIMEOUT = 240  # seconds a run of the tiny model may take on a busy machine
 
@@ -172,7 +172,7 @@ def test_item9_a_crafted_pid_file_does_not_make_stop_signal_another_process(proj
 def test_item9_stop_checks_the_command_line_and_the_start_time_recorded_at_launch(project):
     import time
 
-    from finetune.run_folder import proc_start as _proc_start
+    from labelflow.finetune.run_folder import proc_start as _proc_start
 
     runs_folder(project).mkdir(parents=True)
     run = runs_folder(project) / "mine"
@@ -196,7 +196,7 @@ def test_item9_stop_checks_the_command_line_and_the_start_time_recorded_at_launc
     # never the caller's own process or group, nor pid 0 / 1 / -1 (os.killpg(0, ...) would signal the caller's group)
     import os
 
-    from finetune.runs import _alive, _not_this_run
+    from labelflow.finetune.runs import _alive, _not_this_run
 
     for pid in (0, 1, -1, os.getpid(), os.getpgrp(), True, "12"):
         record = {"pid": pid, "started": time.time(), "argv": ["--out", str(run)]}

@@ -15,10 +15,10 @@ import pytest
 pytest.importorskip("peft")
 torch = pytest.importorskip("torch")
 
-from finetune import FinetuneConfig, FinetuneError, finetune, load_student, predict  # noqa: E402
-from finetune.checkpoint import read_checkpoint  # noqa: E402
-from finetune.model import resolve_base_model  # noqa: E402
-from finetune.run_folder import CHECKPOINT  # noqa: E402
+from labelflow.finetune import FinetuneConfig, FinetuneError, finetune, load_student, predict  # noqa: E402
+from labelflow.finetune.checkpoint import read_checkpoint  # noqa: E402
+from labelflow.finetune.model import resolve_base_model  # noqa: E402
+from labelflow.finetune.run_folder import CHECKPOINT  # noqa: E402
 from labelflow.labelmodels.base import probs_to_preds, tied_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -294,7 +294,7 @@ def test_item6_a_crafted_checkpoint_does_not_run_code(tmp_path, export, tiny_con
 def test_item6_checkpoints_are_safetensors_with_json_state(tmp_path, export, tiny_config):
     from safetensors import safe_open
 
-    from finetune.checkpoint import METADATA_KEY
+    from labelflow.finetune.checkpoint import METADATA_KEY
 
     run = tmp_path / "run"
     result = finetune(export(), out=run, config=tiny_config(epochs=2))
