@@ -3,7 +3,7 @@
 An export has one row per data row and these columns: ``id``, the text field(s),
 ``split``, ``label`` (gold, null when unknown), ``prob_<class>`` for each class
 (:func:`prob_columns`), ``pred`` and ``pred_name`` (by :func:`predict`), ``covered``
-and ``tied``. The fine-tuner (``finetune``) reads the same ``prob_<class>`` columns.
+and ``tied``. The fine-tuner (``labelflow.finetune``) reads the same ``prob_<class>`` columns.
 """
 
 from __future__ import annotations
