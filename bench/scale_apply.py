@@ -53,8 +53,10 @@ import threading
 import time
 from pathlib import Path
 
+from labelflow.conventions import ABSTAIN
+
 ROOT = Path(__file__).resolve().parents[1]
-HAM, SPAM, ABSTAIN = 0, 1, -1
+HAM, SPAM = 0, 1
 
 KEYWORDS = [  # (name, label, whole words or phrases)
     ("kw_subscribe", SPAM, ["subscribe", "subscribers", "sub4sub", "subs"]),

@@ -22,7 +22,7 @@ Command = Callable[..., argparse.ArgumentParser]
 def add_parsers(command: Command) -> None:
     """Add ``finetune`` and ``predict`` through ``labelflow.cli``'s ``command(name, help, *, project=True,
     json_out=True)`` helper (it adds the subparser with ``-p/--project`` and ``--json``)."""
-    from labelflow.finetune.config import Device
+    from labelflow.conventions import Device
     from labelflow.finetune.options import add_config_options
 
     p = command("finetune", "Fine-tune a small classifier (LoRA) on the label model's probabilistic labels.")

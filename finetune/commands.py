@@ -54,7 +54,7 @@ def finetune_command(args: argparse.Namespace) -> dict[str, Any]:
 def predict_command(args: argparse.Namespace) -> dict[str, Any]:
     """``labelflow predict``: a data file's rows keep their ids (``--id-column``, else its ``id`` column, else row
     numbers, which it says); a project folder's rows keep the project's."""
-    from labelflow.dataset import read_table
+    from labelflow.tables import read_table
 
     source, id_column = Path(args.data), args.id_column
     if source.is_dir():

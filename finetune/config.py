@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from labelflow.conventions import Device
 from labelflow.errors import FinetuneError
 from labelflow.validation import check_choice, check_int, check_number
 
@@ -31,8 +32,6 @@ Selection = Literal["accuracy", "macro_f1", "loss"]
 """Dev metric that picks the best checkpoint and drives early stopping (``loss``: dev cross-entropy on gold)."""
 Scheduler = Literal["linear", "cosine", "constant"]
 """Learning-rate schedule after the linear warm-up."""
-Device = Literal["auto", "cpu", "cuda"]
-"""``auto``: CUDA when torch sees a GPU, else CPU."""
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 """Autocast dtype; ``auto``: bf16 on a GPU that has it (else fp16), fp32 on a CPU."""
 Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]

@@ -200,7 +200,7 @@ def read_soft_labels(
 
 
 def _read(source: Any) -> tuple[pl.DataFrame, str]:
-    from labelflow.dataset import read_table
+    from labelflow.tables import read_table
     from labelflow.errors import DataError
 
     if isinstance(source, (str, Path)) and not Path(source).is_file():

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from labelflow.conventions import Device
 from labelflow.errors import FinetuneError, require
 from labelflow.export import prob_columns
-from labelflow.finetune.config import Device
 from labelflow.finetune.data import tokenize
 from labelflow.finetune.evaluate import predict_probs
 from labelflow.finetune.model import EXTRA, quiet_transformers
@@ -144,7 +144,7 @@ def _frame(data: Any, text: str) -> pl.DataFrame:
             return dataset.frame.select("id", "split", pl.col("text").alias(text))
         if not path.is_file():
             raise FinetuneError(f"data file {path} does not exist")
-        from labelflow.dataset import read_table
+        from labelflow.tables import read_table
         from labelflow.errors import DataError
 
         try:

@@ -45,7 +45,7 @@ def _analyze(args: argparse.Namespace) -> dict[str, Any]:
     project = open_project(args)
     predictions = None
     if args.predictions:
-        from labelflow.dataset import read_table
+        from labelflow.tables import read_table
 
         predictions = read_table(args.predictions)[1]
         missing = sorted({"id", "pred"} - set(predictions.columns))
