@@ -163,8 +163,8 @@ def change_settings(project: Project, changes: dict[str, Any]) -> dict[str, Any]
         ``changed`` (``{field: {"from": old, "to": new}}``), ``reimported`` (rows, or
         ``None``), ``stale`` (all marks now) and ``todo`` (the commands that recompute them).
     """
-    from labelflow.project import Project
     from labelflow.project_config import CONFIG_FILE
+    from labelflow.project_setup import import_dataset
 
     old = project.config
     changed = {k: v for k, v in changes.items() if getattr(old, k) != v}
@@ -182,10 +182,7 @@ def change_settings(project: Project, changes: dict[str, Any]) -> dict[str, Any]
     staged = None
     data = [k for k in DATA_KEYS if k in changed]
     if data:
-        dataset = Project(project.root, new)._import_dataset()
-        hidden = sorted(set(new.hide_labels) - set(dataset.splits()))
-        if hidden:
-            raise DataError(f"hide_labels names split(s) {hidden} the dataset lacks; its splits are {dataset.splits()}")
+        dataset = import_dataset(project.root, new)
         if not store.holds_rows(dataset.frame):
             why = f"the dataset was re-imported with other rows or texts ({', '.join(data)} changed)"
             if has_matrix:

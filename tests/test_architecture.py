@@ -37,7 +37,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; a module's 
                   "labelflow.suite_edit", "labelflow.extend", "labelflow.model_comparison")),
     ("project", ("labelflow.project", "labelflow.project_config", "labelflow.store", "labelflow.gold",
                  "labelflow.export", "labelflow.extended_matrix", "labelflow.settings", "labelflow.annotations",
-                 "labelflow.trust",
+                 "labelflow.trust", "labelflow.project_setup", "labelflow.project_suite", "labelflow.project_matrix",
+                 "labelflow.project_extension", "labelflow.project_annotations", "labelflow.project_models",
+                 "labelflow.project_predictions",
                  "labelflow.fm.run", "labelflow.fm.estimate")),  # FM runs and estimates over a project's rows
     ("doors", ("labelflow.__main__", "labelflow.cli", "labelflow.commands", "labelflow.demo", "labelflow.studio", "app",
                "labelflow.finetune", "labelflow.lfs")),
