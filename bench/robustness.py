@@ -57,7 +57,7 @@ DEAD_URL = "http://127.0.0.1:9"  # the discard port: nothing listens, connection
 OWNERS = (  # path prefix of the deepest repo frame → who owns the fix (issue 14's split)
     ("labelflow/lf.py", "lf+apply"), ("labelflow/apply.py", "lf+apply"), ("labelflow/distributed.py", "lf+apply"),
     ("labelflow/dataset.py", "store"), ("labelflow/matrix.py", "store"), ("labelflow/annotations.py", "store"),
-    ("labelflow/project.py", "store"), ("labelflow/fm/", "fm"), ("finetune/", "finetune+studio+trust"),
+    ("labelflow/project", "store"), ("labelflow/fm/", "fm"), ("finetune/", "finetune+studio+trust"),
     ("labelflow/studio.py", "finetune+studio+trust"), ("labelflow/trust.py", "finetune+studio+trust"),
     ("app/", "finetune+studio+trust"), ("labelflow/labelmodels/", "labelmodels"),
     ("labelflow/cli.py", "cli"), ("labelflow/commands/", "cli"), ("labelflow/files.py", "cli"), ("labelflow/suite_edit.py", "cli"),

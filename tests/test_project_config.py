@@ -231,6 +231,13 @@ def test_config_set_refuses_a_bad_value_and_changes_nothing(project, capsys, set
     assert (project.root / CONFIG_FILE).read_bytes() == config and files_under(project.store.root) == store
 
 
+def test_config_set_hide_labels_reads_split_names_as_init_does(project, capsys):
+    run_json(capsys, "config", "-p", str(project.root), "--set", "hide_labels=Validation")
+    dataset = Project.open(project.root).dataset()
+    assert dataset.split("dev").frame["label"].null_count() == 4
+    assert dataset.split("train").frame["label"].null_count() == 0
+
+
 def test_config_set_needs_key_equals_value(project, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["config", "-p", str(project.root), "--set", "label_model"])
