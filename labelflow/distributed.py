@@ -1,4 +1,4 @@
-"""Run labelflow on a Ray cluster: LF suites with Ray Data, FM inference in actor pools.
+"""Run labelflow on a Ray cluster: LF suites with Ray Data, FM inference in actor pools (:mod:`labelflow.ray_actors`).
 
 :class:`RayEngine` is the engine's settings. Passed as ``engine=`` to
 :func:`~labelflow.apply.apply_lfs`, ``Project.apply`` or the ``labelflow.fm.run``
@@ -34,7 +34,7 @@ import socket
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +49,10 @@ from labelflow.chunks import chunk_bounds, read_chunk
 from labelflow.conventions import LabelArray
 from labelflow.errors import EngineError, LabelflowError, LFError, require
 from labelflow.files import atomic_path, write_json
-from labelflow.fm.base import Provider, get_provider
+from labelflow.fm.base import Provider
 from labelflow.lf_workers import merge_failures
 from labelflow.matrix import LFFailure
+from labelflow.ray_actors import ActorPoolProvider
 from labelflow.suite_loading import exec_suite_module, suite_sources
 from labelflow.validation import check_int
 
@@ -174,7 +175,8 @@ class RayEngine:
 
     def provider(self, kind: str, config: Mapping[str, Any]) -> Provider:
         """The provider ``kind`` with ``config``, its model run by a pool of actors on the cluster."""
-        return _ActorPoolProvider(kind, dict(config), self)
+        return ActorPoolProvider(kind, dict(config), connect=self.connect, actors=self.fm_actors,
+                                 max_retries=self.max_retries)
 
     # --- the cluster --------------------------------------------------------------------------------
 
@@ -393,71 +395,3 @@ def _check_reachable(address: str, timeout: float) -> None:
             f"cannot reach the Ray cluster at {address!r} within {timeout:g} s: {exc.strerror or exc}. Check the "
             "address (ray://HOST:10001 for Ray Client, HOST:6379 for the head node) and that the cluster is up"
         ) from None
-
-
-# --- FM models in an actor pool ----------------------------------------------------------------------
-
-
-class _FMActor:
-    """Holds one provider (model loaded once) on a Ray worker."""
-
-    def __init__(self, kind: str, config: dict[str, Any]) -> None:
-        self.provider = get_provider(kind, **config)
-
-    def run(self, method: str, inputs: list[str], arg: Any) -> Any:
-        if method == "embed":
-            return self.provider.embed(inputs)
-        if method == "score":
-            return self.provider.score(inputs, arg)
-        return self.provider.generate(inputs, max_tokens=arg)
-
-
-class _ActorPoolProvider(Provider):
-    """A provider whose model runs in a pool of Ray actors; same identity (so cache keys) as the model's own."""
-
-    kind = "ray"
-
-    def __init__(self, kind: str, config: dict[str, Any], engine: RayEngine) -> None:
-        self.local = get_provider(kind, **config)  # identity and batch size only: the model loads on the actors
-        self.spec = (kind, config)
-        self.engine = engine
-        self._actors: list[Any] = []
-        ray = engine.connect()
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0)) if config.get("device", "auto") != "cpu" else 0
-        self.actors = engine.fm_actors or gpus or max(1, int(resources.get("CPU", 1)))
-        self.options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
-        self.batch_size = self.local.batch_size * self.actors * 4
-
-    @property
-    def identity(self) -> str:
-        return self.local.identity
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return np.concatenate(self._map("embed", texts, None))
-
-    def score(self, prompts: Sequence[str], answers: Sequence[Sequence[str]]) -> np.ndarray:
-        return np.concatenate(self._map("score", prompts, [list(a) for a in answers]))
-
-    def generate(self, prompts: Sequence[str], *, max_tokens: int) -> list[str]:
-        return [text for part in self._map("generate", prompts, max_tokens) for text in part]
-
-    def _map(self, method: str, inputs: Sequence[str], arg: Any) -> list[Any]:
-        """``method`` on consecutive batches of ``inputs`` across the actors; results in input order."""
-        ray = self.engine.connect()
-        from ray.util import ActorPool
-
-        if not self._actors:
-            actor = ray.remote(_FMActor).options(max_restarts=self.engine.max_retries,
-                                                 max_task_retries=self.engine.max_retries, **self.options)
-            self._actors = [actor.remote(*self.spec) for _ in range(self.actors)]
-        size = self.local.batch_size
-        parts = [list(inputs[i:i + size]) for i in range(0, len(inputs), size)]
-        try:
-            return list(ActorPool(self._actors).map(lambda a, part: a.run.remote(method, part, arg), parts))
-        except Exception as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, LabelflowError):
-                raise cause from None
-            raise EngineError(f"FM {method} on Ray failed after up to {self.engine.max_retries} retries: "
-                              f"{type(exc).__name__}: {exc}") from exc

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first; a module's 
                 "labelflow.lf_fingerprint", "labelflow.suite_loading", "labelflow.matrix", "labelflow.fm")),
     ("applier", ("labelflow.chunks", "labelflow.lf_workers", "labelflow.chunk_applier", "labelflow.vote_cache",
                  "labelflow.apply")),
-    ("engines", ("labelflow.distributed",)),
+    ("engines", ("labelflow.ray_actors", "labelflow.distributed")),
     ("models", ("labelflow.labelmodels",)),
     ("guidance", ("labelflow.slices", "labelflow.analysis", "labelflow.error_analysis", "labelflow.suggest",
                   "labelflow.suite_edit", "labelflow.extend", "labelflow.model_comparison")),
