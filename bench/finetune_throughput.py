@@ -113,7 +113,6 @@ def peak_tflops(cfg, device) -> float | None:
 
 
 def measure(name: str, cfg, device, dtype) -> dict:
-    import numpy as np
     import torch
 
     from labelflow.finetune.data import LengthGroupedBatches, collate

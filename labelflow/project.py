@@ -27,7 +27,7 @@ from labelflow.apply import Engine
 from labelflow.chunk_applier import OnError
 from labelflow.dataset import Dataset, Duplicates
 from labelflow.distributed import RayEngine
-from labelflow.errors import ProjectError
+from labelflow.errors import ProjectError, UntrustedProjectError
 from labelflow.export import Predictions
 from labelflow.extend import ExtendConfig, ExtensionCandidate
 from labelflow.fm.cache import FMCache
@@ -37,7 +37,7 @@ from labelflow.matrix import LabelMatrix
 from labelflow.project_config import ProjectConfig, read_config, relative_path, write_config
 from labelflow.schema import ClassSchema
 from labelflow.store import ProjectStore
-from labelflow.trust import Fingerprint, UntrustedProjectError, fingerprint, is_trusted, record_trust, untrusted_message
+from labelflow.trust import Fingerprint, fingerprint, is_trusted, record_trust, untrusted_message
 from labelflow.vote_cache import VoteCache
 
 if TYPE_CHECKING:

@@ -41,7 +41,7 @@ def load_suite(project, path: str | Path | None = None, *,
                include_disabled: bool = False) -> list[LabelingFunction]:
     """The LFs of the suite file ``path`` (relative to the working directory; the caller's choice, run as it is),
     else of ``project``'s configured suite, which runs only when the project is trusted (else
-    :class:`~labelflow.trust.UntrustedProjectError`). LFs the config's ``disabled_lfs`` names are left out
+    :class:`~labelflow.errors.UntrustedProjectError`). LFs the config's ``disabled_lfs`` names are left out
     unless ``include_disabled``."""
     if path is not None:
         suite = load_lf_suite(path)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labelflow.errors import ProjectError, UntrustedProjectError
+from labelflow.errors import ProjectError
 from labelflow.files import write_json
 
 HOME_ENV = "LABELFLOW_HOME"

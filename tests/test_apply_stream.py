@@ -13,7 +13,6 @@ from labelflow import ABSTAIN, ExpressionLF, VoteCache, apply_lfs, keyword_lf, l
 from labelflow.lf_workers import MAX_FAILURES_KEPT
 from labelflow.errors import ProjectError
 from labelflow.files import write_parquet_parts
-from labelflow.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
 HAM, SPAM = 0, 1

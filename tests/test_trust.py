@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from labelflow.cli import main
+from labelflow.errors import UntrustedProjectError
 from labelflow.project import Project
 from labelflow.project_config import CONFIG_FILE
 from labelflow.suite_edit import try_lf
-from labelflow.trust import UntrustedProjectError, trust_file
+from labelflow.trust import trust_file
 
 PAYLOAD = "\nopen({marker!r}, 'a').write('ran\\n')\n"
 

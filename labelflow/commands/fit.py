@@ -116,6 +116,7 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     print(f"wrote {frame.height} rows to {args.out}")
     return {}
 
+
 COMMANDS = {"fit": _fit, "summary": _summary, "export": _export}
 CHECKS = {"export": _check_export}
 

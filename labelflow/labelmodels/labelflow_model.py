@@ -190,7 +190,8 @@ class LabelflowModel(LabelModel):
         ``"posterior"`` (see :meth:`_fit_unipolar_weights`) or ``None`` (uniform); saved with the model
         (``None`` too for a file saved before sources were recorded: check :attr:`class_balance`)."""
         self.share: np.ndarray | None = None
-        """``[m]`` fraction of its weight each LF keeps (1 / size of its group of identical columns)."""
+        """``[m]`` fraction of its weight each LF keeps: 1 / size of its group of identical columns, and for a
+        multipolar LF the smaller of that and its firing-correlation share (:func:`_firing_share`)."""
         self.class_balance: np.ndarray | None = None
         """``[k]`` prior on covered rows (given to ``fit``, from dev gold, or from the multipolar LFs' votes
         where they tell it apart from uniform), or ``None`` (uniform)."""

@@ -134,7 +134,6 @@ def _launch_record(project, name: str, pid: int, **extra) -> None:
 
     from labelflow.files import write_json
 
-    path = runs_folder(project) / name
     write_json(runs_folder(project) / f"{name}.pid", {
         "pid": pid, "started": time.time(), "argv": ["labelflow", "--out", ""], "config": FinetuneConfig().to_dict(),
         "label_model": None, **extra})

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("peft")
 torch = pytest.importorskip("torch")
 
-from labelflow.finetune import FinetuneConfig, FinetuneError, finetune, load_student, predict  # noqa: E402
+from labelflow.finetune import FinetuneError, finetune, load_student, predict  # noqa: E402
 from labelflow.finetune.checkpoint import read_checkpoint  # noqa: E402
 from labelflow.finetune.model import resolve_base_model  # noqa: E402
 from labelflow.finetune.run_folder import CHECKPOINT  # noqa: E402
